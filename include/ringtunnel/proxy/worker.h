@@ -1,0 +1,206 @@
+// A worker: one thread, one ring, its own listeners, buffers and connections. Workers share only
+// the read-only Config and the access-log sink, so the data path takes no locks.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <netinet/in.h>
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringtunnel/config/config.h"
+#include "ringtunnel/proxy/access_log.h"
+#include "ringtunnel/ring/buffer_pool.h"
+#include "ringtunnel/ring/op_tag.h"
+#include "ringtunnel/ring/ring.h"
+
+namespace ringtunnel::proxy {
+
+// What a completion was for. The lane says which listener (accept) or direction (the rest).
+enum class OpKind : uint8_t {
+  accept = 1,
+  wake,
+  connect,
+  connect_timeout,
+  recv,
+  send,
+  shutdown,
+  cancel,
+  close,
+  poll,
+  splice_in,
+  splice_out,
+};
+
+// One received buffer (or what is left of it) waiting to be sent on.
+struct Chunk {
+  uint32_t offset;
+  uint32_t length;
+  uint16_t bid;
+  uint8_t cls;
+};
+
+// A direction's queue while it has bytes to send. Pooled per worker, so an idle connection holds
+// none: the 1.6 KiB of gather space would otherwise dominate its memory.
+struct SendQueue {
+  // Enough iovecs for 16 MiB of largest-class buffers in one send; more waits for the next.
+  static constexpr unsigned kMaxGather = 64;
+
+  std::vector<Chunk> chunks = std::vector<Chunk>(kMaxGather);  // ring; grows when full
+  uint32_t head = 0;
+  uint32_t count = 0;
+  std::array<iovec, kMaxGather> iov{};
+  msghdr msg{};
+
+  Chunk& at(uint32_t i) { return chunks[(head + i) % chunks.size()]; }
+  void push(const Chunk& c);
+  void pop() {
+    head = static_cast<uint32_t>((head + 1) % chunks.size());
+    --count;
+  }
+};
+
+enum class RecvState : uint8_t {
+  off,         // none in flight: not started, paused (queue full), starved of buffers, or at EOF
+  armed,       // a (multishot) receive is in flight
+  cancelling,  // its cancel is on the way: to change buffer class, or to pause
+};
+
+// One direction of a relay: bytes read from one socket, written to the other.
+struct Direction {
+  SendQueue* queue = nullptr;
+  uint64_t bytes = 0;   // read from the source so far
+  uint32_t queued = 0;  // read but not yet sent
+  ring::BufferClassPolicy policy;
+  uint8_t armed_cls = 0;
+  RecvState recv = RecvState::off;
+  bool sending = false;
+  bool eof = false;        // the source sent its FIN
+  bool shut = false;       // the FIN has been passed on (shutdown submitted)
+  bool shut_done = false;  // ... and completed
+  bool scheduled = false;  // on the worker's service list for this iteration
+  bool starved = false;    // waiting for receive buffers to come back
+  // --tcp-splice
+  bool splice_in_busy = false;
+  bool splice_out_busy = false;
+  int pipe_r = -1;
+  int pipe_w = -1;
+  uint32_t in_pipe = 0;
+  uint32_t pipe_size = 0;
+};
+
+enum class RelayState : uint8_t { free, connecting, relaying, closing };
+
+// A client connection and its target connection.
+struct Relay {
+  static constexpr int kClient = 0, kTarget = 1;
+  static constexpr int kUp = 0, kDown = 1;  // directions: client->target, target->client
+
+  uint32_t generation = 0;
+  RelayState state = RelayState::free;
+  EndReason end = EndReason::none;
+  bool closes_sent = false;
+  uint16_t route = 0;
+  std::array<int, 2> fds{-1, -1};
+  std::array<Direction, 2> dirs;
+  uint32_t pending = 0;  // operations whose final completion has not arrived
+  uint32_t index = 0;    // its slot in the worker's table
+  uint32_t next_free = 0;
+  union {
+    sockaddr sa;
+    sockaddr_in in4;
+    sockaddr_in6 in6;
+  } client{};
+  uint64_t start_ns = 0;
+  int64_t start_unix_ms = 0;
+};
+
+class Worker {
+ public:
+  Worker(unsigned id, const config::Config& config, AccessLog& log);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // In the worker's thread: ring, buffers, listeners. Returns "" or what failed.
+  std::string start();
+  // In the worker's thread: serve until drained.
+  void run();
+  // From any thread: stop accepting, drain, then return from run().
+  void request_drain();
+
+  const ring::RingFeatures& features() { return ring_.features(); }
+
+ private:
+  struct Listener {
+    int fd = -1;
+    uint16_t route = 0;
+    bool armed = false;
+    bool closed = false;
+  };
+  struct Service {
+    uint32_t index;
+    uint32_t generation;
+    uint8_t dir;
+  };
+
+  // worker.cc: the loop, listeners, drain.
+  void on_completion(const io_uring_cqe& cqe);
+  void after_completions();
+  void arm_accept(size_t listener);
+  void on_accept(size_t listener, const io_uring_cqe& cqe);
+  void on_wake();
+  void begin_drain();
+  std::string probe_features();
+
+  // tcp_relay.cc: the relay state machine.
+  void open_relay(int client_fd, uint16_t route);
+  void on_relay_completion(Relay& r, OpKind kind, uint8_t dir, const io_uring_cqe& cqe);
+  void on_connect(Relay& r, int res);
+  void on_recv(Relay& r, uint8_t d, const io_uring_cqe& cqe);
+  void on_send(Relay& r, uint8_t d, int res);
+  void on_shutdown(Relay& r, uint8_t d);
+  void on_splice_in(Relay& r, uint8_t d, int res);
+  void on_splice_out(Relay& r, uint8_t d, int res);
+  void schedule(Relay& r, uint8_t d);
+  void service(Relay& r, uint8_t d);
+  void service_splice(Relay& r, uint8_t d);
+  void arm_recv(Relay& r, uint8_t d);
+  void submit_send(Relay& r, uint8_t d);
+  void submit_shutdown(Relay& r, uint8_t d);
+  void end_relay(Relay& r, EndReason reason);
+  void maybe_release(Relay& r);
+  void release(Relay& r);
+  io_uring_sqe* relay_sqe(Relay& r, OpKind kind, uint8_t dir);
+  SendQueue* take_queue();
+  void return_queue(SendQueue* q);
+  Relay* relay_at(uint32_t index);
+
+  unsigned id_;
+  const config::Config& config_;
+  AccessLog& log_;
+  ring::Ring ring_;
+  ring::BufferPool pool_;
+  std::vector<Listener> listeners_;
+  std::vector<std::unique_ptr<Relay>> relays_;
+  uint32_t free_head_ = UINT32_MAX;
+  uint32_t live_ = 0;
+  std::vector<Service> todo_;
+  std::vector<Service> starved_;
+  std::vector<std::unique_ptr<SendQueue>> spare_queues_;
+  std::string log_batch_;
+  __kernel_timespec connect_timeout_{};
+  int wake_fd_ = -1;
+  uint64_t wake_value_ = 0;
+  bool draining_ = false;
+  bool drain_expired_ = false;
+  bool accept_blocked_ = false;  // out of file descriptors: re-arm accepts when a relay closes
+  uint64_t drain_deadline_ns_ = 0;
+};
+
+uint64_t monotonic_ns();
+
+}  // namespace ringtunnel::proxy

@@ -1,0 +1,65 @@
+// Receive buffers handed to the kernel through provided-buffer rings, one ring per size class.
+//
+// All classes live in one anonymous mapping, so the whole pool can be registered with the ring as
+// a single fixed buffer: a gathered send of chunks from any classes is then one WRITEV_FIXED.
+// The kernel picks a buffer when data arrives, so an idle socket holds none.
+#pragma once
+
+#include <liburing.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "ringtunnel/ring/buffer_class.h"
+
+namespace ringtunnel::ring {
+
+struct BufferPoolSpec {
+  BufferSizes sizes;
+  std::array<uint32_t, kBufferClasses> counts;  // each a power of two, <= 32768
+};
+
+class BufferPool {
+ public:
+  BufferPool() = default;
+  BufferPool(const BufferPool&) = delete;
+  BufferPool& operator=(const BufferPool&) = delete;
+  ~BufferPool();
+
+  // Maps the memory and registers one buffer ring per class (group ids 0..2) with `ring`.
+  // Returns an empty string on success, else what failed.
+  std::string init(io_uring* ring, const BufferPoolSpec& spec);
+
+  uint32_t size(uint8_t cls) const { return spec_.sizes[cls]; }
+  uint16_t group(uint8_t cls) const { return cls; }
+  uint8_t* data(uint8_t cls, uint16_t bid) const {
+    return base_ + offset_[cls] + size_t{bid} * spec_.sizes[cls];
+  }
+  // Buffers of the class now in the kernel's hands (not yet taken by a completion).
+  uint32_t available(uint8_t cls) const { return spec_.counts[cls] - outstanding_[cls]; }
+
+  // A completion took buffer `bid` of class `cls`.
+  void taken(uint8_t cls) { ++outstanding_[cls]; }
+  // The buffer's bytes have left: it goes back to the kernel at the next publish().
+  void give_back(uint8_t cls, uint16_t bid);
+  // Makes every buffer given back since the last call visible to the kernel (one store per class).
+  // Returns true if any class got buffers back.
+  bool publish();
+
+  uint8_t* base() const { return base_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  BufferPoolSpec spec_{};
+  uint8_t* base_ = nullptr;
+  size_t bytes_ = 0;
+  std::array<size_t, kBufferClasses> offset_{};
+  std::array<io_uring_buf_ring*, kBufferClasses> rings_{};
+  std::array<size_t, kBufferClasses> ring_bytes_{};
+  std::array<uint32_t, kBufferClasses> outstanding_{};
+  std::array<uint32_t, kBufferClasses> pending_{};
+  io_uring* ring_ = nullptr;
+};
+
+}  // namespace ringtunnel::ring

@@ -1,0 +1,77 @@
+// One io_uring owned by one worker thread: set-up with fallbacks, feature probing, SQE supply and
+// the wait. The rest of the program speaks of operations; this file speaks of the kernel.
+#pragma once
+
+#include <liburing.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace ringtunnel::ring {
+
+// Opcodes newer than liburing 2.3's header (Linux 6.15).
+inline constexpr uint8_t kOpWritevFixed = 61;
+
+struct RingOptions {
+  unsigned entries = 1024;
+  bool sqpoll = false;
+};
+
+// What the running kernel gave us; each false entry has a fallback.
+struct RingFeatures {
+  unsigned setup_flags = 0;
+  bool defer_taskrun = false;
+  bool sqpoll = false;
+  bool multishot_recv = false;  // else single-shot recv with buffer select, re-armed each time
+  bool writev_fixed = false;    // gathered sends from registered buffers; else sendmsg
+  bool registered_ring_fd = false;
+
+  std::string describe_ring() const;  // set-up only
+  std::string describe() const;       // set-up and the receive/send features
+};
+
+class Ring {
+ public:
+  Ring() = default;
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+  ~Ring();
+
+  // Creates the ring in the calling thread (which becomes its only submitter). Returns "" or why
+  // not.
+  std::string init(const RingOptions& options);
+
+  io_uring* raw() { return &ring_; }
+  RingFeatures& features() { return features_; }
+
+  // A free SQE; submits what is queued when the SQ is full, so it never fails.
+  io_uring_sqe* sqe();
+
+  // Submits everything queued and waits for at least one completion, or until `timeout_ns`
+  // (when set) has passed. One io_uring_enter.
+  void submit_and_wait(std::optional<int64_t> timeout_ns);
+
+  // Calls f(const io_uring_cqe&) for every completion ready now; returns how many.
+  template <typename F>
+  unsigned drain_completions(F&& f) {
+    unsigned head, count = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      f(*cqe);
+      ++count;
+    }
+    io_uring_cq_advance(&ring_, count);
+    return count;
+  }
+
+  bool opcode_supported(uint8_t op) const;
+
+ private:
+  io_uring ring_{};
+  bool ready_ = false;
+  io_uring_probe* probe_ = nullptr;
+  RingFeatures features_;
+};
+
+}  // namespace ringtunnel::ring

@@ -1,0 +1,323 @@
+#include "ringtunnel/config/flags.h"
+
+#include <charconv>
+#include <functional>
+
+#include <fmt/format.h>
+
+namespace ringtunnel::config {
+
+namespace {
+
+std::string parse_uint(std::string_view text, uint64_t min, uint64_t max, uint64_t& out) {
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size())
+    return "not a whole number";
+  if (out < min || out > max) return fmt::format("must be from {} to {}", min, max);
+  return {};
+}
+
+bool is_power_of_two(uint64_t v) {
+  return v && !(v & (v - 1));
+}
+
+std::vector<std::string_view> split(std::string_view text, char sep) {
+  std::vector<std::string_view> parts;
+  for (size_t start = 0;;) {
+    const size_t at = text.find(sep, start);
+    parts.push_back(text.substr(start, at - start));
+    if (at == std::string_view::npos) return parts;
+    start = at + 1;
+  }
+}
+
+struct Flag {
+  const char* name;
+  const char* metavar;  // nullptr: a switch that takes no value
+  const char* help;
+  std::function<std::string(std::string_view, Config&)> apply;
+};
+
+std::string set_bool(std::string_view v, bool& out) {
+  if (v == "on" || v == "true" || v == "1") return out = true, "";
+  if (v == "off" || v == "false" || v == "0") return out = false, "";
+  return "must be on or off";
+}
+
+const std::vector<Flag>& flags() {
+  static const std::vector<Flag> table = {
+      {"--forward", "LISTEN=tcp://TARGET",
+       "Relay every TCP connection accepted on LISTEN to TARGET. Both are ip:port, IPv6 as "
+       "[addr]:port. Repeatable. Listeners named here replace the embedded default "
+       "("
+       "127.0.0.1:15001=tcp://127.0.0.1:8080"
+       ").",
+       [](std::string_view v, Config& c) {
+         Route r;
+         std::string err = parse_forward(v, r);
+         if (err.empty()) c.routes.push_back(std::move(r));
+         return err;
+       }},
+      {"--workers", "N",
+       "Worker threads, each with its own io_uring and listeners. Default: one per online CPU.",
+       [](std::string_view v, Config& c) {
+         uint64_t n;
+         std::string err = parse_uint(v, 1, 256, n);
+         c.workers = static_cast<unsigned>(n);
+         return err;
+       }},
+      {"--ring-entries", "N",
+       "Submission queue entries per worker ring (the completion queue is 8x). Default: 1024.",
+       [](std::string_view v, Config& c) {
+         uint64_t n;
+         std::string err = parse_uint(v, 8, 32768, n);
+         c.ring_entries = static_cast<unsigned>(n);
+         return err;
+       }},
+      {"--sqpoll", nullptr,
+       "Let a kernel thread per ring poll the submission queue (fewer system calls, one more busy "
+       "thread per worker; loses on small machines). Default: off.",
+       [](std::string_view, Config& c) { return c.sqpoll = true, std::string(); }},
+      {"--buffer-sizes", "S1,S2,S3",
+       "Receive buffer size classes, smallest first. A connection starts in the first and moves up "
+       "when its reads fill the buffer, down when it goes quiet. Sizes take k/m suffixes. Default: "
+       "1k,16k,256k.",
+       [](std::string_view v, Config& c) -> std::string {
+         const auto parts = split(v, ',');
+         if (parts.size() != ring::kBufferClasses) return "needs three sizes, smallest first";
+         for (size_t i = 0; i < parts.size(); ++i) {
+           uint64_t s;
+           if (std::string err = parse_size(parts[i], s); !err.empty()) return err;
+           if (s < 64 || s > (16u << 20)) return "each size must be from 64 bytes to 16m";
+           if (i && s <= c.buffer_sizes[i - 1]) return "sizes must grow from first to last";
+           c.buffer_sizes[i] = static_cast<uint32_t>(s);
+         }
+         return {};
+       }},
+      {"--buffer-ring-entries", "N|N1,N2,N3",
+       "Receive buffers per size class and worker (powers of two, up to 32768). One value applies "
+       "to all classes. Default: 1024,256,64.",
+       [](std::string_view v, Config& c) -> std::string {
+         const auto parts = split(v, ',');
+         if (parts.size() != 1 && parts.size() != ring::kBufferClasses)
+           return "needs one or three counts";
+         for (size_t i = 0; i < ring::kBufferClasses; ++i) {
+           uint64_t n;
+           if (std::string err = parse_uint(parts[parts.size() == 1 ? 0 : i], 1, 32768, n);
+               !err.empty())
+             return err;
+           if (!is_power_of_two(n)) return "each count must be a power of two";
+           c.buffer_ring_entries[i] = static_cast<uint32_t>(n);
+         }
+         return {};
+       }},
+      {"--registered-buffers", "on|off",
+       "Register the receive buffers with the ring, so gathered sends from them skip the per-send "
+       "page lookup (used where the kernel supports it, probed at start-up). Default: on.",
+       [](std::string_view v, Config& c) { return set_bool(v, c.registered_buffers); }},
+      {"--max-queued", "SIZE",
+       "Bytes one direction of a connection may hold received but not yet sent before its reads "
+       "pause; bounds memory when a reader is slow. At least the largest buffer size. Default: 2m.",
+       [](std::string_view v, Config& c) -> std::string {
+         uint64_t s;
+         if (std::string err = parse_size(v, s); !err.empty()) return err;
+         if (s > (1u << 30)) return "must be at most 1g";
+         c.max_queued = static_cast<uint32_t>(s);
+         return {};
+       }},
+      {"--connect-timeout", "DURATION",
+       "How long a connection to a target may take before the client is reset. Default: 5s.",
+       [](std::string_view v, Config& c) -> std::string {
+         if (std::string err = parse_duration_ms(v, c.connect_timeout_ms); !err.empty()) return err;
+         return c.connect_timeout_ms > 0 ? "" : "must be more than 0";
+       }},
+      {"--drain-timeout", "DURATION",
+       "On SIGTERM or SIGINT, stop accepting and let open connections finish for this long; then "
+       "reset what is left and exit 0. Default: 10s.",
+       [](std::string_view v, Config& c) { return parse_duration_ms(v, c.drain_timeout_ms); }},
+      {"--tcp-splice", nullptr,
+       "Relay TCP to TCP through kernel pipes with splice instead of user-space buffers (no copy "
+       "to user space; bytes are still counted). Default: off.",
+       [](std::string_view, Config& c) { return c.tcp_splice = true, std::string(); }},
+      {"--splice-pipe-size", "SIZE", "Pipe capacity per direction with --tcp-splice. Default: 1m.",
+       [](std::string_view v, Config& c) -> std::string {
+         uint64_t s;
+         if (std::string err = parse_size(v, s); !err.empty()) return err;
+         if (s < 4096 || s > (64u << 20)) return "must be from 4k to 64m";
+         c.splice_pipe_size = static_cast<uint32_t>(s);
+         return {};
+       }},
+      {"--listen-backlog", "N", "Pending-connection queue of each listening socket. Default: 4096.",
+       [](std::string_view v, Config& c) {
+         uint64_t n;
+         std::string err = parse_uint(v, 1, 1u << 20, n);
+         c.listen_backlog = static_cast<unsigned>(n);
+         return err;
+       }},
+      {"--access-log", "PATH|-|off",
+       "Where the line for each closed connection goes (addresses, bytes each way, duration, how "
+       "it "
+       "ended): a file appended to, - for standard error, or off. Default: -.",
+       [](std::string_view v, Config& c) -> std::string {
+         if (v.empty()) return "must be a path, - or off";
+         c.access_log = std::string(v);
+         return {};
+       }},
+      {"--help", nullptr, "Print this help and exit.", nullptr},
+      {"--version", nullptr, "Print the version and the libraries in use, and exit.", nullptr},
+  };
+  return table;
+}
+
+}  // namespace
+
+std::string parse_duration_ms(std::string_view text, int64_t& out) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9')
+    ++digits;
+  const std::string_view unit = text.substr(digits);
+  uint64_t n;
+  if (digits == 0 || std::from_chars(text.data(), text.data() + digits, n).ec != std::errc{})
+    return "must be a number with a unit: ms, s or m (e.g. 500ms, 5s)";
+  int64_t scale;
+  if (unit == "ms")
+    scale = 1;
+  else if (unit == "s")
+    scale = 1000;
+  else if (unit == "m")
+    scale = 60'000;
+  else
+    return "must be a number with a unit: ms, s or m (e.g. 500ms, 5s)";
+  if (n > 86'400'000u / static_cast<uint64_t>(scale)) return "must be at most one day";
+  out = static_cast<int64_t>(n) * scale;
+  return {};
+}
+
+std::string parse_size(std::string_view text, uint64_t& out) {
+  uint64_t scale = 1;
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 'k':
+      case 'K':
+        scale = 1u << 10;
+        break;
+      case 'm':
+      case 'M':
+        scale = 1u << 20;
+        break;
+      case 'g':
+      case 'G':
+        scale = 1u << 30;
+        break;
+      default:
+        break;
+    }
+    if (scale != 1) text.remove_suffix(1);
+  }
+  uint64_t n;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || n == 0 ||
+      n > (uint64_t{1} << 40) / scale)
+    return "must be a size in bytes, with an optional k, m or g suffix (e.g. 16k)";
+  out = n * scale;
+  return {};
+}
+
+std::string parse_forward(std::string_view text, Route& out) {
+  const size_t eq = text.find('=');
+  if (eq == std::string_view::npos) return "must be LISTEN=tcp://TARGET";
+  const std::string_view listen = text.substr(0, eq);
+  std::string_view target = text.substr(eq + 1);
+  if (!target.starts_with("tcp://"))
+    return fmt::format("the target must start with tcp:// (got \"{}\")", target);
+  target.remove_prefix(6);
+  if (std::string err = net::parse_endpoint(listen, out.listen); !err.empty())
+    return fmt::format("listen address \"{}\": {}", listen, err);
+  if (std::string err = net::parse_endpoint(target, out.target); !err.empty())
+    return fmt::format("target address \"{}\": {}", target, err);
+  out.listen_text = out.listen.to_string();
+  out.target_text = out.target.to_string();
+  return {};
+}
+
+FlagsResult parse_flags(const std::vector<std::string_view>& args) {
+  FlagsResult result;
+  auto usage = [&](std::string message) {
+    result.action = FlagsResult::Action::usage_error;
+    result.error = std::move(message);
+    return result;
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string_view arg = args[i];
+    std::string_view value;
+    bool has_value = false;
+    if (const size_t eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      has_value = true;
+    }
+    const Flag* flag = nullptr;
+    for (const Flag& f : flags())
+      if (arg == f.name) flag = &f;
+    if (!flag) return usage(fmt::format("unknown option \"{}\"", args[i]));
+    if (arg == "--help") return result.action = FlagsResult::Action::help, result;
+    if (arg == "--version") return result.action = FlagsResult::Action::version, result;
+    if (!flag->metavar) {
+      if (has_value) return usage(fmt::format("{} takes no value", flag->name));
+    } else if (!has_value) {
+      if (i + 1 >= args.size())
+        return usage(fmt::format("{} needs a value: {}", flag->name, flag->metavar));
+      value = args[++i];
+    }
+    if (std::string err = flag->apply(value, result.config); !err.empty())
+      return usage(fmt::format("{} \"{}\": {}", flag->name, value, err));
+  }
+  Config& c = result.config;
+  if (c.max_queued < c.buffer_sizes.back())
+    return usage(fmt::format("--max-queued {} is smaller than the largest buffer size {}",
+                             c.max_queued, c.buffer_sizes.back()));
+  if (c.routes.empty()) {
+    Route r;
+    parse_forward(Config::kDefaultForward, r);
+    c.routes.push_back(std::move(r));
+  }
+  for (size_t a = 0; a < c.routes.size(); ++a)
+    for (size_t b = a + 1; b < c.routes.size(); ++b)
+      if (c.routes[a].listen_text == c.routes[b].listen_text)
+        return usage(fmt::format("--forward: {} is named twice as a listen address",
+                                 c.routes[a].listen_text));
+  return result;
+}
+
+std::string help_text() {
+  std::string out =
+      "Usage: ringtunnel [OPTIONS]\n\n"
+      "ringtunnel is a node proxy for Linux: it relays TCP connections with per-core io_uring\n"
+      "loops, batching receives and gathered sends so that it makes few system calls per byte.\n"
+      "With no options it starts on its embedded default: --forward " +
+      std::string(Config::kDefaultForward) +
+      ".\n\n"
+      "Options (a value may follow as the next argument or after '='):\n";
+  for (const Flag& f : flags()) {
+    std::string head =
+        f.metavar ? fmt::format("  {} {}", f.name, f.metavar) : fmt::format("  {}", f.name);
+    out += head + "\n";
+    // Wrap the description at 76 columns, indented.
+    std::string_view text = f.help;
+    while (!text.empty()) {
+      size_t cut = text.size() <= 72 ? text.size() : text.rfind(' ', 72);
+      if (cut == std::string_view::npos || cut == 0) cut = std::min<size_t>(72, text.size());
+      out += "      " + std::string(text.substr(0, cut)) + "\n";
+      text.remove_prefix(cut);
+      while (text.starts_with(' '))
+        text.remove_prefix(1);
+    }
+  }
+  out +=
+      "\nDurations take a unit: ms, s or m. Sizes take k, m or g (binary multiples).\n"
+      "Exit codes: 0 after a clean stop (SIGTERM/SIGINT drain), 1 when start-up fails,\n"
+      "2 for bad usage.\n";
+  return out;
+}
+
+}  // namespace ringtunnel::config

@@ -1,0 +1,126 @@
+// ringtunnel: flags -> config -> one worker per core -> wait for SIGTERM/SIGINT -> drain -> exit.
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <future>
+#include <memory>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nghttp2/nghttp2.h>
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
+#include "ringtunnel/config/flags.h"
+#include "ringtunnel/proxy/worker.h"
+
+namespace {
+
+using namespace ringtunnel;
+
+// A node proxy holds two descriptors per relayed connection: take all the hard limit allows.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+int run(const config::Config& config) {
+  proxy::AccessLog access_log;
+  if (std::string err = access_log.open(config.access_log); !err.empty()) {
+    fmt::print(stderr, "ringtunnel: {}\n", err);
+    return 1;
+  }
+  const unsigned workers =
+      config.workers ? config.workers : std::max(1u, std::thread::hardware_concurrency());
+
+  // Workers inherit this mask: only the main thread takes the stop signals, through sigwait.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a write to a reset peer returns EPIPE instead of killing us
+
+  std::vector<std::unique_ptr<proxy::Worker>> pool;
+  std::vector<std::thread> threads;
+  std::vector<std::future<std::string>> started;
+  for (unsigned i = 0; i < workers; ++i) {
+    pool.push_back(std::make_unique<proxy::Worker>(i, config, access_log));
+    auto ready = std::make_shared<std::promise<std::string>>();
+    started.push_back(ready->get_future());
+    threads.emplace_back([w = pool.back().get(), ready] {
+      std::string err = w->start();
+      const bool ok = err.empty();
+      ready->set_value(std::move(err));
+      if (ok) w->run();
+    });
+  }
+  std::string failure;
+  for (unsigned i = 0; i < workers; ++i)
+    if (std::string err = started[i].get(); !err.empty() && failure.empty())
+      failure = fmt::format("worker {}: {}", i, err);
+  if (!failure.empty()) {
+    fmt::print(stderr, "ringtunnel: start-up failed: {}\n", failure);
+    for (auto& w : pool)
+      w->request_drain();
+    for (auto& t : threads)
+      t.join();
+    return 1;
+  }
+  if (config.tcp_splice)
+    fmt::print(stderr, "ringtunnel: {} workers; io_uring: {}; relaying through {}-byte pipes\n",
+               workers, pool[0]->features().describe_ring(), config.splice_pipe_size);
+  else
+    fmt::print(stderr, "ringtunnel: {} workers; io_uring: {}; receive buffers {}/{}/{} bytes\n",
+               workers, pool[0]->features().describe(), config.buffer_sizes[0],
+               config.buffer_sizes[1], config.buffer_sizes[2]);
+  for (const config::Route& r : config.routes)
+    fmt::print(stderr, "ringtunnel: listening on {} -> tcp://{}{}\n", r.listen_text, r.target_text,
+               config.tcp_splice ? " (splice)" : "");
+
+  int sig = 0;
+  sigwait(&stop, &sig);
+  fmt::print(stderr, "ringtunnel: {} received, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  for (auto& w : pool)
+    w->request_drain();
+  for (auto& t : threads)
+    t.join();
+  fmt::print(stderr, "ringtunnel: stopped\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string_view> args(argv + 1, argv + argc);
+  config::FlagsResult parsed = config::parse_flags(args);
+  switch (parsed.action) {
+    case config::FlagsResult::Action::help:
+      fmt::print("{}", config::help_text());
+      return 0;
+    case config::FlagsResult::Action::version:
+      fmt::print("ringtunnel {}\nwolfSSL {} (AES-NI {})\nnghttp2 {}\n", RINGTUNNEL_VERSION,
+                 wolfSSL_lib_version(),
+#ifdef WOLFSSL_AESNI
+                 "on",
+#else
+                 "off",
+#endif
+                 nghttp2_version(0)->version_str);
+      return 0;
+    case config::FlagsResult::Action::usage_error:
+      fmt::print(stderr, "ringtunnel: {}\nSee 'ringtunnel --help'.\n", parsed.error);
+      return 2;
+    case config::FlagsResult::Action::run:
+      break;
+  }
+  raise_fd_limit();
+  return run(parsed.config);
+}

@@ -1,0 +1,49 @@
+#include "ringtunnel/net/socket.h"
+
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace ringtunnel::net {
+
+int listen_reuseport(const Endpoint& at, int backlog, std::string& error) {
+  const int fd = socket(at.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    error = fmt::format("socket: {}", strerror(errno));
+    return -errno;
+  }
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (at.family() == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (bind(fd, at.addr(), at.length) < 0 || listen(fd, backlog) < 0) {
+    const int err = errno;
+    error = fmt::format("listen on {}: {}", at.to_string(), strerror(err));
+    close(fd);
+    return -err;
+  }
+  return fd;
+}
+
+int stream_socket_for(const Endpoint& to) {
+  const int fd = socket(to.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  tune_relay_socket(fd);
+  return fd;
+}
+
+void tune_relay_socket(int fd) {
+  const int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+void arm_reset_on_close(int fd) {
+  const linger l{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
+
+}  // namespace ringtunnel::net

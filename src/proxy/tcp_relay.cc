@@ -1,0 +1,451 @@
+// The TCP<->TCP relay: the states of one client connection and its target connection.
+//
+//   connecting --connect ok--> relaying --both FINs passed on--> closing --> free
+//        |                        |
+//        +--refused/timeout-------+--reset/error/drain timeout--> closing (resets sent)
+//
+// Each direction reads into provided buffers, queues what it read, and sends all of it in one
+// gathered send when no send is in flight. service() looks at a direction's state once per loop
+// iteration and submits whatever it needs next, so every completion handler only updates state.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include <fmt/format.h>
+
+#include "ringtunnel/net/socket.h"
+#include "ringtunnel/proxy/worker.h"
+
+namespace ringtunnel::proxy {
+
+namespace {
+
+int64_t unix_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+bool is_reset(int err) {
+  return err == ECONNRESET || err == EPIPE || err == ECONNABORTED;
+}
+
+}  // namespace
+
+void SendQueue::push(const Chunk& c) {
+  if (count == chunks.size()) {
+    // Completions already in flight when a pause was asked for can overfill the ring; never drop.
+    std::vector<Chunk> grown(chunks.size() * 2);
+    for (uint32_t i = 0; i < count; ++i)
+      grown[i] = at(i);
+    chunks.swap(grown);
+    head = 0;
+  }
+  chunks[(head + count) % chunks.size()] = c;
+  ++count;
+}
+
+Relay* Worker::relay_at(uint32_t index) {
+  return index < relays_.size() ? relays_[index].get() : nullptr;
+}
+
+SendQueue* Worker::take_queue() {
+  if (spare_queues_.empty()) return new SendQueue;
+  SendQueue* q = spare_queues_.back().release();
+  spare_queues_.pop_back();
+  return q;
+}
+
+void Worker::return_queue(SendQueue* q) {
+  q->head = q->count = 0;
+  spare_queues_.emplace_back(q);
+}
+
+io_uring_sqe* Worker::relay_sqe(Relay& r, OpKind kind, uint8_t dir) {
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_sqe_set_data64(s, ring::encode({uint8_t(kind), dir, r.index, r.generation}));
+  ++r.pending;
+  return s;
+}
+
+void Worker::open_relay(int client_fd, uint16_t route_index) {
+  uint32_t index;
+  if (free_head_ != UINT32_MAX) {
+    index = free_head_;
+    free_head_ = relays_[index]->next_free;
+  } else if (relays_.size() <= ring::OpTag::kIndexMask) {
+    index = uint32_t(relays_.size());
+    relays_.push_back(std::make_unique<Relay>());
+    relays_.back()->index = index;
+  } else {
+    fmt::print(stderr, "ringtunnel: worker {}: {} connections open, refusing another\n", id_,
+               relays_.size());
+    net::arm_reset_on_close(client_fd);
+    close(client_fd);
+    return;
+  }
+  Relay& r = *relays_[index];
+  // Generation 0 never names a relay: worker-level operations use it.
+  uint32_t generation = (r.generation + 1) & ring::OpTag::kGenerationMask;
+  if (generation == 0) generation = 1;
+  r = Relay{};
+  r.index = index;
+  r.generation = generation;
+  r.state = RelayState::connecting;
+  r.route = route_index;
+  r.fds[Relay::kClient] = client_fd;
+  r.start_ns = monotonic_ns();
+  r.start_unix_ms = unix_ms();
+  ++live_;
+
+  socklen_t len = sizeof r.client;
+  getpeername(client_fd, &r.client.sa, &len);
+  net::tune_relay_socket(client_fd);
+
+  const config::Route& route = config_.routes[route_index];
+  const int target_fd = net::stream_socket_for(route.target);
+  if (target_fd < 0) {
+    end_relay(r, EndReason::connect_error);
+    return;
+  }
+  r.fds[Relay::kTarget] = target_fd;
+  if (config_.tcp_splice) {
+    for (Direction& d : r.dirs) {
+      int p[2];
+      if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
+        end_relay(r, EndReason::error);
+        return;
+      }
+      d.pipe_r = p[0];
+      d.pipe_w = p[1];
+      // Best effort: a smaller pipe still works, it only moves less per splice.
+      int size = fcntl(d.pipe_w, F_SETPIPE_SZ, int(config_.splice_pipe_size));
+      if (size < 0) size = fcntl(d.pipe_w, F_GETPIPE_SZ);
+      d.pipe_size = uint32_t(size > 0 ? size : 4096);
+    }
+  }
+  io_uring_sqe* s = relay_sqe(r, OpKind::connect, 0);
+  io_uring_prep_connect(s, target_fd, route.target.addr(), route.target.length);
+  s->flags |= IOSQE_IO_LINK;
+  s = relay_sqe(r, OpKind::connect_timeout, 0);
+  io_uring_prep_link_timeout(s, &connect_timeout_, 0);
+}
+
+void Worker::on_relay_completion(Relay& r, OpKind kind, uint8_t d, const io_uring_cqe& cqe) {
+  if (!(cqe.flags & IORING_CQE_F_MORE)) --r.pending;
+  switch (kind) {
+    case OpKind::connect:
+      on_connect(r, cqe.res);
+      break;
+    case OpKind::recv:
+      on_recv(r, d, cqe);
+      break;
+    case OpKind::send:
+      on_send(r, d, cqe.res);
+      break;
+    case OpKind::shutdown:
+      on_shutdown(r, d);
+      break;
+    case OpKind::splice_in:
+      on_splice_in(r, d, cqe.res);
+      break;
+    case OpKind::splice_out:
+      on_splice_out(r, d, cqe.res);
+      break;
+    case OpKind::poll:
+      if (cqe.res < 0 && cqe.res != -ECANCELED && r.state == RelayState::relaying)
+        end_relay(r, EndReason::error);
+      break;
+    default:
+      break;  // connect_timeout, cancel, close: only their count matters
+  }
+  if (r.state == RelayState::closing) maybe_release(r);
+}
+
+void Worker::on_connect(Relay& r, int res) {
+  if (r.state != RelayState::connecting) return;
+  if (res == 0) {
+    r.state = RelayState::relaying;
+    schedule(r, Relay::kUp);
+    schedule(r, Relay::kDown);
+    return;
+  }
+  end_relay(r, res == -ECANCELED      ? EndReason::connect_timeout
+               : res == -ECONNREFUSED ? EndReason::connect_refused
+                                      : EndReason::connect_error);
+}
+
+void Worker::schedule(Relay& r, uint8_t d) {
+  Direction& dir = r.dirs[d];
+  if (dir.scheduled) return;
+  dir.scheduled = true;
+  todo_.push_back({r.index, r.generation, d});
+}
+
+void Worker::service(Relay& r, uint8_t d) {
+  Direction& dir = r.dirs[d];
+  dir.scheduled = false;
+  if (r.state != RelayState::relaying) return;
+  if (config_.tcp_splice) return service_splice(r, d);
+  const bool queued = dir.queue && dir.queue->count;
+  if (queued && !dir.sending) submit_send(r, d);
+  if (!queued && !dir.sending && dir.eof && !dir.shut) submit_shutdown(r, d);
+  // Below half the quota, so a paused direction resumes with room for a few reads.
+  if (dir.recv == RecvState::off && !dir.eof && !dir.starved && dir.queued < config_.max_queued / 2)
+    arm_recv(r, d);
+}
+
+void Worker::arm_recv(Relay& r, uint8_t d) {
+  Direction& dir = r.dirs[d];
+  // The direction's class if it has buffers, else the nearest smaller one that has, else the
+  // nearest larger one: a larger buffer for a small read costs memory for a moment, waiting costs
+  // the connection its progress.
+  int cls = dir.policy.cls;
+  while (cls >= 0 && pool_.available(uint8_t(cls)) == 0)
+    --cls;
+  if (cls < 0) {
+    cls = dir.policy.cls + 1;
+    while (cls < int(ring::kBufferClasses) && pool_.available(uint8_t(cls)) == 0)
+      ++cls;
+    if (cls == int(ring::kBufferClasses)) cls = -1;
+  }
+  if (cls < 0) {
+    dir.starved = true;
+    starved_.push_back({r.index, r.generation, d});
+    return;
+  }
+  dir.armed_cls = uint8_t(cls);
+  dir.recv = RecvState::armed;
+  io_uring_sqe* s = relay_sqe(r, OpKind::recv, d);
+  if (ring_.features().multishot_recv)
+    io_uring_prep_recv_multishot(s, r.fds[d], nullptr, 0, 0);
+  else
+    io_uring_prep_recv(s, r.fds[d], nullptr, 0, 0);
+  s->flags |= IOSQE_BUFFER_SELECT;
+  s->buf_group = pool_.group(dir.armed_cls);
+}
+
+void Worker::on_recv(Relay& r, uint8_t d, const io_uring_cqe& cqe) {
+  Direction& dir = r.dirs[d];
+  const bool more = cqe.flags & IORING_CQE_F_MORE;
+  if (!more) dir.recv = RecvState::off;
+  if (cqe.flags & IORING_CQE_F_BUFFER) {
+    const auto bid = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+    pool_.taken(dir.armed_cls);
+    if (cqe.res <= 0 || r.state != RelayState::relaying) {
+      pool_.give_back(dir.armed_cls, bid);
+    } else {
+      if (!dir.queue) dir.queue = take_queue();
+      dir.queue->push({0, uint32_t(cqe.res), bid, dir.armed_cls});
+      dir.bytes += uint32_t(cqe.res);
+      dir.queued += uint32_t(cqe.res);
+      const bool class_changed =
+          dir.policy.on_read(size_t(cqe.res), dir.armed_cls, config_.buffer_sizes);
+      if (more && dir.recv == RecvState::armed &&
+          (class_changed || dir.queued >= config_.max_queued)) {
+        io_uring_sqe* s = relay_sqe(r, OpKind::cancel, d);
+        io_uring_prep_cancel64(s, ring::encode({uint8_t(OpKind::recv), d, r.index, r.generation}),
+                               0);
+        dir.recv = RecvState::cancelling;
+      }
+      schedule(r, d);
+      return;
+    }
+  }
+  if (r.state != RelayState::relaying) return;
+  if (cqe.res == 0) {
+    dir.eof = true;
+  } else if (cqe.res < 0 && cqe.res != -ENOBUFS && cqe.res != -ECANCELED) {
+    return end_relay(r, is_reset(-cqe.res)
+                            ? (d == Relay::kUp ? EndReason::client_reset : EndReason::target_reset)
+                            : EndReason::error);
+  }
+  // -ENOBUFS: the class ran dry; service() re-arms from a class that has buffers, or waits.
+  // -ECANCELED: our own cancel, to change class or to pause; service() decides which.
+  schedule(r, d);
+}
+
+void Worker::submit_send(Relay& r, uint8_t d) {
+  Direction& dir = r.dirs[d];
+  SendQueue& q = *dir.queue;
+  const uint32_t n = std::min<uint32_t>(q.count, SendQueue::kMaxGather);
+  for (uint32_t i = 0; i < n; ++i) {
+    const Chunk& c = q.at(i);
+    q.iov[i] = {pool_.data(c.cls, c.bid) + c.offset, c.length};
+  }
+  const int to = r.fds[1 - d];
+  io_uring_sqe* s = relay_sqe(r, OpKind::send, d);
+  if (ring_.features().writev_fixed) {
+    io_uring_prep_rw(ring::kOpWritevFixed, s, to, q.iov.data(), n, 0);
+    s->buf_index = 0;
+  } else {
+    q.msg = msghdr{};
+    q.msg.msg_iov = q.iov.data();
+    q.msg.msg_iovlen = n;
+    io_uring_prep_sendmsg(s, to, &q.msg, MSG_NOSIGNAL);
+  }
+  dir.sending = true;
+}
+
+void Worker::on_send(Relay& r, uint8_t d, int res) {
+  Direction& dir = r.dirs[d];
+  dir.sending = false;
+  if (r.state != RelayState::relaying) return;
+  if (res <= 0) {
+    // The receiving side of this direction is the far end: d == up sends to the target.
+    return end_relay(r, res < 0 && is_reset(-res)
+                            ? (d == Relay::kUp ? EndReason::target_reset : EndReason::client_reset)
+                            : EndReason::error);
+  }
+  SendQueue& q = *dir.queue;
+  auto left = uint32_t(res);
+  dir.queued -= left;
+  while (left) {
+    Chunk& c = q.at(0);
+    if (left < c.length) {
+      c.offset += left;
+      c.length -= left;
+      break;
+    }
+    left -= c.length;
+    pool_.give_back(c.cls, c.bid);
+    q.pop();
+  }
+  if (!q.count) {
+    return_queue(dir.queue);
+    dir.queue = nullptr;
+  }
+  schedule(r, d);
+}
+
+void Worker::submit_shutdown(Relay& r, uint8_t d) {
+  r.dirs[d].shut = true;
+  io_uring_sqe* s = relay_sqe(r, OpKind::shutdown, d);
+  io_uring_prep_shutdown(s, r.fds[1 - d], SHUT_WR);
+}
+
+void Worker::on_shutdown(Relay& r, uint8_t d) {
+  r.dirs[d].shut_done = true;
+  if (r.state == RelayState::relaying && r.dirs[0].shut_done && r.dirs[1].shut_done)
+    end_relay(r, EndReason::closed);
+}
+
+// --tcp-splice: source socket -> pipe -> destination socket, both splices through the ring. A poll
+// linked before each inbound splice keeps an idle socket from holding a kernel worker thread.
+void Worker::service_splice(Relay& r, uint8_t d) {
+  Direction& dir = r.dirs[d];
+  const int from = r.fds[d], to = r.fds[1 - d];
+  if (!dir.eof && !dir.splice_in_busy && dir.in_pipe < dir.pipe_size) {
+    io_uring_sqe* s = relay_sqe(r, OpKind::poll, d);
+    io_uring_prep_poll_add(s, from, POLLIN | POLLRDHUP);
+    s->flags |= IOSQE_IO_LINK;
+    s = relay_sqe(r, OpKind::splice_in, d);
+    io_uring_prep_splice(s, from, -1, dir.pipe_w, -1, dir.pipe_size - dir.in_pipe,
+                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    dir.splice_in_busy = true;
+  }
+  if (!dir.splice_out_busy && dir.in_pipe) {
+    io_uring_sqe* s = relay_sqe(r, OpKind::splice_out, d);
+    io_uring_prep_splice(s, dir.pipe_r, -1, to, -1, dir.in_pipe, SPLICE_F_MOVE);
+    dir.splice_out_busy = true;
+  }
+  if (dir.eof && !dir.in_pipe && !dir.splice_in_busy && !dir.splice_out_busy && !dir.shut)
+    submit_shutdown(r, d);
+}
+
+void Worker::on_splice_in(Relay& r, uint8_t d, int res) {
+  Direction& dir = r.dirs[d];
+  dir.splice_in_busy = false;
+  if (r.state != RelayState::relaying) return;
+  if (res > 0) {
+    dir.in_pipe += uint32_t(res);
+    dir.bytes += uint32_t(res);
+  } else if (res == 0) {
+    dir.eof = true;
+  } else if (res != -EAGAIN && res != -ECANCELED) {
+    return end_relay(r, is_reset(-res)
+                            ? (d == Relay::kUp ? EndReason::client_reset : EndReason::target_reset)
+                            : EndReason::error);
+  }
+  schedule(r, d);
+}
+
+void Worker::on_splice_out(Relay& r, uint8_t d, int res) {
+  Direction& dir = r.dirs[d];
+  dir.splice_out_busy = false;
+  if (r.state != RelayState::relaying) return;
+  if (res <= 0)
+    return end_relay(r, res < 0 && is_reset(-res)
+                            ? (d == Relay::kUp ? EndReason::target_reset : EndReason::client_reset)
+                            : EndReason::error);
+  dir.in_pipe -= uint32_t(res);
+  schedule(r, d);
+}
+
+void Worker::end_relay(Relay& r, EndReason reason) {
+  if (r.state == RelayState::closing || r.state == RelayState::free) return;
+  r.state = RelayState::closing;
+  r.end = reason;
+  const bool reset_client = reason != EndReason::closed && reason != EndReason::client_reset;
+  const bool reset_target = reason == EndReason::client_reset ||
+                            reason == EndReason::drain_timeout || reason == EndReason::error;
+  if (reset_client) net::arm_reset_on_close(r.fds[Relay::kClient]);
+  if (reset_target && r.fds[Relay::kTarget] >= 0) net::arm_reset_on_close(r.fds[Relay::kTarget]);
+  if (r.pending) {
+    // Every operation of this relay is on one of these descriptors (splices name the pipe).
+    const int fds[] = {r.fds[0],         r.fds[1],         r.dirs[0].pipe_w,
+                       r.dirs[0].pipe_r, r.dirs[1].pipe_w, r.dirs[1].pipe_r};
+    for (int fd : fds) {
+      if (fd < 0) continue;
+      io_uring_sqe* s = relay_sqe(r, OpKind::cancel, 0);
+      io_uring_prep_cancel_fd(s, fd, IORING_ASYNC_CANCEL_ALL);
+    }
+  }
+  maybe_release(r);
+}
+
+void Worker::maybe_release(Relay& r) {
+  if (r.pending) return;
+  if (!r.closes_sent) {
+    r.closes_sent = true;
+    const int fds[] = {r.fds[0],         r.fds[1],         r.dirs[0].pipe_w,
+                       r.dirs[0].pipe_r, r.dirs[1].pipe_w, r.dirs[1].pipe_r};
+    for (int fd : fds) {
+      if (fd < 0) continue;
+      io_uring_sqe* s = relay_sqe(r, OpKind::close, 0);
+      io_uring_prep_close(s, fd);
+    }
+    if (r.pending) return;
+  }
+  release(r);
+}
+
+void Worker::release(Relay& r) {
+  for (Direction& dir : r.dirs) {
+    if (!dir.queue) continue;
+    for (uint32_t i = 0; i < dir.queue->count; ++i)
+      pool_.give_back(dir.queue->at(i).cls, dir.queue->at(i).bid);
+    return_queue(dir.queue);
+    dir.queue = nullptr;
+  }
+  if (log_.enabled()) {
+    const config::Route& route = config_.routes[r.route];
+    const std::string client = net::format_sockaddr(&r.client.sa, sizeof r.client);
+    append_access_line(
+        log_batch_, {route.listen_text, client, route.target_text, r.dirs[Relay::kUp].bytes,
+                     r.dirs[Relay::kDown].bytes, (monotonic_ns() - r.start_ns) / 1'000'000, r.end,
+                     r.start_unix_ms});
+  }
+  r.state = RelayState::free;
+  r.next_free = free_head_;
+  free_head_ = r.index;
+  --live_;
+  accept_blocked_ = false;
+}
+
+}  // namespace ringtunnel::proxy

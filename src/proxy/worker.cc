@@ -1,0 +1,251 @@
+#include "ringtunnel/proxy/worker.h"
+
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include <fmt/format.h>
+
+#include "ringtunnel/net/socket.h"
+
+namespace ringtunnel::proxy {
+
+uint64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
+}
+
+Worker::Worker(unsigned id, const config::Config& config, AccessLog& log)
+    : id_(id), config_(config), log_(log) {
+  wake_fd_ = eventfd(0, EFD_CLOEXEC);
+  connect_timeout_.tv_sec = config.connect_timeout_ms / 1000;
+  connect_timeout_.tv_nsec = (config.connect_timeout_ms % 1000) * 1'000'000;
+}
+
+Worker::~Worker() {
+  for (Listener& l : listeners_)
+    if (l.fd >= 0) close(l.fd);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void Worker::request_drain() {
+  const uint64_t one = 1;
+  // An eventfd write cannot fail short of a closed fd; nothing useful to do if it did.
+  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
+}
+
+std::string Worker::start() {
+  if (wake_fd_ < 0) return fmt::format("eventfd: {}", strerror(errno));
+  if (std::string err = ring_.init({config_.ring_entries, config_.sqpoll}); !err.empty())
+    return err;
+  if (!config_.tcp_splice) {
+    ring::BufferPoolSpec spec{config_.buffer_sizes, config_.buffer_ring_entries};
+    if (std::string err = pool_.init(ring_.raw(), spec); !err.empty()) return err;
+    if (std::string err = probe_features(); !err.empty()) return err;
+  }
+  for (size_t i = 0; i < config_.routes.size(); ++i) {
+    std::string err;
+    const int fd = net::listen_reuseport(config_.routes[i].listen,
+                                         static_cast<int>(config_.listen_backlog), err);
+    if (fd < 0) return err;
+    listeners_.push_back({fd, static_cast<uint16_t>(i)});
+    arm_accept(i);
+  }
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_read(s, wake_fd_, &wake_value_, sizeof wake_value_, 0);
+  io_uring_sqe_set_data64(s, ring::encode({uint8_t(OpKind::wake), 0, 0, 0}));
+  return {};
+}
+
+// Tries, on a socketpair, the ring features whose support no opcode probe shows.
+std::string Worker::probe_features() {
+  ring::RingFeatures& f = ring_.features();
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+    return fmt::format("socketpair for the feature probe: {}", strerror(errno));
+  auto one = [&](auto prep) {
+    io_uring_sqe* s = ring_.sqe();
+    prep(s);
+    io_uring_sqe_set_data64(s, 0);
+    ring_.submit_and_wait(std::nullopt);
+    io_uring_cqe cqe{};
+    ring_.drain_completions([&](const io_uring_cqe& c) { cqe = c; });
+    return cqe;
+  };
+  // Multishot receive from a provided-buffer ring (Linux 6.0).
+  const char probe[] = "probe";
+  [[maybe_unused]] ssize_t w = write(sv[0], probe, sizeof probe);
+  io_uring_cqe c = one([&](io_uring_sqe* s) {
+    io_uring_prep_recv_multishot(s, sv[1], nullptr, 0, 0);
+    s->flags |= IOSQE_BUFFER_SELECT;
+    s->buf_group = pool_.group(0);
+  });
+  f.multishot_recv = c.res == int(sizeof probe) && (c.flags & IORING_CQE_F_MORE);
+  if (c.res > 0 && (c.flags & IORING_CQE_F_BUFFER)) {
+    pool_.taken(0);
+    pool_.give_back(0, uint16_t(c.flags >> IORING_CQE_BUFFER_SHIFT));
+    pool_.publish();
+  }
+  if (f.multishot_recv) {
+    one([&](io_uring_sqe* s) { io_uring_prep_cancel64(s, 0, IORING_ASYNC_CANCEL_ALL); });
+    ring_.drain_completions([](const io_uring_cqe&) {});  // the receive's final -ECANCELED
+  }
+  // Gathered send from registered buffers (Linux 6.15); the pool is one registered buffer.
+  if (config_.registered_buffers && ring_.opcode_supported(ring::kOpWritevFixed)) {
+    iovec whole{pool_.base(), pool_.bytes()};
+    if (io_uring_register_buffers(ring_.raw(), &whole, 1) == 0) {
+      memcpy(pool_.data(0, 0), probe, sizeof probe);
+      iovec part{pool_.data(0, 0), sizeof probe};
+      c = one([&](io_uring_sqe* s) {
+        io_uring_prep_rw(ring::kOpWritevFixed, s, sv[0], &part, 1, 0);
+        s->buf_index = 0;
+      });
+      f.writev_fixed = c.res == int(sizeof probe);
+      if (!f.writev_fixed) io_uring_unregister_buffers(ring_.raw());
+    }
+  }
+  close(sv[0]);
+  close(sv[1]);
+  return {};
+}
+
+void Worker::arm_accept(size_t i) {
+  Listener& l = listeners_[i];
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_prep_multishot_accept(s, l.fd, nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(s, ring::encode({uint8_t(OpKind::accept), uint8_t(i), 0, 0}));
+  l.armed = true;
+}
+
+void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
+  Listener& l = listeners_[i];
+  if (!(cqe.flags & IORING_CQE_F_MORE)) l.armed = false;
+  if (cqe.res >= 0) {
+    if (draining_)
+      close(cqe.res);
+    else
+      open_relay(cqe.res, l.route);
+  } else if (!draining_ && (cqe.res == -EMFILE || cqe.res == -ENFILE || cqe.res == -ENOBUFS ||
+                            cqe.res == -ENOMEM)) {
+    if (!accept_blocked_)
+      fmt::print(
+          stderr,
+          "ringtunnel: worker {}: accept on {}: {}; accepting again when a connection closes\n",
+          id_, config_.routes[l.route].listen_text, strerror(-cqe.res));
+    accept_blocked_ = true;
+  }
+  if (draining_ && !l.armed && !l.closed) {
+    close(l.fd);
+    l.fd = -1;
+    l.closed = true;
+  }
+}
+
+void Worker::on_wake() {
+  if (!draining_) begin_drain();
+}
+
+void Worker::begin_drain() {
+  draining_ = true;
+  drain_deadline_ns_ = monotonic_ns() + uint64_t(config_.drain_timeout_ms) * 1'000'000u;
+  for (size_t i = 0; i < listeners_.size(); ++i) {
+    Listener& l = listeners_[i];
+    if (l.armed) {
+      io_uring_sqe* s = ring_.sqe();
+      io_uring_prep_cancel64(s, ring::encode({uint8_t(OpKind::accept), uint8_t(i), 0, 0}), 0);
+      io_uring_sqe_set_data64(s, ring::encode({uint8_t(OpKind::cancel), 0, 0, 0}));
+    } else if (!l.closed) {
+      close(l.fd);
+      l.fd = -1;
+      l.closed = true;
+    }
+  }
+  if (id_ == 0)
+    fmt::print(stderr,
+               "ringtunnel: draining: listeners closed, waiting up to {} ms for open connections\n",
+               config_.drain_timeout_ms);
+}
+
+void Worker::on_completion(const io_uring_cqe& cqe) {
+  const ring::OpTag tag = ring::decode(cqe.user_data);
+  const auto kind = OpKind(tag.kind);
+  switch (kind) {
+    case OpKind::accept:
+      on_accept(tag.lane, cqe);
+      return;
+    case OpKind::wake:
+      on_wake();
+      return;
+    default:
+      break;
+  }
+  if (tag.index == 0 && tag.generation == 0 && kind == OpKind::cancel)
+    return;  // worker-level cancel
+  Relay* r = relay_at(tag.index);
+  if (!r || r->state == RelayState::free ||
+      (r->generation & ring::OpTag::kGenerationMask) != tag.generation) {
+    fmt::print(
+        stderr,
+        "ringtunnel: worker {}: completion for a closed connection (kind {}, res {}), ignored\n",
+        id_, tag.kind, cqe.res);
+    return;
+  }
+  on_relay_completion(*r, kind, tag.lane, cqe);
+}
+
+void Worker::after_completions() {
+  if (pool_.publish() && !starved_.empty()) {
+    for (const Service& s : starved_) {
+      Relay* r = relay_at(s.index);
+      if (!r || r->generation != s.generation) continue;
+      r->dirs[s.dir].starved = false;
+      schedule(*r, s.dir);
+    }
+    starved_.clear();
+  }
+  // service() may schedule again (a send completing inline does not, but a re-arm might): loop
+  // over an index, since todo_ can grow.
+  for (size_t i = 0; i < todo_.size(); ++i) {
+    const Service s = todo_[i];
+    Relay* r = relay_at(s.index);
+    if (r && r->generation == s.generation) service(*r, s.dir);
+  }
+  todo_.clear();
+  if (!draining_) {
+    for (size_t i = 0; i < listeners_.size(); ++i)
+      if (!listeners_[i].armed && !accept_blocked_) arm_accept(i);
+  }
+  if (!log_batch_.empty()) log_.write(log_batch_);
+}
+
+void Worker::run() {
+  for (;;) {
+    bool listeners_open = false;
+    for (const Listener& l : listeners_)
+      listeners_open |= !l.closed;
+    if (draining_ && live_ == 0 && !listeners_open) break;
+    std::optional<int64_t> timeout;
+    if (draining_ && !drain_expired_) {
+      const uint64_t now = monotonic_ns();
+      if (now >= drain_deadline_ns_) {
+        drain_expired_ = true;
+        for (auto& r : relays_)
+          if (r->state == RelayState::connecting || r->state == RelayState::relaying)
+            end_relay(*r, EndReason::drain_timeout);
+        after_completions();
+        continue;
+      }
+      timeout = int64_t(drain_deadline_ns_ - now);
+    }
+    ring_.submit_and_wait(timeout);
+    ring_.drain_completions([this](const io_uring_cqe& cqe) { on_completion(cqe); });
+    after_completions();
+  }
+}
+
+}  // namespace ringtunnel::proxy

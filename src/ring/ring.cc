@@ -1,0 +1,95 @@
+#include "ringtunnel/ring/ring.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace ringtunnel::ring {
+
+namespace {
+
+// The CQ holds this many times the SQ: multishot receives and accepts post many completions per
+// submission, and an overflowing CQ costs the kernel a slow path.
+constexpr unsigned kCqPerSq = 8;
+
+// An SQPOLL thread sleeps after this long without work (it is a kernel thread per ring).
+constexpr unsigned kSqThreadIdleMs = 50;
+
+}  // namespace
+
+std::string RingFeatures::describe_ring() const {
+  return fmt::format("{}{}, registered ring fd {}", sqpoll ? "SQPOLL" : "SINGLE_ISSUER",
+                     defer_taskrun ? "|DEFER_TASKRUN" : (sqpoll ? "" : " (no DEFER_TASKRUN)"),
+                     registered_ring_fd ? "on" : "off");
+}
+
+std::string RingFeatures::describe() const {
+  return fmt::format("{}, multishot recv {}, gathered fixed-buffer sends {}", describe_ring(),
+                     multishot_recv ? "on" : "off", writev_fixed ? "on" : "off");
+}
+
+Ring::~Ring() {
+  if (probe_) io_uring_free_probe(probe_);
+  if (ready_) io_uring_queue_exit(&ring_);
+}
+
+std::string Ring::init(const RingOptions& options) {
+  const unsigned base = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+  // Each try drops what an older kernel may refuse; the first that works wins.
+  const unsigned tries[] = {
+      options.sqpoll ? base | IORING_SETUP_SQPOLL | IORING_SETUP_SINGLE_ISSUER
+                     : base | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+      options.sqpoll ? base | IORING_SETUP_SQPOLL : base | IORING_SETUP_SINGLE_ISSUER,
+      IORING_SETUP_CQSIZE,
+  };
+  int err = -EINVAL;
+  for (unsigned flags : tries) {
+    io_uring_params params{};
+    params.flags = flags;
+    params.cq_entries = options.entries * kCqPerSq;
+    params.sq_thread_idle = kSqThreadIdleMs;
+    err = io_uring_queue_init_params(options.entries, &ring_, &params);
+    if (err == 0) {
+      features_.setup_flags = flags;
+      features_.defer_taskrun = flags & IORING_SETUP_DEFER_TASKRUN;
+      features_.sqpoll = flags & IORING_SETUP_SQPOLL;
+      break;
+    }
+    if (err != -EINVAL) break;
+  }
+  if (err)
+    return fmt::format("io_uring_setup with {} entries: {}", options.entries, strerror(-err));
+  ready_ = true;
+  probe_ = io_uring_get_probe_ring(&ring_);
+  features_.registered_ring_fd = io_uring_register_ring_fd(&ring_) == 1;
+  return {};
+}
+
+bool Ring::opcode_supported(uint8_t op) const {
+  return probe_ && io_uring_opcode_supported(probe_, op);
+}
+
+io_uring_sqe* Ring::sqe() {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  while (!sqe) {
+    io_uring_submit(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  return sqe;
+}
+
+void Ring::submit_and_wait(std::optional<int64_t> timeout_ns) {
+  io_uring_cqe* cqe = nullptr;
+  if (!timeout_ns) {
+    io_uring_submit_and_wait(&ring_, 1);
+    return;
+  }
+  __kernel_timespec ts{};
+  ts.tv_sec = *timeout_ns / 1'000'000'000;
+  ts.tv_nsec = *timeout_ns % 1'000'000'000;
+  // liburing 2.3 may report the submit count rather than -ETIME: callers count completions.
+  io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+}
+
+}  // namespace ringtunnel::ring

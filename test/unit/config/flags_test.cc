@@ -1,0 +1,138 @@
+#include "ringtunnel/config/flags.h"
+
+#include <doctest/doctest.h>
+
+using namespace ringtunnel::config;
+using Action = FlagsResult::Action;
+
+namespace {
+FlagsResult parse(std::initializer_list<std::string_view> args) {
+  return parse_flags(args);
+}
+}  // namespace
+
+TEST_CASE("no flags: the embedded default") {
+  const FlagsResult r = parse({});
+  REQUIRE(r.action == Action::run);
+  REQUIRE(r.config.routes.size() == 1);
+  CHECK(r.config.routes[0].listen_text == "127.0.0.1:15001");
+  CHECK(r.config.routes[0].target_text == "127.0.0.1:8080");
+  CHECK(r.config.buffer_sizes == ringtunnel::ring::BufferSizes{1024, 16384, 262144});
+}
+
+TEST_CASE("flags set what they name, in both spellings") {
+  const FlagsResult r = parse({"--forward",
+                               "127.0.0.1:1000=tcp://127.0.0.1:2000",
+                               "--forward=[::1]:1001=tcp://[::1]:2001",
+                               "--workers",
+                               "3",
+                               "--ring-entries=256",
+                               "--sqpoll",
+                               "--buffer-sizes",
+                               "2k,32k,1m",
+                               "--buffer-ring-entries",
+                               "64",
+                               "--registered-buffers",
+                               "off",
+                               "--max-queued",
+                               "4m",
+                               "--connect-timeout",
+                               "300ms",
+                               "--drain-timeout=2s",
+                               "--tcp-splice",
+                               "--splice-pipe-size",
+                               "256k",
+                               "--listen-backlog",
+                               "128",
+                               "--access-log",
+                               "off"});
+  REQUIRE(r.action == Action::run);
+  const Config& c = r.config;
+  REQUIRE(c.routes.size() == 2);  // named listeners replace the default
+  CHECK(c.routes[1].listen_text == "[::1]:1001");
+  CHECK(c.routes[1].target_text == "[::1]:2001");
+  CHECK(c.workers == 3);
+  CHECK(c.ring_entries == 256);
+  CHECK(c.sqpoll);
+  CHECK(c.buffer_sizes == ringtunnel::ring::BufferSizes{2048, 32768, 1 << 20});
+  CHECK(c.buffer_ring_entries == std::array<uint32_t, 3>{64, 64, 64});
+  CHECK_FALSE(c.registered_buffers);
+  CHECK(c.max_queued == 4u << 20);
+  CHECK(c.connect_timeout_ms == 300);
+  CHECK(c.drain_timeout_ms == 2000);
+  CHECK(c.tcp_splice);
+  CHECK(c.splice_pipe_size == 256u << 10);
+  CHECK(c.listen_backlog == 128);
+  CHECK(c.access_log == "off");
+}
+
+TEST_CASE("bad usage names the flag, the value and the reason") {
+  struct Case {
+    std::initializer_list<std::string_view> args;
+    const char* error;
+  };
+  const Case cases[] = {
+      {{"--workers", "0"}, "--workers \"0\": must be from 1 to 256"},
+      {{"--workers", "abc"}, "--workers \"abc\": not a whole number"},
+      {{"--workers"}, "--workers needs a value: N"},
+      {{"--bogus"}, "unknown option \"--bogus\""},
+      {{"--sqpoll=1"}, "--sqpoll takes no value"},
+      {{"--buffer-sizes", "1k,2k"}, "--buffer-sizes \"1k,2k\": needs three sizes, smallest first"},
+      {{"--buffer-sizes", "4k,2k,8k"},
+       "--buffer-sizes \"4k,2k,8k\": sizes must grow from first to last"},
+      {{"--buffer-ring-entries", "100"},
+       "--buffer-ring-entries \"100\": each count must be a power of two"},
+      {{"--connect-timeout", "5"},
+       "--connect-timeout \"5\": must be a number with a unit: ms, s or m (e.g. 500ms, 5s)"},
+      {{"--connect-timeout", "0s"}, "--connect-timeout \"0s\": must be more than 0"},
+      {{"--registered-buffers", "maybe"}, "--registered-buffers \"maybe\": must be on or off"},
+      {{"--forward", "nonsense"}, "--forward \"nonsense\": must be LISTEN=tcp://TARGET"},
+      {{"--forward", "127.0.0.1:1=http://x"},
+       "--forward \"127.0.0.1:1=http://x\": the target must start with tcp:// (got \"http://x\")"},
+      {{"--forward", "127.0.0.1=tcp://127.0.0.1:1"},
+       "--forward \"127.0.0.1=tcp://127.0.0.1:1\": listen address \"127.0.0.1\": missing ':port'"},
+      {{"--forward", "127.0.0.1:1=tcp://127.0.0.1:2", "--forward", "127.0.0.1:1=tcp://127.0.0.1:3"},
+       "--forward: 127.0.0.1:1 is named twice as a listen address"},
+      {{"--max-queued", "16k"},
+       "--max-queued 16384 is smaller than the largest buffer size 262144"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.error);
+    const FlagsResult r = parse(c.args);
+    CHECK(r.action == Action::usage_error);
+    CHECK(r.error == c.error);
+  }
+}
+
+TEST_CASE("--help and --version stop parsing") {
+  CHECK(parse({"--help"}).action == Action::help);
+  CHECK(parse({"--workers", "2", "--version"}).action == Action::version);
+}
+
+TEST_CASE("--help explains every flag") {
+  const std::string help = help_text();
+  for (const char* flag :
+       {"--forward", "--workers", "--ring-entries", "--sqpoll", "--buffer-sizes",
+        "--buffer-ring-entries", "--registered-buffers", "--max-queued", "--connect-timeout",
+        "--drain-timeout", "--tcp-splice", "--splice-pipe-size", "--listen-backlog", "--access-log",
+        "--help", "--version"})
+    CHECK_MESSAGE(help.find(std::string("  ") + flag) != std::string::npos, flag);
+}
+
+TEST_CASE("durations and sizes") {
+  int64_t ms;
+  CHECK(parse_duration_ms("250ms", ms) == "");
+  CHECK(ms == 250);
+  CHECK(parse_duration_ms("2m", ms) == "");
+  CHECK(ms == 120000);
+  CHECK(parse_duration_ms("1h", ms) != "");
+  CHECK(parse_duration_ms("ms", ms) != "");
+  uint64_t size;
+  CHECK(parse_size("16k", size) == "");
+  CHECK(size == 16384);
+  CHECK(parse_size("3", size) == "");
+  CHECK(size == 3);
+  CHECK(parse_size("0", size) != "");
+  CHECK(parse_size("-1k", size) != "");
+  CHECK(parse_size("99999999999999g", size) != "");
+}

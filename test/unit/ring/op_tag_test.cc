@@ -1,0 +1,34 @@
+#include "ringtunnel/ring/op_tag.h"
+
+#include <doctest/doctest.h>
+
+using ringtunnel::ring::decode;
+using ringtunnel::ring::encode;
+using ringtunnel::ring::OpTag;
+
+TEST_CASE("an op tag survives the round trip through user_data") {
+  const OpTag tags[] = {
+      {1, 0, 0, 1},
+      {255, 255, OpTag::kIndexMask, OpTag::kGenerationMask},
+      {7, 1, 123456, 987654},
+  };
+  for (const OpTag& t : tags)
+    CHECK(decode(encode(t)) == t);
+}
+
+TEST_CASE("fields do not bleed into each other") {
+  const uint64_t a = encode({3, 1, 5, 9});
+  CHECK(decode(a).kind == 3);
+  CHECK(decode(a).lane == 1);
+  CHECK(decode(a).index == 5);
+  CHECK(decode(a).generation == 9);
+  CHECK(encode({3, 1, 5, 9}) != encode({3, 1, 5, 10}));
+  CHECK(encode({3, 1, 5, 9}) != encode({3, 0, 5, 9}));
+  CHECK(encode({3, 1, 5, 9}) != encode({3, 1, 6, 9}));
+}
+
+TEST_CASE("a generation wraps modulo 2^24, an index is masked to 24 bits") {
+  CHECK(decode(encode({1, 0, 0, OpTag::kGenerationMask + 2})).generation == 1);
+  CHECK(decode(encode({1, 0, OpTag::kIndexMask + 1, 1})).index == 0);
+  CHECK(decode(encode({1, 0, OpTag::kIndexMask + 1, 1})).generation == 1);
+}
