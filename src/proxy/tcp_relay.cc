@@ -129,6 +129,7 @@ void Worker::open_relay(int client_fd, uint16_t route_index) {
       d.pipe_size = uint32_t(size > 0 ? size : 4096);
     }
   }
+  ring_.reserve(2);
   io_uring_sqe* s = relay_sqe(r, OpKind::connect, 0);
   io_uring_prep_connect(s, target_fd, route.target.addr(), route.target.length);
   s->flags |= IOSQE_IO_LINK;
@@ -341,6 +342,7 @@ void Worker::service_splice(Relay& r, uint8_t d) {
   Direction& dir = r.dirs[d];
   const int from = r.fds[d], to = r.fds[1 - d];
   if (!dir.eof && !dir.splice_in_busy && dir.in_pipe < dir.pipe_size) {
+    ring_.reserve(2);
     io_uring_sqe* s = relay_sqe(r, OpKind::poll, d);
     io_uring_prep_poll_add(s, from, POLLIN | POLLRDHUP);
     s->flags |= IOSQE_IO_LINK;

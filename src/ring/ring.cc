@@ -79,6 +79,10 @@ io_uring_sqe* Ring::sqe() {
   return sqe;
 }
 
+void Ring::reserve(unsigned n) {
+  if (io_uring_sq_space_left(&ring_) < n) io_uring_submit(&ring_);
+}
+
 void Ring::submit_and_wait(std::optional<int64_t> timeout_ns) {
   io_uring_cqe* cqe = nullptr;
   if (!timeout_ns) {

@@ -47,6 +47,9 @@ class Ring {
 
   // A free SQE; submits what is queued when the SQ is full, so it never fails.
   io_uring_sqe* sqe();
+  // Makes room for `n` SQEs in a row, so a linked chain is never split across two submissions
+  // (the kernel would end the chain at the split).
+  void reserve(unsigned n);
 
   // Submits everything queued and waits for at least one completion, or until `timeout_ns`
   // (when set) has passed. One io_uring_enter.
