@@ -288,9 +288,16 @@ void Worker::submit_send(Relay& r, uint8_t d) {
     q.msg = msghdr{};
     q.msg.msg_iov = q.iov.data();
     q.msg.msg_iovlen = n;
-    io_uring_prep_sendmsg(s, to, &q.msg, MSG_NOSIGNAL);
+    // MSG_WAITALL: the ring retries a partial send itself, so a completion means all was sent.
+    io_uring_prep_sendmsg(s, to, &q.msg, MSG_NOSIGNAL | MSG_WAITALL);
   }
   dir.sending = true;
+  // On loopback a send completes inside the enter that submits it, so waiting for "one
+  // completion" would return at once with only this send's, and the loop would need a second
+  // enter to wait for new data. When the completion can only free buffers (the whole queue goes,
+  // no FIN to pass on, the receive still armed, nobody waiting for buffers), the loop may wait for
+  // it and one more event together.
+  if (n == q.count && !dir.eof && dir.recv == RecvState::armed && starved_.empty()) ++quiet_sends_;
 }
 
 void Worker::on_send(Relay& r, uint8_t d, int res) {

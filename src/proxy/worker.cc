@@ -14,6 +14,15 @@
 
 namespace ringtunnel::proxy {
 
+namespace {
+
+// The longest the loop waits for more completions than it strictly needs (see quiet_sends_).
+// Long enough to cover the gap between two reads of a bulk stream, short next to the megabytes a
+// loopback socket buffers.
+constexpr int64_t kQuietWaitNs = 1'000'000;
+
+}  // namespace
+
 uint64_t monotonic_ns() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -242,7 +251,14 @@ void Worker::run() {
       }
       timeout = int64_t(drain_deadline_ns_ - now);
     }
-    ring_.submit_and_wait(timeout);
+    unsigned wait_nr = 1;
+    if (quiet_sends_) {
+      // Bounded: a send predicted quiet may still come back short and need a resubmission.
+      wait_nr += quiet_sends_;
+      timeout = std::min(timeout.value_or(kQuietWaitNs), kQuietWaitNs);
+      quiet_sends_ = 0;
+    }
+    ring_.submit_and_wait(timeout, wait_nr);
     ring_.drain_completions([this](const io_uring_cqe& cqe) { on_completion(cqe); });
     after_completions();
   }

@@ -83,17 +83,17 @@ void Ring::reserve(unsigned n) {
   if (io_uring_sq_space_left(&ring_) < n) io_uring_submit(&ring_);
 }
 
-void Ring::submit_and_wait(std::optional<int64_t> timeout_ns) {
+void Ring::submit_and_wait(std::optional<int64_t> timeout_ns, unsigned wait_nr) {
   io_uring_cqe* cqe = nullptr;
   if (!timeout_ns) {
-    io_uring_submit_and_wait(&ring_, 1);
+    io_uring_submit_and_wait(&ring_, wait_nr);
     return;
   }
   __kernel_timespec ts{};
   ts.tv_sec = *timeout_ns / 1'000'000'000;
   ts.tv_nsec = *timeout_ns % 1'000'000'000;
   // liburing 2.3 may report the submit count rather than -ETIME: callers count completions.
-  io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+  io_uring_submit_and_wait_timeout(&ring_, &cqe, wait_nr, &ts, nullptr);
 }
 
 }  // namespace ringtunnel::ring

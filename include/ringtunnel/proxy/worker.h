@@ -197,7 +197,9 @@ class Worker {
   uint64_t wake_value_ = 0;
   bool draining_ = false;
   bool drain_expired_ = false;
-  bool accept_blocked_ = false;  // out of file descriptors: re-arm accepts when a relay closes
+  bool accept_blocked_ = false;
+  // Sends submitted this iteration whose completion will need no action (see submit_send).
+  unsigned quiet_sends_ = 0;  // out of file descriptors: re-arm accepts when a relay closes
   uint64_t drain_deadline_ns_ = 0;
 };
 

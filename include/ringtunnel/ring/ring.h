@@ -51,9 +51,9 @@ class Ring {
   // (the kernel would end the chain at the split).
   void reserve(unsigned n);
 
-  // Submits everything queued and waits for at least one completion, or until `timeout_ns`
-  // (when set) has passed. One io_uring_enter.
-  void submit_and_wait(std::optional<int64_t> timeout_ns);
+  // Submits everything queued and waits for at least `wait_nr` completions, or until
+  // `timeout_ns` (when set) has passed. One io_uring_enter.
+  void submit_and_wait(std::optional<int64_t> timeout_ns, unsigned wait_nr = 1);
 
   // Calls f(const io_uring_cqe&) for every completion ready now; returns how many.
   template <typename F>

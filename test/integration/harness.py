@@ -1,0 +1,826 @@
+"""Shared helpers for the ringtunnel integration tests (Python 3 stdlib only).
+
+Every test file is run as
+
+    python3 test/integration/test_X.py /path/to/ringtunnel
+
+(or with the binary in the environment variable RINGTUNNEL) and exits 0 on
+success, 1 on failure (2 when it cannot even start: no binary given).
+
+Ground rules implemented here:
+  * loopback only (127.0.0.1 / ::1), or a network namespace a test makes itself;
+  * a global deadline per test file (watchdog thread): on expiry every child
+    process is killed by PID and the process exits 1 -- a test never hangs;
+  * every process started through this module is registered and killed by PID
+    (SIGTERM, wait, SIGKILL, wait) at the end of each sub-test, on failure and
+    at exit; children also get PR_SET_PDEATHSIG=SIGKILL so they cannot outlive
+    the test process even if it is SIGKILLed itself.
+"""
+
+import atexit
+import ctypes
+import hashlib
+import os
+import random
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+# ---------------------------------------------------------------------------
+# Failure reporting
+# ---------------------------------------------------------------------------
+
+
+class TestFailure(Exception):
+    """An assertion about the binary's behaviour did not hold."""
+
+
+def fail(msg):
+    raise TestFailure(msg)
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg)
+
+
+def log(msg):
+    print("    " + msg, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Binary location
+# ---------------------------------------------------------------------------
+
+_BINARY = None
+
+
+def binary():
+    global _BINARY
+    if _BINARY is None:
+        path = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("RINGTUNNEL")
+        if not path:
+            print("usage: %s /path/to/ringtunnel  (or set RINGTUNNEL)" % sys.argv[0],
+                  file=sys.stderr)
+            sys.exit(2)
+        path = os.path.abspath(path)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            print("FAIL: ringtunnel binary %r does not exist or is not executable" % path,
+                  file=sys.stderr)
+            sys.exit(1)
+        _BINARY = path
+    return _BINARY
+
+
+# ---------------------------------------------------------------------------
+# Child processes: registry, PDEATHSIG, kill by PID
+# ---------------------------------------------------------------------------
+
+_registry_lock = threading.Lock()
+_children = []          # list of subprocess.Popen still to be reaped
+
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _prctl = _libc.prctl
+    _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong,
+                       ctypes.c_ulong, ctypes.c_ulong]
+except (OSError, AttributeError):  # pragma: no cover
+    _prctl = None
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup():
+    # Runs in the child between fork and exec: die with the parent.
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(argv, **kw):
+    """Popen registered for cleanup. Only call from the main thread (the
+    parent-death signal fires when the *thread* that forked exits)."""
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    kw.setdefault("close_fds", True)
+    p = subprocess.Popen(argv, preexec_fn=_child_setup, **kw)
+    with _registry_lock:
+        _children.append(p)
+    return p
+
+
+def reap(p, term_timeout=5.0, sig=signal.SIGTERM):
+    """Stop one child by PID: sig, wait, SIGKILL, wait. Returns its exit code."""
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=term_timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=10)
+    with _registry_lock:
+        if p in _children:
+            _children.remove(p)
+    return p.returncode
+
+
+def kill_all_children(term_timeout=3.0):
+    with _registry_lock:
+        procs = list(_children)
+    for p in procs:
+        try:
+            reap(p, term_timeout=term_timeout)
+        except Exception:  # keep going, kill the rest
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except Exception:
+                pass
+
+
+def _kill_all_now():
+    with _registry_lock:
+        procs = list(_children)
+    for p in procs:
+        try:
+            os.kill(p.pid, signal.SIGKILL)
+        except Exception:
+            pass
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except Exception:
+            pass
+
+
+atexit.register(_kill_all_now)
+
+
+# ---------------------------------------------------------------------------
+# Global deadline
+# ---------------------------------------------------------------------------
+
+_deadline = None
+
+
+def start_watchdog(seconds):
+    """After `seconds`, kill every registered child and exit 1."""
+    global _deadline
+    _deadline = time.monotonic() + seconds
+
+    def run():
+        while True:
+            left = _deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, 0.5))
+        print("FAIL: global deadline of %.0f s expired; killing children and exiting"
+              % seconds, flush=True)
+        try:
+            _dump_proxy_logs()
+        except Exception:
+            pass
+        _kill_all_now()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    t = threading.Thread(target=run, name="watchdog", daemon=True)
+    t.start()
+
+
+def time_left():
+    return float("inf") if _deadline is None else _deadline - time.monotonic()
+
+
+def wait_until(pred, timeout, interval=0.05, what="condition"):
+    """Poll pred() until it returns a truthy value; fail after timeout seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= end:
+            fail("timed out after %.1f s waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------
+# Test runner
+# ---------------------------------------------------------------------------
+
+
+def run_tests(title, tests, deadline):
+    """tests: list of (name, function). Runs all, reports each, exits."""
+    binary()
+    start_watchdog(deadline)
+    print("== %s  (binary: %s, deadline %d s)" % (title, binary(), deadline), flush=True)
+    failed = []
+    for name, fn in tests:
+        print("--- %s" % name, flush=True)
+        t0 = time.monotonic()
+        ok = False
+        try:
+            fn()
+            ok = True
+        except TestFailure as e:
+            print("FAIL %s: %s" % (name, e), flush=True)
+        except Exception:
+            print("FAIL %s: unexpected exception:" % name, flush=True)
+            traceback.print_exc(file=sys.stdout)
+        if not ok:
+            _dump_proxy_logs()
+            failed.append(name)
+        try:
+            kill_all_children()
+        finally:
+            _forget_proxies(keep_logs=not ok)
+        if ok:
+            print("ok   %s (%.1f s)" % (name, time.monotonic() - t0), flush=True)
+    if failed:
+        print("== %s: %d of %d FAILED: %s" % (title, len(failed), len(tests), ", ".join(failed)),
+              flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+    print("== %s: all %d passed" % (title, len(tests)), flush=True)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+# ---------------------------------------------------------------------------
+# Addresses and ports
+# ---------------------------------------------------------------------------
+
+
+def family_of(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def fmt_addr(host, port):
+    """'127.0.0.1:80' or '[::1]:80' -- the format used on the command line and
+    in the access log."""
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+def sock_addr_str(sockname):
+    return fmt_addr(sockname[0], sockname[1])
+
+
+def free_port(host="127.0.0.1"):
+    """A port that was free on host a moment ago (bind port 0, read, close)."""
+    s = socket.socket(family_of(host), socket.SOCK_STREAM)
+    try:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def forward_arg(listen, target):
+    """listen/target: (host, port) -> 'LISTEN=tcp://TARGET'."""
+    return "%s=tcp://%s" % (fmt_addr(*listen), fmt_addr(*target))
+
+
+def tcp_listen_ports(pid="self"):
+    """Set of (family, port) in LISTEN state in the network namespace of pid."""
+    out = set()
+    for name, fam in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open("/proc/%s/net/%s" % (pid, name)) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) > 3 and parts[3] == "0A":
+                        out.add((fam, int(parts[1].rsplit(":", 1)[1], 16)))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def is_listening(host, port):
+    return (family_of(host), port) in tcp_listen_ports()
+
+
+def connect(addr, timeout=10.0):
+    """Blocking TCP connect to (host, port); the socket gets `timeout`."""
+    s = socket.socket(family_of(addr[0]), socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(addr)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def raise_nofile(want=65536):
+    """Raise this process's RLIMIT_NOFILE soft limit to `want` (raising the
+    hard limit too if permitted, else up to the hard limit). Returns the new
+    soft limit."""
+    inf = resource.RLIM_INFINITY
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != inf and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    elif soft != inf and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def connect_bound(addr, timeout=10.0):
+    """Like connect(), but binds first and returns (sock, client_name, how):
+    the client's address string is known even if the connect itself fails.
+    A peer that accepts and resets at once can make connect() fail with
+    ECONNRESET (on loopback the RST can arrive before the connecting thread
+    runs again); then how == 'reset during connect', else how is None."""
+    s = socket.socket(family_of(addr[0]), socket.SOCK_STREAM)
+    s.bind((addr[0], 0))
+    name = sock_addr_str(s.getsockname())
+    s.settimeout(timeout)
+    try:
+        s.connect(addr)
+    except ConnectionResetError:
+        return s, name, "reset during connect"
+    except BaseException:
+        s.close()
+        raise
+    return s, name, None
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+CHUNK = 64 * 1024
+
+
+def gen_chunks(seed, total, chunk=CHUNK):
+    """Deterministic pseudo-random byte stream of `total` bytes, in chunks."""
+    rng = random.Random(seed)
+    left = total
+    while left > 0:
+        n = min(chunk, left)
+        yield rng.randbytes(n)
+        left -= n
+
+
+def gen_bytes(seed, total):
+    return random.Random(seed).randbytes(total)
+
+
+def sha256_hex(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def send_stream(sock, seed, total, prefix=b""):
+    """Send prefix + gen(seed, total - len(prefix)); return (len, sha256hex)."""
+    h = hashlib.sha256()
+    n = 0
+    if prefix:
+        sock.sendall(prefix)
+        h.update(prefix)
+        n += len(prefix)
+    for c in gen_chunks(seed, total - len(prefix)):
+        sock.sendall(c)
+        h.update(c)
+        n += len(c)
+    return n, h.hexdigest()
+
+
+def recv_until_eof(sock, limit=None, prefix=b""):
+    """Read until EOF; return (len, sha256hex) of prefix + what was read.
+    Raises what recv raises. With limit: fail if more than limit bytes arrive."""
+    h = hashlib.sha256(prefix)
+    n = len(prefix)
+    while True:
+        b = sock.recv(CHUNK)
+        if not b:
+            return n, h.hexdigest()
+        h.update(b)
+        n += len(b)
+        if limit is not None and n > limit:
+            fail("received more than the %d bytes expected" % limit)
+
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        b = sock.recv(min(CHUNK, n - len(buf)))
+        if not b:
+            fail("unexpected EOF after %d of %d bytes" % (len(buf), n))
+        buf += b
+    return bytes(buf)
+
+
+def expect_eof_or_reset(sock, timeout, who="client"):
+    """Wait up to timeout for the peer to close; return 'eof' or 'reset'.
+    Fails on timeout or if data arrives instead."""
+    sock.settimeout(timeout)
+    try:
+        b = sock.recv(CHUNK)
+    except ConnectionResetError:
+        return "reset"
+    except socket.timeout:
+        fail("%s: connection still open %.1f s later (expected it to be closed)" % (who, timeout))
+    if b:
+        fail("%s: expected EOF/reset, got %d bytes of data" % (who, len(b)))
+    return "eof"
+
+
+def expect_reset(sock, timeout, who):
+    """recv must raise ConnectionResetError within timeout (not EOF, not data)."""
+    sock.settimeout(timeout)
+    t0 = time.monotonic()
+    try:
+        while True:
+            b = sock.recv(CHUNK)
+            if not b:
+                fail("%s saw an orderly EOF (FIN), expected a reset (ConnectionResetError)" % who)
+            # stray data still in flight before the reset is tolerated
+            if time.monotonic() - t0 > timeout:
+                fail("%s kept receiving data for %.1f s, no reset" % (who, timeout))
+    except ConnectionResetError:
+        return time.monotonic() - t0
+    except socket.timeout:
+        fail("%s saw neither reset nor EOF within %.1f s" % (who, timeout))
+
+
+def set_linger0(sock):
+    import struct
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def reset_close(sock):
+    """Close with SO_LINGER {1, 0}: sends RST."""
+    set_linger0(sock)
+    sock.close()
+
+
+# ---------------------------------------------------------------------------
+# Threads whose exceptions are not lost
+# ---------------------------------------------------------------------------
+
+
+class Threads:
+    """Start functions in daemon threads; join() re-raises the first error and
+    fails on timeout (the threads are daemons, so a stuck one never blocks exit;
+    the sockets they use all have timeouts)."""
+
+    def __init__(self):
+        self.threads = []
+        self.errors = []
+        self.lock = threading.Lock()
+
+    def start(self, fn, *args, name=None):
+        def run():
+            try:
+                fn(*args)
+            except BaseException as e:  # noqa
+                with self.lock:
+                    self.errors.append((name or getattr(fn, "__name__", "thread"), e,
+                                        traceback.format_exc()))
+        t = threading.Thread(target=run, name=name, daemon=True)
+        t.start()
+        self.threads.append(t)
+        return t
+
+    def join(self, timeout, what="threads"):
+        end = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, end - time.monotonic()))
+        alive = [t for t in self.threads if t.is_alive()]
+        self.raise_errors()
+        if alive:
+            fail("%d %s still running after %.0f s" % (len(alive), what, timeout))
+
+    def raise_errors(self):
+        with self.lock:
+            errs = list(self.errors)
+        if errs:
+            name, e, tb = errs[0]
+            if not isinstance(e, TestFailure):
+                print(tb, flush=True)
+            fail("%s (%d thread error(s); first in %s): %s: %s"
+                 % ("thread failed", len(errs), name, type(e).__name__, e))
+
+
+# ---------------------------------------------------------------------------
+# Target server (threaded; one thread per accepted connection)
+# ---------------------------------------------------------------------------
+
+
+class TargetServer:
+    """Listens on (host, port) (port 0 = pick one) and runs handler(conn, peer)
+    in a thread for every accepted connection. Handler exceptions are kept in
+    self.threads and re-raised by check_errors()/close()."""
+
+    def __init__(self, handler, host="127.0.0.1", port=0, backlog=512, conn_timeout=60.0):
+        self.handler = handler
+        self.conn_timeout = conn_timeout
+        self.sock = socket.socket(family_of(host), socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(backlog)
+        self.sock.settimeout(0.2)
+        self.addr = self.sock.getsockname()[:2]
+        self.accepted = 0
+        self.conns = []
+        self.threads = Threads()
+        self._stop = False
+        self._t = threading.Thread(target=self._loop, daemon=True, name="target-accept")
+        self._t.start()
+
+    def _loop(self):
+        while not self._stop:
+            try:
+                c, peer = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                if self._stop:
+                    return
+                raise
+            c.settimeout(self.conn_timeout)
+            self.accepted += 1
+            self.conns.append(c)
+            self.threads.start(self.handler, c, peer, name="target-conn")
+
+    def check_errors(self):
+        self.threads.raise_errors()
+
+    def join(self, timeout):
+        self.threads.join(timeout, "target connection handlers")
+
+    def close(self):
+        self._stop = True
+        self._t.join(2)
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+def echo_handler(conn, peer):
+    """Echo until EOF, then half-close and close."""
+    while True:
+        b = conn.recv(CHUNK)
+        if not b:
+            break
+        conn.sendall(b)
+    conn.shutdown(socket.SHUT_WR)
+    conn.close()
+
+
+def echo_roundtrip(listen, nbytes=100000, seed=7, timeout=10.0):
+    """Connect to listen (which must lead to an echo target), send nbytes,
+    half-close, read the echo to EOF and compare. Returns the client address
+    string (as in the access log)."""
+    s = connect(listen, timeout)
+    try:
+        me = sock_addr_str(s.getsockname())
+        data = gen_bytes(seed, nbytes)
+        th = Threads()
+        th.start(lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)), name="echo-send")
+        n, h = recv_until_eof(s, limit=nbytes)
+        th.join(timeout, "echo sender")
+        check(n == nbytes and h == sha256_hex(data),
+              "echo through %s: got %d bytes (sha %s), sent %d (sha %s)"
+              % (fmt_addr(*listen), n, h[:12], nbytes, sha256_hex(data)[:12]))
+        return me
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------
+# The proxy under test
+# ---------------------------------------------------------------------------
+
+_proxies = []
+
+ACCESS_RE = re.compile(
+    r"^access listener=(?P<listener>\S+) client=(?P<client>\S+) target=(?P<target>\S+)"
+    r" bytes_up=(?P<bytes_up>\d+) bytes_down=(?P<bytes_down>\d+)"
+    r" duration_ms=(?P<duration_ms>\d+)"
+    r" end=(?P<end>closed|client_reset|target_reset|connect_refused|connect_timeout"
+    r"|connect_error|drain_timeout|error)(?P<extra>(?: [a-z_]+=\S*)*)$")
+
+# The documented line has the seven fields above, in that order, then the
+# connection's start time (UTC, milliseconds). ACCESS_RE tolerates extra trailing
+# key=value fields (so that one format deviation does not fail every behavioural
+# test); test_cli's access-log-format sub-test asserts the exact form with
+# STRICT_ACCESS_RE.
+STRICT_ACCESS_RE = re.compile(ACCESS_RE.pattern.replace(
+    r"(?P<extra>(?: [a-z_]+=\S*)*)$",
+    r" start=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"))
+
+
+def parse_access_line(line):
+    """dict for an access line; None for a line that is not an access line;
+    TestFailure for a line that starts with 'access ' but is malformed."""
+    line = line.rstrip("\r\n")
+    if not line.startswith("access "):
+        return None
+    m = ACCESS_RE.match(line)
+    if not m:
+        fail("malformed access-log line: %r" % line)
+    d = m.groupdict()
+    for k in ("bytes_up", "bytes_down", "duration_ms"):
+        d[k] = int(d[k])
+    return d
+
+
+def parse_access_log(text):
+    out = []
+    for line in text.splitlines():
+        d = parse_access_line(line)
+        if d is not None:
+            out.append(d)
+    return out
+
+
+class Proxy:
+    """ringtunnel started with the given flags; stdout and stderr go to temp
+    files (the access log defaults to stderr)."""
+
+    def __init__(self, args, listens=(), wait=True, timeout=15.0, cwd=None):
+        self.args = list(args)
+        self.listens = list(listens)
+        fd, self.out_path = tempfile.mkstemp(prefix="ringtunnel-it-", suffix=".stdout")
+        self._out = os.fdopen(fd, "wb")
+        fd, self.err_path = tempfile.mkstemp(prefix="ringtunnel-it-", suffix=".stderr")
+        self._err = os.fdopen(fd, "wb")
+        self.proc = spawn([binary()] + self.args, stdout=self._out, stderr=self._err, cwd=cwd)
+        self.pid = self.proc.pid
+        _proxies.append(self)
+        if wait and self.listens:
+            self.wait_listening(timeout)
+
+    # -- lifecycle -------------------------------------------------------
+    def wait_listening(self, timeout=15.0):
+        """Bounded wait until every listen address is in LISTEN state (checked in
+        /proc/net/tcp{,6}, so no connection is made and nothing is logged)."""
+        want = {(family_of(h), p) for h, p in self.listens}
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                fail("ringtunnel exited with code %s before listening; stderr:\n%s"
+                     % (self.proc.returncode, self.stderr_tail()))
+            have = tcp_listen_ports()
+            if want <= have:
+                return
+            if time.monotonic() > end:
+                fail("ringtunnel not listening on %s after %.0f s; stderr:\n%s"
+                     % (", ".join(fmt_addr(*a) for a in self.listens), timeout,
+                        self.stderr_tail()))
+            time.sleep(0.02)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def signal(self, sig):
+        check(self.alive(), "ringtunnel died unexpectedly (exit code %s); stderr:\n%s"
+              % (self.proc.returncode, self.stderr_tail()))
+        os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            fail("ringtunnel (pid %d) did not exit within %.1f s" % (self.pid, timeout))
+
+    def stop(self, timeout=15.0):
+        """SIGTERM, wait up to timeout, SIGKILL fallback. Returns exit code
+        (negative = killed by that signal)."""
+        return reap(self.proc, term_timeout=timeout)
+
+    def stop_ok(self, timeout=15.0):
+        """Stop and assert a clean exit (code 0) -- catches crashes and
+        sanitizer reports at exit."""
+        killed = self.proc.poll() is None
+        rc = self.stop(timeout)
+        check(rc == 0, "ringtunnel exit code %s after %s (expected 0); stderr tail:\n%s"
+              % (rc, "SIGTERM" if killed else "it had already exited", self.stderr_tail()))
+
+    # -- output ----------------------------------------------------------
+    def stderr_text(self):
+        with open(self.err_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stdout_text(self):
+        with open(self.out_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stderr_tail(self, n=40):
+        lines = self.stderr_text().splitlines()
+        return "\n".join("      | " + l for l in lines[-n:])
+
+    def access(self, path=None):
+        if path is None:
+            text = self.stderr_text()
+        else:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        return parse_access_log(text)
+
+    def mark(self, path=None):
+        """Number of access-log entries so far; pass as since= to wait_access
+        to ignore earlier ones (a client port can be reused by a later
+        connection once the earlier one is gone)."""
+        return len(self.access(path))
+
+    def wait_access(self, clients, timeout=5.0, path=None, since=0):
+        """Wait until the access log has an entry for every client address
+        string in `clients` (among the entries after the first `since`);
+        return {client: entry}. Fails if a client has more than one entry."""
+        clients = set(clients)
+        end = time.monotonic() + timeout
+        while True:
+            by = {}
+            for e in self.access(path)[since:]:
+                if e["client"] in clients:
+                    check(e["client"] not in by,
+                          "two access-log entries for client %s: %r and %r"
+                          % (e["client"], by.get(e["client"]), e))
+                    by[e["client"]] = e
+            if len(by) == len(clients):
+                return by
+            if time.monotonic() > end:
+                missing = sorted(clients - set(by))
+                fail("access log lacks entries for %d of %d clients after %.1f s (e.g. %s);"
+                     " stderr tail:\n%s" % (len(missing), len(clients), timeout,
+                                            ", ".join(missing[:5]), self.stderr_tail(15)))
+            time.sleep(0.05 if len(clients) < 100 else 0.5)
+
+    # -- /proc -----------------------------------------------------------
+    def fd_count(self):
+        return len(os.listdir("/proc/%d/fd" % self.pid))
+
+    def rss_kib(self):
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def nofile_limit(self):
+        """(soft, hard) RLIMIT_NOFILE of the running proxy."""
+        with open("/proc/%d/limits" % self.pid) as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    p = line.split()
+                    return int(p[3]), int(p[4])
+        return None
+
+
+def check_entry(e, **want):
+    """Assert access-log entry fields."""
+    for k, v in want.items():
+        check(e[k] == v, "access log for client %s: %s=%r, expected %r (line: %r)"
+              % (e["client"], k, e[k], v, e))
+
+
+def _dump_proxy_logs():
+    for p in list(_proxies):
+        try:
+            print("    ringtunnel pid %d args %s: exit code %s; stderr tail:\n%s"
+                  % (p.pid, " ".join(p.args), p.proc.poll(), p.stderr_tail(25)), flush=True)
+        except Exception:
+            pass
+
+
+def _forget_proxies(keep_logs):
+    for p in list(_proxies):
+        for f in (p._out, p._err):
+            try:
+                f.close()
+            except Exception:
+                pass
+        if keep_logs:
+            print("    (logs kept: %s %s)" % (p.out_path, p.err_path), flush=True)
+        else:
+            for path in (p.out_path, p.err_path):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        _proxies.remove(p)
