@@ -115,6 +115,12 @@ const std::vector<Flag>& flags() {
        "Register the receive buffers with the ring, so gathered sends from them skip the per-send "
        "page lookup (used where the kernel supports it, probed at start-up). Default: on.",
        [](std::string_view v, Config& c) { return set_bool(v, c.registered_buffers); }},
+      {"--fixed-files", "on|off",
+       "Keep relayed sockets in each ring's file table (direct descriptors) instead of the "
+       "process's fd table: no descriptor lookup per operation, and the open-files limit counts "
+       "per worker. Such sockets do not show in /proc/PID/fd, lsof or ss -p. Used where the "
+       "kernel supports it (probed at start-up). Default: on.",
+       [](std::string_view v, Config& c) { return set_bool(v, c.fixed_files); }},
       {"--max-queued", "SIZE",
        "Bytes one direction of a connection may hold received but not yet sent before its reads "
        "pause; bounds memory when a reader is slow. At least the largest buffer size. Default: 2m.",

@@ -50,6 +50,21 @@ void SendQueue::push(const Chunk& c) {
   ++count;
 }
 
+// Moves the relay's two sockets into the ring's file table, at slots 2*index and 2*index+1, and
+// closes their fds. Returns false (the relay keeps its fds) where the table has no room.
+bool Worker::adopt_fixed(Relay& r) {
+  const unsigned slot = 2 * r.index;
+  if (!ring_.features().fixed_files || slot + 1 >= ring_.features().file_slots) return false;
+  if (io_uring_register_files_update(ring_.raw(), slot, r.fds.data(), 2) != 2) return false;
+  for (int fd : r.fds) {
+    io_uring_sqe* s = relay_sqe(r, OpKind::close, 0);
+    io_uring_prep_close(s, fd);
+  }
+  r.fds = {int(slot), int(slot + 1)};
+  r.fixed = true;
+  return true;
+}
+
 Relay* Worker::relay_at(uint32_t index) {
   return index < relays_.size() ? relays_[index].get() : nullptr;
 }
@@ -130,8 +145,10 @@ void Worker::open_relay(int client_fd, uint16_t route_index) {
     }
   }
   ring_.reserve(2);
+  adopt_fixed(r);
   io_uring_sqe* s = relay_sqe(r, OpKind::connect, 0);
-  io_uring_prep_connect(s, target_fd, route.target.addr(), route.target.length);
+  io_uring_prep_connect(s, r.fds[Relay::kTarget], route.target.addr(), route.target.length);
+  if (r.fixed) s->flags |= IOSQE_FIXED_FILE;
   s->flags |= IOSQE_IO_LINK;
   s = relay_sqe(r, OpKind::connect_timeout, 0);
   io_uring_prep_link_timeout(s, &connect_timeout_, 0);
@@ -227,7 +244,7 @@ void Worker::arm_recv(Relay& r, uint8_t d) {
     io_uring_prep_recv_multishot(s, r.fds[d], nullptr, 0, 0);
   else
     io_uring_prep_recv(s, r.fds[d], nullptr, 0, 0);
-  s->flags |= IOSQE_BUFFER_SELECT;
+  s->flags |= IOSQE_BUFFER_SELECT | (r.fixed ? IOSQE_FIXED_FILE : 0);
   s->buf_group = pool_.group(dir.armed_cls);
 }
 
@@ -291,6 +308,7 @@ void Worker::submit_send(Relay& r, uint8_t d) {
     // MSG_WAITALL: the ring retries a partial send itself, so a completion means all was sent.
     io_uring_prep_sendmsg(s, to, &q.msg, MSG_NOSIGNAL | MSG_WAITALL);
   }
+  if (r.fixed) s->flags |= IOSQE_FIXED_FILE;
   dir.sending = true;
   // On loopback a send completes inside the enter that submits it, so waiting for "one
   // completion" would return at once with only this send's, and the loop would need a second
@@ -335,6 +353,7 @@ void Worker::submit_shutdown(Relay& r, uint8_t d) {
   r.dirs[d].shut = true;
   io_uring_sqe* s = relay_sqe(r, OpKind::shutdown, d);
   io_uring_prep_shutdown(s, r.fds[1 - d], SHUT_WR);
+  if (r.fixed) s->flags |= IOSQE_FIXED_FILE;
 }
 
 void Worker::on_shutdown(Relay& r, uint8_t d) {
@@ -352,15 +371,16 @@ void Worker::service_splice(Relay& r, uint8_t d) {
     ring_.reserve(2);
     io_uring_sqe* s = relay_sqe(r, OpKind::poll, d);
     io_uring_prep_poll_add(s, from, POLLIN | POLLRDHUP);
-    s->flags |= IOSQE_IO_LINK;
+    s->flags |= IOSQE_IO_LINK | (r.fixed ? IOSQE_FIXED_FILE : 0);
     s = relay_sqe(r, OpKind::splice_in, d);
     io_uring_prep_splice(s, from, -1, dir.pipe_w, -1, dir.pipe_size - dir.in_pipe,
-                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (r.fixed ? SPLICE_F_FD_IN_FIXED : 0));
     dir.splice_in_busy = true;
   }
   if (!dir.splice_out_busy && dir.in_pipe) {
     io_uring_sqe* s = relay_sqe(r, OpKind::splice_out, d);
     io_uring_prep_splice(s, dir.pipe_r, -1, to, -1, dir.in_pipe, SPLICE_F_MOVE);
+    if (r.fixed) s->flags |= IOSQE_FIXED_FILE;
     dir.splice_out_busy = true;
   }
   if (dir.eof && !dir.in_pipe && !dir.splice_in_busy && !dir.splice_out_busy && !dir.shut)
@@ -400,35 +420,55 @@ void Worker::end_relay(Relay& r, EndReason reason) {
   if (r.state == RelayState::closing || r.state == RelayState::free) return;
   r.state = RelayState::closing;
   r.end = reason;
-  const bool reset_client = reason != EndReason::closed && reason != EndReason::client_reset;
-  const bool reset_target = reason == EndReason::client_reset ||
-                            reason == EndReason::drain_timeout || reason == EndReason::error;
-  if (reset_client) net::arm_reset_on_close(r.fds[Relay::kClient]);
-  if (reset_target && r.fds[Relay::kTarget] >= 0) net::arm_reset_on_close(r.fds[Relay::kTarget]);
+  r.reset_client = reason != EndReason::closed && reason != EndReason::client_reset;
+  r.reset_target = r.fds[Relay::kTarget] >= 0 &&
+                   (reason == EndReason::client_reset || reason == EndReason::drain_timeout ||
+                    reason == EndReason::error);
   if (r.pending) {
-    // Every operation of this relay is on one of these descriptors (splices name the pipe).
-    const int fds[] = {r.fds[0],         r.fds[1],         r.dirs[0].pipe_w,
-                       r.dirs[0].pipe_r, r.dirs[1].pipe_w, r.dirs[1].pipe_r};
-    for (int fd : fds) {
-      if (fd < 0) continue;
+    // Every operation of this relay is on one of its sockets or, for splices, one of its pipes.
+    for (int side : {Relay::kClient, Relay::kTarget}) {
+      if (r.fds[side] < 0) continue;
       io_uring_sqe* s = relay_sqe(r, OpKind::cancel, 0);
-      io_uring_prep_cancel_fd(s, fd, IORING_ASYNC_CANCEL_ALL);
+      io_uring_prep_cancel_fd(
+          s, r.fds[side], IORING_ASYNC_CANCEL_ALL | (r.fixed ? IORING_ASYNC_CANCEL_FD_FIXED : 0));
     }
+    for (const Direction& dir : r.dirs)
+      for (int fd : {dir.pipe_r, dir.pipe_w}) {
+        if (fd < 0) continue;
+        io_uring_sqe* s = relay_sqe(r, OpKind::cancel, 0);
+        io_uring_prep_cancel_fd(s, fd, IORING_ASYNC_CANCEL_ALL);
+      }
   }
   maybe_release(r);
 }
 
+// Once no operation is left in flight: close everything (a socket to be reset gets SO_LINGER 0
+// first), and when the closes are done, free the slot.
 void Worker::maybe_release(Relay& r) {
   if (r.pending) return;
   if (!r.closes_sent) {
     r.closes_sent = true;
-    const int fds[] = {r.fds[0],         r.fds[1],         r.dirs[0].pipe_w,
-                       r.dirs[0].pipe_r, r.dirs[1].pipe_w, r.dirs[1].pipe_r};
-    for (int fd : fds) {
+    static const linger kReset{1, 0};
+    for (int side : {Relay::kClient, Relay::kTarget}) {
+      const int fd = r.fds[side];
       if (fd < 0) continue;
-      io_uring_sqe* s = relay_sqe(r, OpKind::close, 0);
-      io_uring_prep_close(s, fd);
+      const bool reset = side == Relay::kClient ? r.reset_client : r.reset_target;
+      if (!r.fixed) {
+        if (reset) net::arm_reset_on_close(fd);
+        io_uring_prep_close(relay_sqe(r, OpKind::close, 0), fd);
+        continue;
+      }
+      ring_.reserve(2);
+      if (reset) {
+        io_uring_sqe* s = relay_sqe(r, OpKind::close, 0);
+        ring::prep_setsockopt(s, fd, SOL_SOCKET, SO_LINGER, &kReset, sizeof kReset);
+        s->flags |= IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK;  // the close runs even if this fails
+      }
+      io_uring_prep_close_direct(relay_sqe(r, OpKind::close, 0), unsigned(fd));
     }
+    for (const Direction& dir : r.dirs)
+      for (int fd : {dir.pipe_r, dir.pipe_w})
+        if (fd >= 0) io_uring_prep_close(relay_sqe(r, OpKind::close, 0), fd);
     if (r.pending) return;
   }
   release(r);

@@ -1,6 +1,7 @@
 #include "ringtunnel/proxy/worker.h"
 
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -55,8 +56,8 @@ std::string Worker::start() {
   if (!config_.tcp_splice) {
     ring::BufferPoolSpec spec{config_.buffer_sizes, config_.buffer_ring_entries};
     if (std::string err = pool_.init(ring_.raw(), spec); !err.empty()) return err;
-    if (std::string err = probe_features(); !err.empty()) return err;
   }
+  if (std::string err = probe_features(); !err.empty()) return err;
   for (size_t i = 0; i < config_.routes.size(); ++i) {
     std::string err;
     const int fd = net::listen_reuseport(config_.routes[i].listen,
@@ -71,21 +72,71 @@ std::string Worker::start() {
   return {};
 }
 
+namespace {
+
+// Submits one SQE prepared by `prep` and returns its completion.
+template <typename Prep>
+io_uring_cqe submit_one(ring::Ring& ring, Prep prep) {
+  io_uring_sqe* s = ring.sqe();
+  prep(s);
+  io_uring_sqe_set_data64(s, 0);
+  ring.submit_and_wait(std::nullopt);
+  io_uring_cqe cqe{};
+  ring.drain_completions([&](const io_uring_cqe& c) { cqe = c; });
+  return cqe;
+}
+
+// More file-table slots cost kernel memory per ring whether used or not.
+constexpr unsigned kMaxFileSlots = 1u << 18;
+
+}  // namespace
+
 // Tries, on a socketpair, the ring features whose support no opcode probe shows.
 std::string Worker::probe_features() {
-  ring::RingFeatures& f = ring_.features();
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
     return fmt::format("socketpair for the feature probe: {}", strerror(errno));
-  auto one = [&](auto prep) {
-    io_uring_sqe* s = ring_.sqe();
-    prep(s);
-    io_uring_sqe_set_data64(s, 0);
-    ring_.submit_and_wait(std::nullopt);
-    io_uring_cqe cqe{};
-    ring_.drain_completions([&](const io_uring_cqe& c) { cqe = c; });
-    return cqe;
-  };
+  if (!config_.tcp_splice) probe_buffer_features(sv);
+  close(sv[0]);
+  close(sv[1]);
+  if (config_.fixed_files) probe_fixed_files();
+  return {};
+}
+
+// Direct descriptors need a file table, and setsockopt through the ring (Linux 6.7) to arm a
+// reset on a socket that has no fd.
+void Worker::probe_fixed_files() {
+  ring::RingFeatures& f = ring_.features();
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  const auto slots = unsigned(std::min<rlim_t>(rl.rlim_cur, kMaxFileSlots));
+  if (slots < 2 || io_uring_register_files_sparse(ring_.raw(), slots) != 0) return;
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one_fd[1] = {fd};
+  bool ok = fd >= 0 && io_uring_register_files_update(ring_.raw(), 0, one_fd, 1) == 1;
+  if (ok) {
+    static const linger kReset{1, 0};
+    const io_uring_cqe c = submit_one(ring_, [&](io_uring_sqe* s) {
+      ring::prep_setsockopt(s, 0, SOL_SOCKET, SO_LINGER, &kReset, sizeof kReset);
+      s->flags |= IOSQE_FIXED_FILE;
+    });
+    linger seen{};
+    socklen_t len = sizeof seen;
+    ok = c.res == 0 && getsockopt(fd, SOL_SOCKET, SO_LINGER, &seen, &len) == 0 && seen.l_onoff == 1;
+    submit_one(ring_, [](io_uring_sqe* s) { io_uring_prep_close_direct(s, 0); });
+  }
+  if (fd >= 0) close(fd);
+  if (!ok) {
+    io_uring_unregister_files(ring_.raw());
+    return;
+  }
+  f.fixed_files = true;
+  f.file_slots = slots;
+}
+
+void Worker::probe_buffer_features(int sv[2]) {
+  ring::RingFeatures& f = ring_.features();
+  auto one = [&](auto prep) { return submit_one(ring_, prep); };
   // Multishot receive from a provided-buffer ring (Linux 6.0).
   const char probe[] = "probe";
   [[maybe_unused]] ssize_t w = write(sv[0], probe, sizeof probe);
@@ -118,9 +169,6 @@ std::string Worker::probe_features() {
       if (!f.writev_fixed) io_uring_unregister_buffers(ring_.raw());
     }
   }
-  close(sv[0]);
-  close(sv[1]);
-  return {};
 }
 
 void Worker::arm_accept(size_t i) {

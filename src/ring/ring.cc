@@ -19,9 +19,11 @@ constexpr unsigned kSqThreadIdleMs = 50;
 }  // namespace
 
 std::string RingFeatures::describe_ring() const {
-  return fmt::format("{}{}, registered ring fd {}", sqpoll ? "SQPOLL" : "SINGLE_ISSUER",
+  return fmt::format("{}{}, registered ring fd {}, sockets as direct descriptors {}",
+                     sqpoll ? "SQPOLL" : "SINGLE_ISSUER",
                      defer_taskrun ? "|DEFER_TASKRUN" : (sqpoll ? "" : " (no DEFER_TASKRUN)"),
-                     registered_ring_fd ? "on" : "off");
+                     registered_ring_fd ? "on" : "off",
+                     fixed_files ? fmt::format("on ({} slots)", file_slots) : std::string("off"));
 }
 
 std::string RingFeatures::describe() const {
@@ -77,6 +79,17 @@ io_uring_sqe* Ring::sqe() {
     sqe = io_uring_get_sqe(&ring_);
   }
   return sqe;
+}
+
+void prep_setsockopt(io_uring_sqe* sqe, int fd, int level, int name, const void* value,
+                     unsigned len) {
+  constexpr uint32_t kSocketUringOpSetsockopt = 3;
+  io_uring_prep_rw(IORING_OP_URING_CMD, sqe, fd, nullptr, 0, 0);
+  sqe->cmd_op = kSocketUringOpSetsockopt;
+  // The 6.7 SQE layout overlays level/optname on addr, optlen on file_index, optval on addr3.
+  sqe->addr = uint64_t(uint32_t(level)) | uint64_t(uint32_t(name)) << 32;
+  sqe->splice_fd_in = int32_t(len);
+  sqe->addr3 = reinterpret_cast<uint64_t>(value);
 }
 
 void Ring::reserve(unsigned n) {

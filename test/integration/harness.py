@@ -775,6 +775,29 @@ class Proxy:
     def fd_count(self):
         return len(os.listdir("/proc/%d/fd" % self.pid))
 
+    def ring_sockets(self):
+        """Sockets held as direct descriptors in the proxy's io_uring file tables
+        (listed per slot in /proc/PID/fdinfo of each ring fd), or None when no
+        ring has a file table (the proxy keeps its sockets as plain fds)."""
+        total, tables = 0, 0
+        for fd in os.listdir("/proc/%d/fd" % self.pid):
+            try:
+                if "io_uring" not in os.readlink("/proc/%d/fd/%s" % (self.pid, fd)):
+                    continue
+                with open("/proc/%d/fdinfo/%s" % (self.pid, fd)) as f:
+                    text = f.read()
+            except OSError:
+                continue
+            at = text.find("UserFiles:")
+            if at < 0:
+                continue
+            tables += 1
+            for line in text[at:].splitlines()[1:]:
+                if not re.match(r"^\s*\d+: ", line):
+                    break
+                total += "socket:" in line
+        return total if tables else None
+
     def rss_kib(self):
         with open("/proc/%d/status" % self.pid) as f:
             for line in f:

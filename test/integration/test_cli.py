@@ -27,7 +27,7 @@ from harness import (Proxy, TargetServer, binary, check, check_entry, echo_handl
                      run_tests, spawn)
 
 FLAGS = ["--forward", "--workers", "--ring-entries", "--sqpoll", "--buffer-sizes",
-         "--buffer-ring-entries", "--registered-buffers", "--connect-timeout",
+         "--buffer-ring-entries", "--registered-buffers", "--fixed-files", "--connect-timeout",
          "--drain-timeout", "--tcp-splice", "--access-log", "--help", "--version"]
 
 

@@ -11,9 +11,13 @@ the proxy's fd count returns to its value before (no fd left behind), the
 access log has an entry for each of the N clients (end=closed, 1 byte each way)
 and the proxy exits 0 on SIGTERM.
 
-N is lowered (with a NOTE) when RLIMIT_NOFILE does not allow 2*N sockets in
-the proxy: an unprivileged process cannot raise its hard limit, and a proxy
-using one fd per socket needs 2*N + a few. RINGTUNNEL_IDLE_CONNS overrides N."""
+ringtunnel keeps relayed sockets as io_uring direct descriptors (its ring's
+file table, one per worker), so they count neither in /proc/PID/fd nor against
+the process's RLIMIT_NOFILE; the test also reads the rings' file tables from
+/proc/PID/fdinfo and asserts they hold 2*N sockets while the connections are
+open and none after. Only if the proxy has no file table (a kernel without
+direct descriptors, or --fixed-files off) is N lowered, with a NOTE, to what
+2*N plain fds allow. RINGTUNNEL_IDLE_CONNS overrides N."""
 
 import os
 import select
@@ -129,9 +133,15 @@ def idle_connections():
         base_fds, base_rss = proxy.fd_count(), proxy.rss_kib()
         mark = proxy.mark()
         p_soft, p_hard = proxy.nofile_limit()
-        n = min(WANT, (p_soft - base_fds - 64) // 2, my_soft - 200, child.nofile - 200)
-        log("proxy RLIMIT_NOFILE %d/%d, this process %d, target child %d"
-            % (p_soft, p_hard, my_soft, child.nofile))
+        base_ring = proxy.ring_sockets()
+        n = min(WANT, my_soft - 200, child.nofile - 200)
+        if base_ring is None:
+            n = min(n, (p_soft - base_fds - 64) // 2)
+        else:
+            check(base_ring == 0, "%d sockets in the rings' file tables while idle" % base_ring)
+            check(n == WANT, "this test process or the target can hold only %d connections" % n)
+        log("proxy RLIMIT_NOFILE %d/%d, this process %d, target child %d; sockets as direct "
+            "descriptors: %s" % (p_soft, p_hard, my_soft, child.nofile, base_ring is not None))
         if n < WANT:
             print("    NOTE: running %d connections instead of %d: the proxy's fd limit (%d) "
                   "cannot hold 2 x %d sockets (hard limit not raisable here)"
@@ -167,6 +177,11 @@ def idle_connections():
             % (hold_fds, hold_fds - base_fds, hold_rss, hold_rss - base_rss))
         log("INFO: RSS per connection above the idle process: %.2f KiB"
             % ((hold_rss - base_rss) / n))
+        if base_ring is not None:
+            held = proxy.ring_sockets()
+            check(held == 2 * n, "the rings' file tables hold %d sockets for %d connections, "
+                  "expected %d" % (held, n, 2 * n))
+            log("the rings' file tables hold %d sockets (2 per connection)" % held)
 
         # every connection relays: 1 byte out, the echo back
         for s in clients:
@@ -205,6 +220,14 @@ def idle_connections():
         check(after == base_fds, "proxy fd count %d after, %d before" % (after, base_fds))
         log("all closed: proxy fd count back to %d; VmRSS now %d KiB"
             % (after, proxy.rss_kib()))
+        if base_ring is not None:
+            try:
+                wait_until(lambda: proxy.ring_sockets() == 0, 30, interval=0.2,
+                           what="the rings' file tables to empty")
+            except Exception:
+                fail("%d sockets still in the rings' file tables 30 s after all %d connections "
+                     "closed (sockets left behind)" % (proxy.ring_sockets(), n))
+            log("the rings' file tables are empty again")
         entries = proxy.wait_access(names, timeout=30, since=mark)
         for e in entries.values():
             check_entry(e, listener=fmt_addr(*listen), target=fmt_addr(*child.addr),

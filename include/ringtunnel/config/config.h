@@ -25,6 +25,7 @@ struct Config {
   ring::BufferSizes buffer_sizes{1024, 16384, 262144};
   std::array<uint32_t, ring::kBufferClasses> buffer_ring_entries{1024, 256, 64};
   bool registered_buffers = true;
+  bool fixed_files = true;
   uint32_t max_queued = 2u << 20;  // per direction
   int64_t connect_timeout_ms = 5000;
   int64_t drain_timeout_ms = 10000;

@@ -103,8 +103,11 @@ struct Relay {
   RelayState state = RelayState::free;
   EndReason end = EndReason::none;
   bool closes_sent = false;
+  bool fixed = false;         // fds are slots in the ring's file table (direct descriptors)
+  bool reset_client = false;  // close with a reset rather than a FIN
+  bool reset_target = false;
   uint16_t route = 0;
-  std::array<int, 2> fds{-1, -1};
+  std::array<int, 2> fds{-1, -1};  // as operations name them: fds, or file-table slots if fixed
   std::array<Direction, 2> dirs;
   uint32_t pending = 0;  // operations whose final completion has not arrived
   uint32_t index = 0;    // its slot in the worker's table
@@ -155,6 +158,8 @@ class Worker {
   void on_wake();
   void begin_drain();
   std::string probe_features();
+  void probe_buffer_features(int sv[2]);
+  void probe_fixed_files();
 
   // tcp_relay.cc: the relay state machine.
   void open_relay(int client_fd, uint16_t route);
@@ -174,7 +179,10 @@ class Worker {
   void end_relay(Relay& r, EndReason reason);
   void maybe_release(Relay& r);
   void release(Relay& r);
+  // An SQE tagged for the relay and counted in its pending operations. (liburing's prep calls
+  // clear sqe->flags: set IOSQE_FIXED_FILE after them.)
   io_uring_sqe* relay_sqe(Relay& r, OpKind kind, uint8_t dir);
+  bool adopt_fixed(Relay& r);
   SendQueue* take_queue();
   void return_queue(SendQueue* q);
   Relay* relay_at(uint32_t index);

@@ -13,6 +13,12 @@ namespace ringtunnel::ring {
 // Opcodes newer than liburing 2.3's header (Linux 6.15).
 inline constexpr uint8_t kOpWritevFixed = 61;
 
+// setsockopt through the ring (IORING_OP_URING_CMD, SOCKET_URING_OP_SETSOCKOPT, Linux 6.7): the
+// only way to set an option on a socket that exists only as a direct descriptor. `value` must
+// stay valid until the SQE is submitted.
+void prep_setsockopt(io_uring_sqe* sqe, int fd, int level, int name, const void* value,
+                     unsigned len);
+
 struct RingOptions {
   unsigned entries = 1024;
   bool sqpoll = false;
@@ -26,6 +32,10 @@ struct RingFeatures {
   bool multishot_recv = false;  // else single-shot recv with buffer select, re-armed each time
   bool writev_fixed = false;    // gathered sends from registered buffers; else sendmsg
   bool registered_ring_fd = false;
+  // Sockets live in the ring's file table (direct descriptors), not the process's fd table:
+  // no fd lookup per operation, and the RLIMIT_NOFILE ceiling applies per ring, not per process.
+  bool fixed_files = false;
+  unsigned file_slots = 0;
 
   std::string describe_ring() const;  // set-up only
   std::string describe() const;       // set-up and the receive/send features

@@ -34,6 +34,7 @@ TEST_CASE("flags set what they name, in both spellings") {
                                "64",
                                "--registered-buffers",
                                "off",
+                               "--fixed-files=off",
                                "--max-queued",
                                "4m",
                                "--connect-timeout",
@@ -57,6 +58,7 @@ TEST_CASE("flags set what they name, in both spellings") {
   CHECK(c.buffer_sizes == ringtunnel::ring::BufferSizes{2048, 32768, 1 << 20});
   CHECK(c.buffer_ring_entries == std::array<uint32_t, 3>{64, 64, 64});
   CHECK_FALSE(c.registered_buffers);
+  CHECK_FALSE(c.fixed_files);
   CHECK(c.max_queued == 4u << 20);
   CHECK(c.connect_timeout_ms == 300);
   CHECK(c.drain_timeout_ms == 2000);
@@ -113,7 +115,7 @@ TEST_CASE("--help explains every flag") {
   const std::string help = help_text();
   for (const char* flag :
        {"--forward", "--workers", "--ring-entries", "--sqpoll", "--buffer-sizes",
-        "--buffer-ring-entries", "--registered-buffers", "--max-queued", "--connect-timeout",
+        "--buffer-ring-entries", "--registered-buffers", "--fixed-files", "--max-queued", "--connect-timeout",
         "--drain-timeout", "--tcp-splice", "--splice-pipe-size", "--listen-backlog", "--access-log",
         "--help", "--version"})
     CHECK_MESSAGE(help.find(std::string("  ") + flag) != std::string::npos, flag);
