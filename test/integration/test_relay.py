@@ -3,7 +3,9 @@
 byte-exact (sha256 on both sides), access-log byte counts and end=closed.
 
 Runs: default flags; --tcp-splice; --workers 1 --buffer-sizes 1k,4k,16k;
-IPv6 ([::1]) listen and target. After each run the proxy must exit 0 on
+a starved pool (4 buffers per class for 128 directions, so receives run out of
+buffers, -ENOBUFS, all the time and must wait for buffers to come back, with
+plain sendmsg and plain fds); IPv6 ([::1]) listen and target. After each run the proxy must exit 0 on
 SIGTERM."""
 
 import os
@@ -111,5 +113,9 @@ if __name__ == "__main__":
         ("relay-tcp-splice", lambda: relay_run(2, "127.0.0.1", ["--tcp-splice"])),
         ("relay-1-worker-tiny-buffers",
          lambda: relay_run(3, "127.0.0.1", ["--workers", "1", "--buffer-sizes", "1k,4k,16k"])),
+        ("relay-starved-buffers",
+         lambda: relay_run(5, "127.0.0.1", ["--workers", "1", "--buffer-ring-entries", "4",
+                                            "--max-queued", "256k", "--registered-buffers", "off",
+                                            "--fixed-files", "off"])),
         ("relay-ipv6", lambda: relay_run(4, "::1", [])),
     ], DEADLINE)
