@@ -1,0 +1,97 @@
+// Ciphertext on its way between a socket and wolfSSL, kept in large blocks that are recycled.
+//
+// Outbound, wolfSSL's send callback appends each finished record (the one copy it forces), and the
+// connection hands the kernel every queued block in one gathered send. Inbound, each ring read
+// is appended and wolfSSL's receive callback copies records out. A queue holds blocks only while
+// it holds bytes, so an idle connection holds no ciphertext memory at all.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace ringtunnel::tls {
+
+// Block sizes. Small: one full TLS record's plaintext (the write staging buffer is one) and
+// enough for a handshake flight or a burst of small frames, so a quiet connection that
+// queues a few hundred bytes does not pin 256 KiB. Large: what bulk transfers append into, ~16
+// records of 16 KiB, so a gathered send of several MiB needs only tens of iovecs.
+inline constexpr size_t kSmallBlockBytes = 16 * 1024;
+inline constexpr size_t kLargeBlockBytes = 256 * 1024;
+
+// Recycles blocks among the queues of one worker. Not thread-safe: one per worker thread.
+class BlockPool {
+ public:
+  struct Limits {
+    // Spare blocks kept for reuse; blocks given back beyond this are freed. 4 MiB of large
+    // spares covers a few connections in bulk transfer without keeping much memory when idle.
+    size_t small_spares = 256;
+    size_t large_spares = 16;
+  };
+
+  BlockPool() = default;
+  explicit BlockPool(Limits limits) : limits_(limits) {}
+  BlockPool(const BlockPool&) = delete;
+  BlockPool& operator=(const BlockPool&) = delete;
+  ~BlockPool();
+
+  // A block of kSmallBlockBytes (large == false) or kLargeBlockBytes. Never fails (aborts on
+  // out-of-memory, as operator new does).
+  uint8_t* take(bool large);
+  void give_back(uint8_t* block, bool large);
+
+  size_t blocks_out() const { return out_; }
+  size_t spare_bytes() const {
+    return small_.size() * kSmallBlockBytes + large_.size() * kLargeBlockBytes;
+  }
+
+ private:
+  Limits limits_;
+  std::vector<uint8_t*> small_;
+  std::vector<uint8_t*> large_;
+  size_t out_ = 0;
+};
+
+// A FIFO of bytes in pool blocks. Appending never moves bytes already queued, so iovecs taken
+// from iovecs() stay valid across append() until consume() passes them.
+class CiphertextQueue {
+ public:
+  explicit CiphertextQueue(BlockPool& pool) : pool_(&pool) {}
+  CiphertextQueue(const CiphertextQueue&) = delete;
+  CiphertextQueue& operator=(const CiphertextQueue&) = delete;
+  ~CiphertextQueue() { clear(); }
+
+  void append(const uint8_t* data, size_t len);
+  // Copies up to `cap` bytes from the front into `out` and drops them; returns how many.
+  size_t read(uint8_t* out, size_t cap);
+  // The queued bytes as at most `max_iov` iovecs, front first. Valid until the next call of
+  // iovecs(), consume() or clear() (append() leaves them valid).
+  std::span<const iovec> iovecs(size_t max_iov);
+  // Drops `bytes` (<= size()) from the front; emptied blocks go back to the pool.
+  void consume(size_t bytes);
+  void clear();
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  size_t blocks() const { return blocks_.size(); }
+
+ private:
+  struct Block {
+    uint8_t* data;
+    uint32_t begin;
+    uint32_t end;
+    bool large;
+    uint32_t capacity() const { return uint32_t(large ? kLargeBlockBytes : kSmallBlockBytes); }
+  };
+  void pop_front();
+
+  BlockPool* pool_;
+  std::vector<Block> blocks_;
+  std::vector<iovec> iov_;
+  size_t size_ = 0;
+};
+
+}  // namespace ringtunnel::tls
