@@ -36,24 +36,8 @@ summary() {
     printf '%s\n' "$line"
 }
 
-# Configures <dir> with the given options unless it already is, with exactly these.
-# The options used are recorded in the build dir, so a second run changes nothing.
-ensure_configured() {
-    local dir=$1
-    shift
-    local want="$*" marker="$dir/.ringtunnel-setup-args"
-    if [[ -f $dir/meson-private/coredata.dat && -f $dir/build.ninja ]]; then
-        if [[ -f $marker && $(<"$marker") == "$want" ]]; then
-            return 0
-        fi
-        log "$dir: configured with other options; reconfiguring with: $want"
-        meson setup --reconfigure "$dir" "$@" || return 1
-    else
-        log "$dir: meson setup $want"
-        meson setup "$dir" "$@" || return 1
-    fi
-    printf '%s\n' "$want" >"$marker"
-}
+# shellcheck source=scripts/build-lib.sh
+source "$root/scripts/build-lib.sh"
 
 # The last value meson printed for a summary field ("Ok:", "Fail:", ...): the summary
 # comes after every test's own output, so a test printing "Fail: 3" cannot fool this.

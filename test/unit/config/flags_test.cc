@@ -115,9 +115,9 @@ TEST_CASE("--help explains every flag") {
   const std::string help = help_text();
   for (const char* flag :
        {"--forward", "--workers", "--ring-entries", "--sqpoll", "--buffer-sizes",
-        "--buffer-ring-entries", "--registered-buffers", "--fixed-files", "--max-queued", "--connect-timeout",
-        "--drain-timeout", "--tcp-splice", "--splice-pipe-size", "--listen-backlog", "--access-log",
-        "--help", "--version"})
+        "--buffer-ring-entries", "--registered-buffers", "--fixed-files", "--max-queued",
+        "--connect-timeout", "--drain-timeout", "--tcp-splice", "--splice-pipe-size",
+        "--listen-backlog", "--access-log", "--help", "--version"})
     CHECK_MESSAGE(help.find(std::string("  ") + flag) != std::string::npos, flag);
 }
 
