@@ -81,8 +81,13 @@ io_uring_cqe submit_one(ring::Ring& ring, Prep prep) {
   prep(s);
   io_uring_sqe_set_data64(s, 0);
   ring.submit_and_wait(std::nullopt);
+  // Copies the fields: clang refuses to capture a struct with a flexible array member.
   io_uring_cqe cqe{};
-  ring.drain_completions([&](const io_uring_cqe& c) { cqe = c; });
+  ring.drain_completions([out = &cqe](const io_uring_cqe& c) {
+    out->user_data = c.user_data;
+    out->res = c.res;
+    out->flags = c.flags;
+  });
   return cqe;
 }
 
