@@ -15,8 +15,14 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dev_identity.h"
 #include "ringtunnel/config/flags.h"
 #include "ringtunnel/proxy/worker.h"
+#include "ringtunnel/tls/credentials.h"
 
 namespace {
 
@@ -31,11 +37,50 @@ void raise_fd_limit() {
   }
 }
 
+// The node's identity: the files named by --cert/--key/--ca, or the embedded development one
+// (written to a private temporary directory only long enough to be loaded).
+std::string load_identity(const config::Config& config, std::unique_ptr<tls::Credentials>& out) {
+  tls::init_library();
+  if (!config.cert.empty())
+    return tls::Credentials::load({config.cert, config.key, config.ca}, out);
+  char dir[] = "/tmp/ringtunnel-dev-identity-XXXXXX";
+  if (!mkdtemp(dir)) return fmt::format("mkdtemp: {}", strerror(errno));
+  const std::string base = dir;
+  const std::pair<const char*, const char*> parts[] = {
+      {"cert.pem", kDevIdentity_cert}, {"key.pem", kDevIdentity_key}, {"ca.pem", kDevIdentity_ca}};
+  std::string err;
+  for (const auto& [name, pem] : parts) {
+    FILE* f = fopen((base + "/" + name).c_str(), "w");
+    if (!f || fputs(pem, f) < 0)
+      err = fmt::format("writing {}/{}: {}", base, name, strerror(errno));
+    if (f) fclose(f);
+  }
+  if (err.empty())
+    err = tls::Credentials::load({base + "/cert.pem", base + "/key.pem", base + "/ca.pem"}, out);
+  for (const auto& [name, pem] : parts)
+    unlink((base + "/" + name).c_str());
+  rmdir(dir);
+  if (err.empty())
+    fmt::print(
+        stderr,
+        "ringtunnel: using the embedded development identity {} (for trying ringtunnel on one "
+        "machine; give --cert, --key and --ca in production)\n",
+        out->identity().to_string());
+  return err;
+}
+
 int run(const config::Config& config) {
   proxy::AccessLog access_log;
   if (std::string err = access_log.open(config.access_log); !err.empty()) {
     fmt::print(stderr, "ringtunnel: {}\n", err);
     return 1;
+  }
+  std::unique_ptr<tls::Credentials> identity;
+  if (config.needs_identity()) {
+    if (std::string err = load_identity(config, identity); !err.empty()) {
+      fmt::print(stderr, "ringtunnel: identity: {}\n", err);
+      return 1;
+    }
   }
   const unsigned workers =
       config.workers ? config.workers : std::max(1u, std::thread::hardware_concurrency());
@@ -52,7 +97,7 @@ int run(const config::Config& config) {
   std::vector<std::thread> threads;
   std::vector<std::future<std::string>> started;
   for (unsigned i = 0; i < workers; ++i) {
-    pool.push_back(std::make_unique<proxy::Worker>(i, config, access_log));
+    pool.push_back(std::make_unique<proxy::Worker>(i, config, access_log, identity.get()));
     auto ready = std::make_shared<std::promise<std::string>>();
     started.push_back(ready->get_future());
     threads.emplace_back([w = pool.back().get(), ready] {
@@ -81,9 +126,17 @@ int run(const config::Config& config) {
     fmt::print(stderr, "ringtunnel: {} workers; io_uring: {}; receive buffers {}/{}/{} bytes\n",
                workers, pool[0]->features().describe(), config.buffer_sizes[0],
                config.buffer_sizes[1], config.buffer_sizes[2]);
-  for (const config::Route& r : config.routes)
-    fmt::print(stderr, "ringtunnel: listening on {} -> tcp://{}{}\n", r.listen_text, r.target_text,
-               config.tcp_splice ? " (splice)" : "");
+  for (const config::Route& r : config.routes) {
+    if (r.kind == config::Route::Kind::hbone)
+      fmt::print(stderr, "ringtunnel: listening on {} -> hbone://{}/{} (peer identity {})\n",
+                 r.listen_text, r.peer_text, r.target_text, r.identity);
+    else
+      fmt::print(stderr, "ringtunnel: listening on {} -> tcp://{}{}\n", r.listen_text,
+                 r.target_text, config.tcp_splice ? " (splice)" : "");
+  }
+  if (config.hbone_listen)
+    fmt::print(stderr, "ringtunnel: listening on {} for HBONE (mTLS, identity {})\n",
+               config.hbone_listen_text, identity->identity().to_string());
 
   int sig = 0;
   sigwait(&stop, &sig);

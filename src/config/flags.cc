@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "ringtunnel/tls/identity.h"
+
 namespace ringtunnel::config {
 
 namespace {
@@ -46,17 +48,84 @@ std::string set_bool(std::string_view v, bool& out) {
 
 const std::vector<Flag>& flags() {
   static const std::vector<Flag> table = {
-      {"--forward", "LISTEN=tcp://TARGET",
-       "Relay every TCP connection accepted on LISTEN to TARGET. Both are ip:port, IPv6 as "
-       "[addr]:port. Repeatable. Listeners named here replace the embedded default "
-       "("
-       "127.0.0.1:15001=tcp://127.0.0.1:8080"
-       ").",
+      {"--forward", "LISTEN=tcp://TARGET|LISTEN=hbone://PEER/TARGET?identity=SPIFFE_ID",
+       "Relay every TCP connection accepted on LISTEN to TARGET: directly (tcp://), or as an "
+       "HTTP/2 CONNECT stream for TARGET inside a pooled mutual-TLS connection to the HBONE proxy "
+       "at PEER, whose certificate must carry SPIFFE_ID (hbone://). Addresses are ip:port, IPv6 "
+       "as [addr]:port. Repeatable. Listeners named here or by --hbone-listen replace the "
+       "embedded default (127.0.0.1:15001=tcp://127.0.0.1:8080 and --hbone-listen "
+       "127.0.0.1:15008).",
        [](std::string_view v, Config& c) {
          Route r;
          std::string err = parse_forward(v, r);
          if (err.empty()) c.routes.push_back(std::move(r));
          return err;
+       }},
+      {"--hbone-listen", "ADDR",
+       "Accept HBONE on ADDR (ip:port; port 15008 by convention): mutual TLS 1.3 with a client "
+       "certificate required, HTTP/2 CONNECT streams, each dialled as plain TCP to its "
+       ":authority and relayed.",
+       [](std::string_view v, Config& c) -> std::string {
+         if (c.hbone_listen) return "may be given once";
+         if (std::string err = net::parse_endpoint(v, c.hbone_listen_at); !err.empty()) return err;
+         c.hbone_listen = true;
+         c.hbone_listen_text = c.hbone_listen_at.to_string();
+         return {};
+       }},
+      {"--cert", "FILE",
+       "The node's certificate (PEM, leaf first), with its SPIFFE ID "
+       "(spiffe://TD/ns/NS/sa/SA) as URI SAN; used by both HBONE directions. With none of "
+       "--cert/--key/--ca, an embedded development identity is used (never in production).",
+       [](std::string_view v, Config& c) { return c.cert = std::string(v), std::string(); }},
+      {"--key", "FILE", "The private key of --cert (PEM, unencrypted).",
+       [](std::string_view v, Config& c) { return c.key = std::string(v), std::string(); }},
+      {"--ca", "FILE", "The CA certificates (PEM) that peers' certificates must chain to.",
+       [](std::string_view v, Config& c) { return c.ca = std::string(v), std::string(); }},
+      {"--pool-idle-timeout", "DURATION",
+       "An outbound HBONE connection with no stream left closes after this long. Default: 30s.",
+       [](std::string_view v, Config& c) { return parse_duration_ms(v, c.pool_idle_timeout_ms); }},
+      {"--h2-keepalive", "DURATION",
+       "Interval of HTTP/2 PINGs on HBONE connections; a connection whose PING is still "
+       "unanswered at the next one is closed. Default: 30s.",
+       [](std::string_view v, Config& c) -> std::string {
+         if (std::string err = parse_duration_ms(v, c.keepalive_ms); !err.empty()) return err;
+         return c.keepalive_ms > 0 ? "" : "must be more than 0";
+       }},
+      {"--h2-frame-size", "SIZE",
+       "Largest HTTP/2 frame sent and accepted (16k to 16m). Default: 1m.",
+       [](std::string_view v, Config& c) -> std::string {
+         uint64_t s;
+         if (std::string err = parse_size(v, s); !err.empty()) return err;
+         if (s < 16384 || s > (1u << 24) - 1) return "must be from 16k to 16m-1";
+         c.h2_frame_size = uint32_t(s);
+         return {};
+       }},
+      {"--h2-stream-window", "SIZE",
+       "HTTP/2 receive window per stream: what one slow reader can make the sender hold back. "
+       "Default: 4m.",
+       [](std::string_view v, Config& c) -> std::string {
+         uint64_t s;
+         if (std::string err = parse_size(v, s); !err.empty()) return err;
+         if (s < 65535 || s > 0x7fffffff) return "must be from 65535 to 2g-1";
+         c.h2_stream_window = uint32_t(s);
+         return {};
+       }},
+      {"--h2-connection-window", "SIZE", "HTTP/2 receive window per connection. Default: 16m.",
+       [](std::string_view v, Config& c) -> std::string {
+         uint64_t s;
+         if (std::string err = parse_size(v, s); !err.empty()) return err;
+         if (s < 65535 || s > 0x7fffffff) return "must be from 65535 to 2g-1";
+         c.h2_connection_window = uint32_t(s);
+         return {};
+       }},
+      {"--tls-record-size", "SIZE",
+       "Plaintext bytes per full TLS record for bulk data (at most 16k). Default: 16k.",
+       [](std::string_view v, Config& c) -> std::string {
+         uint64_t s;
+         if (std::string err = parse_size(v, s); !err.empty()) return err;
+         if (s < 512 || s > 16384) return "must be from 512 to 16k";
+         c.tls_record_size = uint32_t(s);
+         return {};
        }},
       {"--workers", "N",
        "Worker threads, each with its own io_uring and listeners. Default: one per online CPU.",
@@ -231,17 +300,40 @@ std::string parse_size(std::string_view text, uint64_t& out) {
 
 std::string parse_forward(std::string_view text, Route& out) {
   const size_t eq = text.find('=');
-  if (eq == std::string_view::npos) return "must be LISTEN=tcp://TARGET";
+  if (eq == std::string_view::npos)
+    return "must be LISTEN=tcp://TARGET or LISTEN=hbone://PEER/TARGET?identity=SPIFFE_ID";
   const std::string_view listen = text.substr(0, eq);
   std::string_view target = text.substr(eq + 1);
-  if (!target.starts_with("tcp://"))
-    return fmt::format("the target must start with tcp:// (got \"{}\")", target);
-  target.remove_prefix(6);
   if (std::string err = net::parse_endpoint(listen, out.listen); !err.empty())
     return fmt::format("listen address \"{}\": {}", listen, err);
+  out.listen_text = out.listen.to_string();
+  if (target.starts_with("hbone://")) {
+    target.remove_prefix(8);
+    const size_t slash = target.find('/');
+    const size_t query = target.find("?identity=");
+    if (slash == std::string_view::npos || query == std::string_view::npos || query < slash)
+      return "an hbone target must be hbone://PEER/TARGET?identity=SPIFFE_ID";
+    const std::string_view peer = target.substr(0, slash);
+    const std::string_view authority = target.substr(slash + 1, query - slash - 1);
+    const std::string_view identity = target.substr(query + 10);
+    if (std::string err = net::parse_endpoint(peer, out.peer); !err.empty())
+      return fmt::format("peer address \"{}\": {}", peer, err);
+    if (std::string err = net::parse_endpoint(authority, out.target); !err.empty())
+      return fmt::format("target address \"{}\": {}", authority, err);
+    tls::SpiffeId id;
+    if (std::string err = tls::parse_spiffe_id(identity, id); !err.empty())
+      return fmt::format("identity \"{}\": {}", identity, err);
+    out.kind = Route::Kind::hbone;
+    out.peer_text = out.peer.to_string();
+    out.target_text = out.target.to_string();
+    out.identity = id.to_string();
+    return {};
+  }
+  if (!target.starts_with("tcp://"))
+    return fmt::format("the target must start with tcp:// or hbone:// (got \"{}\")", target);
+  target.remove_prefix(6);
   if (std::string err = net::parse_endpoint(target, out.target); !err.empty())
     return fmt::format("target address \"{}\": {}", target, err);
-  out.listen_text = out.listen.to_string();
   out.target_text = out.target.to_string();
   return {};
 }
@@ -282,16 +374,27 @@ FlagsResult parse_flags(const std::vector<std::string_view>& args) {
   if (c.max_queued < c.buffer_sizes.back())
     return usage(fmt::format("--max-queued {} is smaller than the largest buffer size {}",
                              c.max_queued, c.buffer_sizes.back()));
-  if (c.routes.empty()) {
+  if (c.routes.empty() && !c.hbone_listen) {
     Route r;
     parse_forward(Config::kDefaultForward, r);
     c.routes.push_back(std::move(r));
+    net::parse_endpoint(Config::kDefaultHboneListen, c.hbone_listen_at);
+    c.hbone_listen = true;
+    c.hbone_listen_text = c.hbone_listen_at.to_string();
   }
+  const int credential_files = !c.cert.empty() + !c.key.empty() + !c.ca.empty();
+  if (credential_files != 0 && credential_files != 3)
+    return usage(
+        "--cert, --key and --ca go together: give all three, or none for the embedded "
+        "development identity");
   for (size_t a = 0; a < c.routes.size(); ++a)
     for (size_t b = a + 1; b < c.routes.size(); ++b)
       if (c.routes[a].listen_text == c.routes[b].listen_text)
         return usage(fmt::format("--forward: {} is named twice as a listen address",
                                  c.routes[a].listen_text));
+  for (const Route& r : c.routes)
+    if (c.hbone_listen && r.listen_text == c.hbone_listen_text)
+      return usage(fmt::format("{} is named by both --forward and --hbone-listen", r.listen_text));
   return result;
 }
 
@@ -301,8 +404,8 @@ std::string help_text() {
       "ringtunnel is a node proxy for Linux: it relays TCP connections with per-core io_uring\n"
       "loops, batching receives and gathered sends so that it makes few system calls per byte.\n"
       "With no options it starts on its embedded default: --forward " +
-      std::string(Config::kDefaultForward) +
-      ".\n\n"
+      std::string(Config::kDefaultForward) + " --hbone-listen " + Config::kDefaultHboneListen +
+      "\n(with an embedded development identity).\n\n"
       "Options (a value may follow as the next argument or after '='):\n";
   for (const Flag& f : flags()) {
     std::string head =

@@ -453,8 +453,10 @@ void H2Session::maybe_finish(Stream& s) {
   if (!s.closed || s.in_output > 0) return;
   const int32_t id = s.id;
   const bool known = s.known;
-  streams_.erase(id);  // destroys s
+  // The event first: its handler may still look up stream_owner(id). Erased by key afterwards,
+  // since the handler may add streams (and move `s`).
   if (known) events_.on_stream_closed(id);
+  streams_.erase(id);
 }
 
 // ---- commands ----

@@ -31,6 +31,14 @@ std::string_view to_string(EndReason reason) {
       return "drain_timeout";
     case EndReason::error:
       return "error";
+    case EndReason::refused:
+      return "refused";
+    case EndReason::denied:
+      return "denied";
+    case EndReason::bad_request:
+      return "bad_request";
+    case EndReason::peer_error:
+      return "peer_error";
   }
   return "?";
 }
@@ -41,10 +49,16 @@ void append_access_line(std::string& out, const AccessRecord& r) {
   gmtime_r(&secs, &utc);
   fmt::format_to(std::back_inserter(out),
                  "access listener={} client={} target={} bytes_up={} bytes_down={} duration_ms={} "
-                 "end={} start={:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\n",
+                 "end={}",
                  r.listener, r.client, r.target, r.bytes_up, r.bytes_down, r.duration_ms,
-                 to_string(r.end), utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour,
-                 utc.tm_min, utc.tm_sec, r.start_unix_ms % 1000);
+                 to_string(r.end));
+  if (!r.src_identity.empty() || !r.dst_identity.empty())
+    fmt::format_to(std::back_inserter(out), " src_identity={} dst_identity={}",
+                   r.src_identity.empty() ? "-" : r.src_identity,
+                   r.dst_identity.empty() ? "-" : r.dst_identity);
+  fmt::format_to(std::back_inserter(out), " start={:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\n",
+                 utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
+                 utc.tm_sec, r.start_unix_ms % 1000);
 }
 
 std::string AccessLog::open(const std::string& where) {

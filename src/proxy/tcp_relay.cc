@@ -485,10 +485,16 @@ void Worker::release(Relay& r) {
   if (log_.enabled()) {
     const config::Route& route = config_.routes[r.route];
     const std::string client = net::format_sockaddr(&r.client.sa, sizeof r.client);
-    append_access_line(
-        log_batch_, {route.listen_text, client, route.target_text, r.dirs[Relay::kUp].bytes,
-                     r.dirs[Relay::kDown].bytes, (monotonic_ns() - r.start_ns) / 1'000'000, r.end,
-                     r.start_unix_ms});
+    append_access_line(log_batch_, {route.listen_text,
+                                    client,
+                                    route.target_text,
+                                    r.dirs[Relay::kUp].bytes,
+                                    r.dirs[Relay::kDown].bytes,
+                                    (monotonic_ns() - r.start_ns) / 1'000'000,
+                                    r.end,
+                                    r.start_unix_ms,
+                                    {},
+                                    {}});
   }
   r.state = RelayState::free;
   r.next_free = free_head_;

@@ -30,8 +30,9 @@ uint64_t monotonic_ns() {
   return uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
 }
 
-Worker::Worker(unsigned id, const config::Config& config, AccessLog& log)
-    : id_(id), config_(config), log_(log) {
+Worker::Worker(unsigned id, const config::Config& config, AccessLog& log,
+               const tls::Credentials* identity)
+    : id_(id), config_(config), log_(log), identity_(identity) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
   connect_timeout_.tv_sec = config.connect_timeout_ms / 1000;
   connect_timeout_.tv_nsec = (config.connect_timeout_ms % 1000) * 1'000'000;
@@ -65,6 +66,14 @@ std::string Worker::start() {
     if (fd < 0) return err;
     listeners_.push_back({fd, static_cast<uint16_t>(i)});
     arm_accept(i);
+  }
+  if (config_.hbone_listen) {
+    std::string err;
+    const int fd = net::listen_reuseport(config_.hbone_listen_at,
+                                         static_cast<int>(config_.listen_backlog), err);
+    if (fd < 0) return err;
+    listeners_.push_back({fd, kHboneListener});
+    arm_accept(listeners_.size() - 1);
   }
   io_uring_sqe* s = ring_.sqe();
   io_uring_prep_read(s, wake_fd_, &wake_value_, sizeof wake_value_, 0);
@@ -190,6 +199,10 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
   if (cqe.res >= 0) {
     if (draining_)
       close(cqe.res);
+    else if (l.route == kHboneListener)
+      open_inbound_conn(cqe.res);
+    else if (config_.routes[l.route].kind == config::Route::Kind::hbone)
+      open_outbound_stream(cqe.res, l.route);
     else
       open_relay(cqe.res, l.route);
   } else if (!draining_ && (cqe.res == -EMFILE || cqe.res == -ENFILE || cqe.res == -ENOBUFS ||
@@ -198,7 +211,10 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
       fmt::print(
           stderr,
           "ringtunnel: worker {}: accept on {}: {}; accepting again when a connection closes\n",
-          id_, config_.routes[l.route].listen_text, strerror(-cqe.res));
+          id_,
+          l.route == kHboneListener ? config_.hbone_listen_text
+                                    : config_.routes[l.route].listen_text,
+          strerror(-cqe.res));
     accept_blocked_ = true;
   }
   if (draining_ && !l.armed && !l.closed) {
@@ -209,7 +225,9 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
 }
 
 void Worker::on_wake() {
-  if (!draining_) begin_drain();
+  if (draining_) return;
+  begin_drain();
+  hbone_timers(monotonic_ns());  // HBONE: GOAWAY on every connection; streams in flight finish
 }
 
 void Worker::begin_drain() {
@@ -248,6 +266,7 @@ void Worker::on_completion(const io_uring_cqe& cqe) {
   }
   if (tag.index == 0 && tag.generation == 0 && kind == OpKind::cancel)
     return;  // worker-level cancel
+  if (kind >= OpKind::conn_connect) return on_hbone_completion(kind, tag, cqe);
   Relay* r = relay_at(tag.index);
   if (!r || r->state == RelayState::free ||
       (r->generation & ring::OpTag::kGenerationMask) != tag.generation) {
@@ -278,6 +297,37 @@ void Worker::after_completions() {
     if (r && r->generation == s.generation) service(*r, s.dir);
   }
   todo_.clear();
+  // Streams submit to their connection's session, connections release payloads back to streams:
+  // a few rounds settle both.
+  for (int round = 0; round < 4 && (!stream_todo_.empty() || !conn_todo_.empty()); ++round) {
+    for (size_t i = 0; i < stream_todo_.size(); ++i) {
+      const auto [index, generation] = stream_todo_[i];
+      HboneStream& s = *streams_[index];
+      if (s.generation == generation) service_stream(s);
+    }
+    stream_todo_.clear();
+    for (size_t i = 0; i < conn_todo_.size(); ++i) {
+      const auto [index, generation] = conn_todo_[i];
+      HboneConn& c = *conns_[index];
+      if (c.generation == generation) service_conn(c);
+    }
+    conn_todo_.clear();
+  }
+  if (pool_.publish() && !starved_.empty()) {
+    for (const Service& s : starved_) {
+      Relay* r = relay_at(s.index);
+      if (!r || r->generation != s.generation) continue;
+      r->dirs[s.dir].starved = false;
+      schedule(*r, s.dir);
+    }
+    starved_.clear();
+    for (size_t i = 0; i < todo_.size(); ++i) {
+      const Service s = todo_[i];
+      Relay* r = relay_at(s.index);
+      if (r && r->generation == s.generation) service(*r, s.dir);
+    }
+    todo_.clear();
+  }
   if (!draining_) {
     for (size_t i = 0; i < listeners_.size(); ++i)
       if (!listeners_[i].armed && !accept_blocked_) arm_accept(i);
@@ -290,8 +340,16 @@ void Worker::run() {
     bool listeners_open = false;
     for (const Listener& l : listeners_)
       listeners_open |= !l.closed;
-    if (draining_ && live_ == 0 && !listeners_open) break;
+    if (draining_ && live_ == 0 && !listeners_open && !has_hbone()) break;
     std::optional<int64_t> timeout;
+    if (has_hbone()) {
+      const uint64_t now = monotonic_ns();
+      if (now >= next_tick_ns_) {
+        hbone_timers(now);
+        after_completions();
+      }
+      timeout = int64_t(next_tick_ns_ - std::min(now, next_tick_ns_));
+    }
     if (draining_ && !drain_expired_) {
       const uint64_t now = monotonic_ns();
       if (now >= drain_deadline_ns_) {
@@ -299,10 +357,15 @@ void Worker::run() {
         for (auto& r : relays_)
           if (r->state == RelayState::connecting || r->state == RelayState::relaying)
             end_relay(*r, EndReason::drain_timeout);
+        for (auto& s : streams_)
+          if (s->state == HboneStream::State::opening || s->state == HboneStream::State::open)
+            end_stream(*s, EndReason::drain_timeout, true);
+        for (auto& c : conns_)
+          if (c->state != HboneConn::State::free) fail_conn(*c, "drain timeout");
         after_completions();
         continue;
       }
-      timeout = int64_t(drain_deadline_ns_ - now);
+      timeout = std::min(timeout.value_or(INT64_MAX), int64_t(drain_deadline_ns_ - now));
     }
     unsigned wait_nr = 1;
     if (quiet_sends_) {

@@ -12,10 +12,16 @@
 namespace ringtunnel::config {
 
 struct Route {
+  enum class Kind : uint8_t { tcp, hbone };
+  Kind kind = Kind::tcp;
   net::Endpoint listen;
-  net::Endpoint target;
+  net::Endpoint target;     // tcp: where to connect; hbone: the CONNECT :authority
   std::string listen_text;  // as the user wrote it, normalised: "127.0.0.1:15001"
   std::string target_text;
+  // hbone: the peer proxy to tunnel through, and the SPIFFE ID its certificate must carry.
+  net::Endpoint peer;
+  std::string peer_text;
+  std::string identity;
 };
 
 struct Config {
@@ -35,8 +41,28 @@ struct Config {
   std::string access_log = "-";  // "-": stderr, "off", or a file appended to
   std::vector<Route> routes;
 
+  // HBONE
+  bool hbone_listen = false;
+  net::Endpoint hbone_listen_at;
+  std::string hbone_listen_text;
+  std::string cert, key, ca;  // all three, or none: the embedded development identity
+  int64_t pool_idle_timeout_ms = 30000;
+  int64_t keepalive_ms = 30000;
+  uint32_t h2_frame_size = 1u << 20;
+  uint32_t h2_stream_window = 4u << 20;
+  uint32_t h2_connection_window = 16u << 20;
+  uint32_t tls_record_size = 16384;
+
+  bool needs_identity() const {
+    if (hbone_listen) return true;
+    for (const Route& r : routes)
+      if (r.kind == Route::Kind::hbone) return true;
+    return false;
+  }
+
   // What ringtunnel does when started with no flags at all.
   static constexpr const char* kDefaultForward = "127.0.0.1:15001=tcp://127.0.0.1:8080";
+  static constexpr const char* kDefaultHboneListen = "127.0.0.1:15008";
 };
 
 }  // namespace ringtunnel::config

@@ -17,6 +17,10 @@ enum class EndReason : uint8_t {
   connect_error,    // connecting failed otherwise (unreachable, no socket); the client was reset
   drain_timeout,    // still open when --drain-timeout ran out at shutdown; both were reset
   error,            // an unexpected socket error; both were reset
+  refused,          // HBONE: the peer proxy answered 503 (target unreachable); the client was reset
+  denied,           // HBONE: the peer proxy answered 401 (policy); the client was reset
+  bad_request,      // HBONE: the peer proxy answered 400; the client was reset
+  peer_error,       // HBONE: the tunnel connection failed under the stream (TLS, HTTP/2, socket)
 };
 
 std::string_view to_string(EndReason reason);
@@ -30,10 +34,12 @@ struct AccessRecord {
   uint64_t duration_ms = 0;
   EndReason end = EndReason::none;
   int64_t start_unix_ms = 0;
+  std::string_view src_identity;  // HBONE: the SPIFFE IDs of the two proxies, else empty
+  std::string_view dst_identity;
 };
 
 // Appends "access listener=... client=... target=... bytes_up=N bytes_down=N duration_ms=N
-// end=REASON start=ISO8601\n" to `out`.
+// end=REASON [src_identity=ID dst_identity=ID] start=ISO8601\n" to `out`.
 void append_access_line(std::string& out, const AccessRecord& record);
 
 // Where the lines go. Workers batch their lines and write each batch with one write().

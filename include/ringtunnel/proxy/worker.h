@@ -13,9 +13,11 @@
 
 #include "ringtunnel/config/config.h"
 #include "ringtunnel/proxy/access_log.h"
+#include "ringtunnel/proxy/hbone.h"
 #include "ringtunnel/ring/buffer_pool.h"
 #include "ringtunnel/ring/op_tag.h"
 #include "ringtunnel/ring/ring.h"
+#include "ringtunnel/tls/credentials.h"
 
 namespace ringtunnel::proxy {
 
@@ -33,6 +35,21 @@ enum class OpKind : uint8_t {
   poll,
   splice_in,
   splice_out,
+  // HBONE connections (index: the connection's slot)
+  conn_connect,
+  conn_connect_timeout,
+  conn_recv,
+  conn_send,
+  conn_cancel,
+  conn_close,
+  // HBONE streams (index: the stream's slot)
+  stream_connect,
+  stream_connect_timeout,
+  stream_recv,
+  stream_send,
+  stream_shutdown,
+  stream_cancel,
+  stream_close,
 };
 
 // One received buffer (or what is left of it) waiting to be sent on.
@@ -123,7 +140,9 @@ struct Relay {
 
 class Worker {
  public:
-  Worker(unsigned id, const config::Config& config, AccessLog& log);
+  // `identity` may be null when no route needs one (no HBONE).
+  Worker(unsigned id, const config::Config& config, AccessLog& log,
+         const tls::Credentials* identity);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -138,6 +157,9 @@ class Worker {
   const ring::RingFeatures& features() { return ring_.features(); }
 
  private:
+  friend struct HboneConn;
+  static constexpr uint16_t kHboneListener = UINT16_MAX;  // Listener::route of --hbone-listen
+
   struct Listener {
     int fd = -1;
     uint16_t route = 0;
@@ -182,6 +204,50 @@ class Worker {
   // An SQE tagged for the relay and counted in its pending operations. (liburing's prep calls
   // clear sqe->flags: set IOSQE_FIXED_FILE after them.)
   io_uring_sqe* relay_sqe(Relay& r, OpKind kind, uint8_t dir);
+
+  // hbone.cc: HBONE connections and streams.
+  void on_hbone_completion(OpKind kind, const ring::OpTag& tag, const io_uring_cqe& cqe);
+  void open_inbound_conn(int fd);
+  void open_outbound_stream(int fd, uint16_t route);
+  HboneConn* pooled_conn(uint16_t route);
+  HboneConn* new_conn(bool inbound);
+  HboneStream* new_stream(bool inbound);
+  void start_tls(HboneConn& c);
+  void conn_connected(HboneConn& c, int res);
+  void conn_received(HboneConn& c, const io_uring_cqe& cqe);
+  void conn_sent(HboneConn& c, int res);
+  void drive_conn(HboneConn& c);
+  void conn_established(HboneConn& c);
+  void service_conn(HboneConn& c);
+  void schedule_conn(HboneConn& c);
+  void fail_conn(HboneConn& c, std::string reason);
+  void pump_h2(HboneConn& c);
+  void give_window(HboneStream& s, size_t bytes);
+  void close_conn_gracefully(HboneConn& c);
+  void maybe_release_conn(HboneConn& c);
+  void arm_conn_recv(HboneConn& c);
+  io_uring_sqe* conn_sqe(HboneConn& c, OpKind kind);
+  void submit_stream_connect(HboneStream& s, HboneConn& c);
+  void stream_target_connected(HboneStream& s, int res);
+  void stream_received(HboneStream& s, const io_uring_cqe& cqe);
+  void stream_sent(HboneStream& s, int res);
+  void service_stream(HboneStream& s);
+  void schedule_stream(HboneStream& s);
+  void end_stream(HboneStream& s, EndReason reason, bool reset_tcp);
+  void maybe_release_stream(HboneStream& s);
+  void release_stream(HboneStream& s);
+  io_uring_sqe* stream_sqe(HboneStream& s, OpKind kind);
+  void hbone_timers(uint64_t now);
+  bool has_hbone() const { return live_conns_ || live_streams_; }
+  // SessionEvents, by way of HboneConn.
+  void h2_connect_request(HboneConn& c, int32_t id, const net::Endpoint& target,
+                          std::span<const h2::Header> headers);
+  void h2_response(HboneConn& c, int32_t id, int status);
+  void h2_data(HboneConn& c, int32_t id, const uint8_t* data, size_t size);
+  void h2_end_stream(HboneConn& c, int32_t id);
+  void h2_reset(HboneConn& c, int32_t id, uint32_t code);
+  void h2_stream_closed(HboneConn& c, int32_t id);
+  void h2_payload_released(HboneConn& c, int32_t id, size_t bytes);
   bool adopt_fixed(Relay& r);
   SendQueue* take_queue();
   void return_queue(SendQueue* q);
@@ -199,6 +265,19 @@ class Worker {
   std::vector<Service> todo_;
   std::vector<Service> starved_;
   std::vector<std::unique_ptr<SendQueue>> spare_queues_;
+  // HBONE
+  const tls::Credentials* identity_ = nullptr;
+  tls::BlockPool blocks_;
+  std::vector<std::unique_ptr<HboneConn>> conns_;
+  std::vector<std::unique_ptr<HboneStream>> streams_;
+  uint32_t conn_free_ = UINT32_MAX;
+  uint32_t stream_free_ = UINT32_MAX;
+  uint32_t live_conns_ = 0;
+  uint32_t live_streams_ = 0;
+  std::vector<std::pair<uint32_t, uint32_t>> conn_todo_;    // index, generation
+  std::vector<std::pair<uint32_t, uint32_t>> stream_todo_;  // index, generation
+  std::vector<uint8_t> plaintext_;                          // decrypted bytes, fed to h2 at once
+  uint64_t next_tick_ns_ = 0;
   std::string log_batch_;
   __kernel_timespec connect_timeout_{};
   int wake_fd_ = -1;

@@ -88,9 +88,9 @@ TEST_CASE("bad usage names the flag, the value and the reason") {
        "--connect-timeout \"5\": must be a number with a unit: ms, s or m (e.g. 500ms, 5s)"},
       {{"--connect-timeout", "0s"}, "--connect-timeout \"0s\": must be more than 0"},
       {{"--registered-buffers", "maybe"}, "--registered-buffers \"maybe\": must be on or off"},
-      {{"--forward", "nonsense"}, "--forward \"nonsense\": must be LISTEN=tcp://TARGET"},
+      {{"--forward", "nonsense"}, "--forward \"nonsense\": must be LISTEN=tcp://TARGET or LISTEN=hbone://PEER/TARGET?identity=SPIFFE_ID"},
       {{"--forward", "127.0.0.1:1=http://x"},
-       "--forward \"127.0.0.1:1=http://x\": the target must start with tcp:// (got \"http://x\")"},
+       "--forward \"127.0.0.1:1=http://x\": the target must start with tcp:// or hbone:// (got \"http://x\")"},
       {{"--forward", "127.0.0.1=tcp://127.0.0.1:1"},
        "--forward \"127.0.0.1=tcp://127.0.0.1:1\": listen address \"127.0.0.1\": missing ':port'"},
       {{"--forward", "127.0.0.1:1=tcp://127.0.0.1:2", "--forward", "127.0.0.1:1=tcp://127.0.0.1:3"},
@@ -137,4 +137,59 @@ TEST_CASE("durations and sizes") {
   CHECK(parse_size("0", size) != "");
   CHECK(parse_size("-1k", size) != "");
   CHECK(parse_size("99999999999999g", size) != "");
+}
+
+TEST_CASE("hbone forwards, --hbone-listen and the identity files") {
+  const FlagsResult r = parse({"--forward",
+                               "127.0.0.1:1000=hbone://127.0.0.1:15008/10.0.0.1:80?identity="
+                               "spiffe://cluster.local/ns/default/sa/node-b",
+                               "--hbone-listen", "127.0.0.1:15008", "--cert", "c.pem", "--key",
+                               "k.pem", "--ca", "ca.pem", "--h2-frame-size", "64k"});
+  REQUIRE(r.action == Action::run);
+  const Config& c = r.config;
+  REQUIRE(c.routes.size() == 1);
+  CHECK(c.routes[0].kind == Route::Kind::hbone);
+  CHECK(c.routes[0].peer_text == "127.0.0.1:15008");
+  CHECK(c.routes[0].target_text == "10.0.0.1:80");
+  CHECK(c.routes[0].identity == "spiffe://cluster.local/ns/default/sa/node-b");
+  CHECK(c.hbone_listen);
+  CHECK(c.hbone_listen_text == "127.0.0.1:15008");
+  CHECK(c.h2_frame_size == 65536);
+  CHECK(c.needs_identity());
+}
+
+TEST_CASE("--hbone-listen alone replaces the whole embedded default") {
+  const FlagsResult r = parse({"--hbone-listen", "127.0.0.1:25008"});
+  REQUIRE(r.action == Action::run);
+  CHECK(r.config.routes.empty());
+  CHECK(r.config.hbone_listen_text == "127.0.0.1:25008");
+  const FlagsResult d = parse({});
+  CHECK(d.config.hbone_listen_text == "127.0.0.1:15008");
+  CHECK(d.config.needs_identity());
+  const FlagsResult t = parse({"--forward", "127.0.0.1:1=tcp://127.0.0.1:2"});
+  CHECK_FALSE(t.config.hbone_listen);
+  CHECK_FALSE(t.config.needs_identity());
+}
+
+TEST_CASE("bad hbone usage says why") {
+  struct Case {
+    std::initializer_list<std::string_view> args;
+    const char* error;
+  };
+  const Case cases[] = {
+      {{"--forward", "127.0.0.1:1=hbone://127.0.0.1:2/127.0.0.1:3"},
+       "--forward \"127.0.0.1:1=hbone://127.0.0.1:2/127.0.0.1:3\": an hbone target must be "
+       "hbone://PEER/TARGET?identity=SPIFFE_ID"},
+      {{"--forward", "127.0.0.1:1=hbone://127.0.0.1:2/127.0.0.1:3?identity=spiffe://x/y"}, nullptr},
+      {{"--cert", "a.pem"},
+       "--cert, --key and --ca go together: give all three, or none for the embedded "
+       "development identity"},
+      {{"--hbone-listen", "127.0.0.1:1", "--forward", "127.0.0.1:1=tcp://127.0.0.1:2"},
+       "127.0.0.1:1 is named by both --forward and --hbone-listen"},
+  };
+  for (const Case& c : cases) {
+    const FlagsResult r = parse(c.args);
+    CHECK(r.action == Action::usage_error);
+    if (c.error) CHECK(r.error == c.error);
+  }
 }

@@ -1,0 +1,822 @@
+// HBONE connections and streams on the worker's ring. See hbone.h for the states.
+#include "ringtunnel/proxy/hbone.h"
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "ringtunnel/net/socket.h"
+#include "ringtunnel/proxy/worker.h"
+
+namespace ringtunnel::proxy {
+
+namespace {
+
+// Ciphertext queued for the socket beyond which no more HTTP/2 output is encrypted: the socket
+// is the bottleneck, and what waits in nghttp2 holds only references.
+constexpr size_t kTlsHighWater = 1u << 20;
+// Decrypted bytes handed to nghttp2 per call.
+constexpr size_t kPlaintextChunk = 256u << 10;
+// How often the loop wakes for keepalive PINGs and idle pooled connections while any exist.
+constexpr uint64_t kTickNs = 1'000'000'000;
+
+int64_t unix_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+bool is_reset(int err) {
+  return err == ECONNRESET || err == EPIPE || err == ECONNABORTED;
+}
+
+std::string traceparent() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("00-{:016x}{:016x}-{:016x}-01", rng(), rng(), rng() | 1);
+}
+
+}  // namespace
+
+// ---- SessionEvents: the connection forwards to its worker ----
+
+void HboneConn::on_connect_request(int32_t id, const net::Endpoint& target,
+                                   std::span<const h2::Header> headers) {
+  worker->h2_connect_request(*this, id, target, headers);
+}
+void HboneConn::on_response(int32_t id, int status) {
+  worker->h2_response(*this, id, status);
+}
+void HboneConn::on_data(int32_t id, const uint8_t* data, size_t size) {
+  worker->h2_data(*this, id, data, size);
+}
+void HboneConn::on_end_stream(int32_t id) {
+  worker->h2_end_stream(*this, id);
+}
+void HboneConn::on_reset(int32_t id, uint32_t code) {
+  worker->h2_reset(*this, id, code);
+}
+void HboneConn::on_stream_closed(int32_t id) {
+  worker->h2_stream_closed(*this, id);
+}
+void HboneConn::on_payload_released(int32_t id, size_t bytes, bool) {
+  worker->h2_payload_released(*this, id, bytes);
+}
+void HboneConn::on_goaway(int32_t, uint32_t) {
+  // Streams above the last id get on_reset(kRefusedStream); this connection takes no new ones,
+  // which pooled_conn() sees through streams_available().
+}
+
+// ---- slots ----
+
+HboneConn* Worker::new_conn(bool inbound) {
+  uint32_t index;
+  if (conn_free_ != UINT32_MAX) {
+    index = conn_free_;
+    conn_free_ = conns_[index]->next_free;
+  } else {
+    index = uint32_t(conns_.size());
+    conns_.push_back(std::make_unique<HboneConn>());
+  }
+  HboneConn& c = *conns_[index];
+  const uint32_t generation =
+      std::max<uint32_t>(1, (c.generation + 1) & ring::OpTag::kGenerationMask);
+  c.~HboneConn();
+  new (&c) HboneConn();
+  c.worker = this;
+  c.index = index;
+  c.generation = generation;
+  c.inbound = inbound;
+  c.next_ping_ns = monotonic_ns() + uint64_t(config_.keepalive_ms) * 1'000'000u;
+  ++live_conns_;
+  return &c;
+}
+
+HboneStream* Worker::new_stream(bool inbound) {
+  uint32_t index;
+  if (stream_free_ != UINT32_MAX) {
+    index = stream_free_;
+    stream_free_ = streams_[index]->next_free;
+  } else {
+    index = uint32_t(streams_.size());
+    streams_.push_back(std::make_unique<HboneStream>());
+  }
+  HboneStream& s = *streams_[index];
+  const uint32_t generation =
+      std::max<uint32_t>(1, (s.generation + 1) & ring::OpTag::kGenerationMask);
+  s.~HboneStream();
+  new (&s) HboneStream();
+  s.index = index;
+  s.generation = generation;
+  s.inbound = inbound;
+  s.state = HboneStream::State::opening;
+  s.start_ns = monotonic_ns();
+  s.start_unix_ms = unix_ms();
+  ++live_streams_;
+  return &s;
+}
+
+io_uring_sqe* Worker::conn_sqe(HboneConn& c, OpKind kind) {
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_sqe_set_data64(s, ring::encode({uint8_t(kind), 0, c.index, c.generation}));
+  ++c.pending;
+  return s;
+}
+
+io_uring_sqe* Worker::stream_sqe(HboneStream& st, OpKind kind) {
+  io_uring_sqe* s = ring_.sqe();
+  io_uring_sqe_set_data64(s, ring::encode({uint8_t(kind), 0, st.index, st.generation}));
+  ++st.pending;
+  return s;
+}
+
+void Worker::schedule_conn(HboneConn& c) {
+  if (c.scheduled) return;
+  c.scheduled = true;
+  conn_todo_.emplace_back(c.index, c.generation);
+}
+
+void Worker::schedule_stream(HboneStream& s) {
+  if (s.scheduled) return;
+  s.scheduled = true;
+  stream_todo_.emplace_back(s.index, s.generation);
+}
+
+// ---- completions ----
+
+void Worker::on_hbone_completion(OpKind kind, const ring::OpTag& tag, const io_uring_cqe& cqe) {
+  const bool final = !(cqe.flags & IORING_CQE_F_MORE);
+  if (kind >= OpKind::conn_connect && kind <= OpKind::conn_close) {
+    HboneConn* c = tag.index < conns_.size() ? conns_[tag.index].get() : nullptr;
+    if (!c || c->state == HboneConn::State::free || c->generation != tag.generation) return;
+    if (final) --c->pending;
+    switch (kind) {
+      case OpKind::conn_connect:
+        conn_connected(*c, cqe.res);
+        break;
+      case OpKind::conn_recv:
+        conn_received(*c, cqe);
+        break;
+      case OpKind::conn_send:
+        conn_sent(*c, cqe.res);
+        break;
+      default:
+        break;
+    }
+    if (c->state == HboneConn::State::closing) maybe_release_conn(*c);
+    return;
+  }
+  HboneStream* s = tag.index < streams_.size() ? streams_[tag.index].get() : nullptr;
+  if (!s || s->state == HboneStream::State::free || s->generation != tag.generation) return;
+  if (final) --s->pending;
+  switch (kind) {
+    case OpKind::stream_connect:
+      stream_target_connected(*s, cqe.res);
+      break;
+    case OpKind::stream_recv:
+      stream_received(*s, cqe);
+      break;
+    case OpKind::stream_send:
+      stream_sent(*s, cqe.res);
+      break;
+    case OpKind::stream_shutdown:
+      s->shut_done = true;
+      schedule_stream(*s);
+      break;
+    default:
+      break;
+  }
+  if (s->state == HboneStream::State::closing) maybe_release_stream(*s);
+}
+
+// ---- connections ----
+
+void Worker::open_inbound_conn(int fd) {
+  HboneConn& c = *new_conn(true);
+  c.fd = fd;
+  sockaddr_storage peer{};
+  socklen_t len = sizeof peer;
+  getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len);
+  c.peer_text = net::format_sockaddr(reinterpret_cast<sockaddr*>(&peer), len);
+  net::tune_relay_socket(fd);
+  start_tls(c);
+}
+
+HboneConn* Worker::pooled_conn(uint16_t route) {
+  const config::Route& r = config_.routes[route];
+  for (auto& slot : conns_) {
+    HboneConn& c = *slot;
+    if (c.inbound || c.route != route) continue;
+    if (c.state == HboneConn::State::connecting || c.state == HboneConn::State::handshaking) {
+      if (c.waiting.size() < 100) return &c;
+      continue;
+    }
+    if (c.state == HboneConn::State::open && c.h2 && c.h2->streams_available() > 0 &&
+        !c.h2->goaway_received())
+      return &c;
+  }
+  HboneConn& c = *new_conn(false);
+  c.route = route;
+  c.peer_text = r.peer_text;
+  c.fd = net::stream_socket_for(r.peer);
+  if (c.fd < 0) {
+    fail_conn(c, fmt::format("socket: {}", strerror(-c.fd)));
+    return &c;
+  }
+  c.state = HboneConn::State::connecting;
+  ring_.reserve(2);
+  io_uring_sqe* s = conn_sqe(c, OpKind::conn_connect);
+  io_uring_prep_connect(s, c.fd, r.peer.addr(), r.peer.length);
+  s->flags |= IOSQE_IO_LINK;
+  io_uring_prep_link_timeout(conn_sqe(c, OpKind::conn_connect_timeout), &connect_timeout_, 0);
+  return &c;
+}
+
+void Worker::conn_connected(HboneConn& c, int res) {
+  if (c.state != HboneConn::State::connecting) return;
+  if (res < 0)
+    return fail_conn(c, res == -ECANCELED ? std::string("connect timed out")
+                                          : fmt::format("connect: {}", strerror(-res)));
+  start_tls(c);
+}
+
+void Worker::start_tls(HboneConn& c) {
+  c.state = HboneConn::State::handshaking;
+  tls::SessionOptions options;
+  options.record_size = config_.tls_record_size;
+  c.tls = std::make_unique<tls::TlsSession>(
+      *identity_, c.inbound ? tls::Role::server : tls::Role::client, blocks_, options);
+  if (!c.inbound) {
+    tls::SpiffeId expected;
+    tls::parse_spiffe_id(config_.routes[c.route].identity, expected);  // checked at start-up
+    c.tls->expect_peer(expected);
+  }
+  h2::SessionOptions h2o;
+  h2o.role = c.inbound ? h2::Role::server : h2::Role::client;
+  h2o.max_frame_size = config_.h2_frame_size;
+  h2o.stream_window = config_.h2_stream_window;
+  h2o.connection_window = config_.h2_connection_window;
+  c.h2 = std::make_unique<h2::H2Session>(h2o, c);
+  drive_conn(c);  // the client's ClientHello
+  arm_conn_recv(c);
+}
+
+void Worker::arm_conn_recv(HboneConn& c) {
+  int cls = c.policy.cls;
+  while (cls > 0 && pool_.available(uint8_t(cls)) == 0)
+    --cls;
+  c.armed_cls = uint8_t(cls);
+  c.recv = RecvMode::armed;
+  io_uring_sqe* s = conn_sqe(c, OpKind::conn_recv);
+  if (ring_.features().multishot_recv)
+    io_uring_prep_recv_multishot(s, c.fd, nullptr, 0, 0);
+  else
+    io_uring_prep_recv(s, c.fd, nullptr, 0, 0);
+  s->flags |= IOSQE_BUFFER_SELECT;
+  s->buf_group = pool_.group(c.armed_cls);
+}
+
+void Worker::conn_received(HboneConn& c, const io_uring_cqe& cqe) {
+  if (!(cqe.flags & IORING_CQE_F_MORE)) c.recv = RecvMode::off;
+  if (cqe.flags & IORING_CQE_F_BUFFER) {
+    const auto bid = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+    pool_.taken(c.armed_cls);
+    // The session copies: the buffer goes back at once.
+    if (cqe.res > 0 && c.state != HboneConn::State::closing)
+      c.tls->feed(pool_.data(c.armed_cls, bid), size_t(cqe.res));
+    pool_.give_back(c.armed_cls, bid);
+    if (cqe.res > 0) {
+      const bool changed = c.policy.on_read(size_t(cqe.res), c.armed_cls, config_.buffer_sizes);
+      if (changed && c.recv == RecvMode::armed && (cqe.flags & IORING_CQE_F_MORE)) {
+        io_uring_prep_cancel64(conn_sqe(c, OpKind::conn_cancel),
+                               ring::encode({uint8_t(OpKind::conn_recv), 0, c.index, c.generation}),
+                               0);
+        c.recv = RecvMode::cancelling;
+      }
+      if (c.state != HboneConn::State::closing) drive_conn(c);
+      schedule_conn(c);
+      return;
+    }
+  }
+  if (c.state == HboneConn::State::closing) return;
+  if (cqe.res == 0) return fail_conn(c, "the peer closed the connection");
+  if (cqe.res < 0 && cqe.res != -ENOBUFS && cqe.res != -ECANCELED)
+    return fail_conn(c, fmt::format("receive: {}", strerror(-cqe.res)));
+  schedule_conn(c);  // re-arm
+}
+
+// Runs the TLS handshake or decrypts what arrived and feeds it to HTTP/2.
+void Worker::drive_conn(HboneConn& c) {
+  if (c.tls->state() == tls::TlsState::handshaking) {
+    const tls::HandshakeStatus st = c.tls->handshake();
+    if (st == tls::HandshakeStatus::failed)
+      return fail_conn(c, "TLS handshake: " + c.tls->failure());
+    if (st == tls::HandshakeStatus::in_progress) return schedule_conn(c);
+    conn_established(c);
+    if (c.state != HboneConn::State::open) return;
+  }
+  plaintext_.resize(kPlaintextChunk);
+  for (;;) {
+    const tls::ReadResult r = c.tls->read(plaintext_.data(), plaintext_.size());
+    if (r.bytes && c.h2->feed(plaintext_.data(), r.bytes) < 0) {
+      schedule_conn(c);
+      return fail_conn(c, fmt::format("HTTP/2: {}", c.h2->failure().reason));
+    }
+    if (r.status == tls::ReadStatus::failed) return fail_conn(c, "TLS: " + c.tls->failure());
+    if (r.status == tls::ReadStatus::close_notify)
+      return fail_conn(c, "the peer closed the connection");
+    if (r.bytes < plaintext_.size()) break;
+  }
+  schedule_conn(c);
+}
+
+void Worker::conn_established(HboneConn& c) {
+  c.state = HboneConn::State::open;
+  c.peer_identity = c.tls->peer_identity().to_string();
+  std::vector<HboneStream*> waiting;
+  waiting.swap(c.waiting);
+  for (HboneStream* s : waiting)
+    submit_stream_connect(*s, c);
+}
+
+void Worker::service_conn(HboneConn& c) {
+  c.scheduled = false;
+  if (c.state == HboneConn::State::free || c.state == HboneConn::State::connecting) return;
+  if (c.state != HboneConn::State::closing) {
+    pump_h2(c);
+    if (c.h2->failed()) return fail_conn(c, "HTTP/2: " + c.h2->failure().reason);
+    if (c.graceful && c.h2->finished()) {
+      if (c.tls->state() == tls::TlsState::open) c.tls->shutdown();
+      c.state = HboneConn::State::closing;
+    }
+  }
+  if (!c.sending && c.tls && c.tls->pending_bytes() &&
+      (c.state != HboneConn::State::closing || !c.final_send_done)) {
+    const auto iovs = c.tls->pending(HboneConn::kMaxGather);
+    std::copy(iovs.begin(), iovs.end(), c.iov.begin());
+    c.msg = msghdr{};
+    c.msg.msg_iov = c.iov.data();
+    c.msg.msg_iovlen = iovs.size();
+    io_uring_prep_sendmsg(conn_sqe(c, OpKind::conn_send), c.fd, &c.msg, MSG_NOSIGNAL | MSG_WAITALL);
+    c.sending = true;
+  }
+  if (c.state == HboneConn::State::closing) {
+    if (!c.sending) {
+      c.final_send_done = true;
+      if (c.pending && !c.cancel_sent && c.fd >= 0) {
+        c.cancel_sent = true;
+        io_uring_prep_cancel_fd(conn_sqe(c, OpKind::conn_cancel), c.fd, IORING_ASYNC_CANCEL_ALL);
+      }
+    }
+    maybe_release_conn(c);
+    return;
+  }
+  if (c.recv == RecvMode::off && c.state != HboneConn::State::connecting) arm_conn_recv(c);
+}
+
+// HTTP/2 output into TLS records, while the socket keeps up. The payloads are encrypted (copied)
+// here, so consume_output() gives them back to their streams at once.
+void Worker::pump_h2(HboneConn& c) {
+  auto writable = [&] {
+    return c.tls->state() == tls::TlsState::open || c.tls->state() == tls::TlsState::peer_closed;
+  };
+  while (writable() && c.tls->pending_bytes() < kTlsHighWater) {
+    const auto spans = c.h2->pending();
+    if (spans.empty()) break;
+    std::array<iovec, HboneConn::kMaxGather> parts;
+    size_t n = 0, total = 0;
+    for (const auto& sp : spans) {
+      if (n == parts.size()) break;
+      parts[n++] = {const_cast<uint8_t*>(sp.data()), sp.size()};
+      total += sp.size();
+    }
+    if (!c.tls->write({parts.data(), n}, tls::Flush::later)) break;
+    c.h2->consume_output(total);
+  }
+  if (writable()) c.tls->flush();
+}
+
+void Worker::conn_sent(HboneConn& c, int res) {
+  c.sending = false;
+  if (res < 0) {
+    c.final_send_done = true;  // nothing more will go out on this socket
+    if (c.state != HboneConn::State::closing)
+      return fail_conn(c, fmt::format("send: {}", strerror(-res)));
+    schedule_conn(c);  // to cancel the receive and close
+    return;
+  }
+  c.tls->consume(size_t(res));
+  schedule_conn(c);
+}
+
+void Worker::fail_conn(HboneConn& c, std::string reason) {
+  if (c.state == HboneConn::State::closing || c.state == HboneConn::State::free) return;
+  // What HTTP/2 still has for the peer (its GOAWAY saying why) goes into TLS before the streams
+  // are dropped, which drops the session's output.
+  if (c.h2 && c.tls) pump_h2(c);
+  c.state = HboneConn::State::closing;
+  c.failure = std::move(reason);
+  fmt::print(stderr, "ringtunnel: hbone {} {} {}{}: closed: {}\n", c.inbound ? "from" : "to",
+             c.peer_text, c.peer_identity.empty() ? "" : "identity=", c.peer_identity, c.failure);
+  if (c.h2) c.h2->close_all_streams(h2::kConnectError);
+  std::vector<HboneStream*> waiting;
+  waiting.swap(c.waiting);
+  for (HboneStream* s : waiting)
+    end_stream(*s, EndReason::peer_error, true);
+  schedule_conn(c);
+}
+
+void Worker::close_conn_gracefully(HboneConn& c) {
+  if (c.state != HboneConn::State::open || c.graceful) return;
+  c.graceful = true;
+  c.h2->submit_goaway_graceful();
+  schedule_conn(c);
+}
+
+void Worker::maybe_release_conn(HboneConn& c) {
+  if (c.pending || c.sending || !c.final_send_done) return;
+  if (c.fd >= 0) {
+    io_uring_prep_close(conn_sqe(c, OpKind::conn_close), c.fd);
+    c.fd = -1;
+    return;
+  }
+  c.h2.reset();
+  c.tls.reset();
+  c.state = HboneConn::State::free;
+  c.next_free = conn_free_;
+  conn_free_ = c.index;
+  --live_conns_;
+}
+
+// ---- streams ----
+
+void Worker::open_outbound_stream(int fd, uint16_t route) {
+  HboneStream& s = *new_stream(false);
+  s.fd = fd;
+  s.route = route;
+  sockaddr_storage peer{};
+  socklen_t len = sizeof peer;
+  getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len);
+  s.client_text = net::format_sockaddr(reinterpret_cast<sockaddr*>(&peer), len);
+  net::tune_relay_socket(fd);
+  s.src_identity = identity_->identity().to_string();
+  s.dst_identity = config_.routes[route].identity;
+  HboneConn& c = *pooled_conn(route);
+  if (c.state == HboneConn::State::closing) return end_stream(s, EndReason::peer_error, true);
+  if (c.state == HboneConn::State::open) return submit_stream_connect(s, c);
+  c.waiting.push_back(&s);
+}
+
+void Worker::submit_stream_connect(HboneStream& s, HboneConn& c) {
+  if (s.state != HboneStream::State::opening) return;
+  const config::Route& r = config_.routes[s.route];
+  const std::string forwarded = fmt::format("for=\"{}\"", s.client_text);
+  const std::string trace = traceparent();
+  const h2::Header headers[] = {{"forwarded", forwarded}, {"traceparent", trace}};
+  const int32_t id = c.h2->submit_connect(r.target_text, headers, &s);
+  if (id < 0) return end_stream(s, EndReason::error, true);
+  s.conn = &c;
+  s.conn_index = c.index;
+  s.conn_generation = c.generation;
+  s.id = id;
+  s.dst_identity = c.peer_identity;
+  ++c.streams;
+  schedule_conn(c);
+}
+
+void Worker::h2_response(HboneConn& c, int32_t id, int status) {
+  auto* s = static_cast<HboneStream*>(c.h2->stream_owner(id));
+  if (!s || s->state != HboneStream::State::opening) return;
+  if (status >= 200 && status < 300) {
+    s->state = HboneStream::State::open;
+    schedule_stream(*s);
+    return;
+  }
+  end_stream(*s,
+             status == 503   ? EndReason::refused
+             : status == 401 ? EndReason::denied
+             : status == 400 ? EndReason::bad_request
+                             : EndReason::error,
+             true);
+}
+
+void Worker::h2_connect_request(HboneConn& c, int32_t id, const net::Endpoint& target,
+                                std::span<const h2::Header> headers) {
+  HboneStream& s = *new_stream(true);
+  s.conn = &c;
+  s.conn_index = c.index;
+  s.conn_generation = c.generation;
+  s.id = id;
+  s.target = target;
+  s.client_text = c.peer_text;
+  for (const h2::Header& h : headers)
+    if (h.name == "forwarded" && h.value.starts_with("for=\"") && h.value.ends_with('"'))
+      s.client_text = std::string(h.value.substr(5, h.value.size() - 6));
+  s.src_identity = c.peer_identity;
+  s.dst_identity = identity_->identity().to_string();
+  c.h2->set_stream_owner(id, &s);
+  ++c.streams;
+  s.fd = net::stream_socket_for(target);
+  if (s.fd < 0) {
+    c.h2->submit_response(id, 503);
+    s.end = EndReason::connect_error;
+    s.state = HboneStream::State::closing;
+    return;
+  }
+  ring_.reserve(2);
+  io_uring_sqe* sq = stream_sqe(s, OpKind::stream_connect);
+  io_uring_prep_connect(sq, s.fd, s.target.addr(), s.target.length);
+  sq->flags |= IOSQE_IO_LINK;
+  io_uring_prep_link_timeout(stream_sqe(s, OpKind::stream_connect_timeout), &connect_timeout_, 0);
+}
+
+void Worker::stream_target_connected(HboneStream& s, int res) {
+  if (s.state != HboneStream::State::opening) return;
+  if (!s.conn) return end_stream(s, EndReason::peer_error, true);
+  if (res == 0) {
+    s.state = HboneStream::State::open;
+    s.conn->h2->submit_response(s.id, 200);
+    schedule_conn(*s.conn);
+    schedule_stream(s);
+    return;
+  }
+  s.conn->h2->submit_response(s.id, 503);
+  schedule_conn(*s.conn);
+  // The session ends the stream; on_stream_closed frees it.
+  s.state = HboneStream::State::closing;
+  s.end = res == -ECANCELED      ? EndReason::connect_timeout
+          : res == -ECONNREFUSED ? EndReason::connect_refused
+                                 : EndReason::connect_error;
+  maybe_release_stream(s);
+}
+
+void Worker::h2_data(HboneConn& c, int32_t id, const uint8_t* data, size_t size) {
+  auto* s = static_cast<HboneStream*>(c.h2->stream_owner(id));
+  if (!s || s->state == HboneStream::State::closing) {
+    c.h2->consume(id, size);  // nobody will send it: hand the window back now
+    return;
+  }
+  if (!s->out) s->out = std::make_unique<tls::CiphertextQueue>(blocks_);
+  s->out->append(data, size);
+  schedule_stream(*s);
+}
+
+void Worker::h2_end_stream(HboneConn& c, int32_t id) {
+  auto* s = static_cast<HboneStream*>(c.h2->stream_owner(id));
+  if (!s) return;
+  s->peer_end = true;
+  schedule_stream(*s);
+}
+
+void Worker::h2_reset(HboneConn& c, int32_t id, uint32_t code) {
+  auto* s = static_cast<HboneStream*>(c.h2->stream_owner(id));
+  if (!s) return;
+  if (s->state == HboneStream::State::opening && !s->inbound && code == h2::kRefusedStream)
+    return end_stream(*s, EndReason::refused, true);
+  // A reset of the tunnel is a reset of the TCP side: the far end reset (or failed).
+  const EndReason reason = c.state == HboneConn::State::closing ? EndReason::peer_error
+                           : s->inbound                         ? EndReason::client_reset
+                                                                : EndReason::target_reset;
+  end_stream(*s, reason, true);
+}
+
+void Worker::h2_stream_closed(HboneConn& c, int32_t id) {
+  auto* s = static_cast<HboneStream*>(c.h2->stream_owner(id));
+  if (!s) return;
+  s->h2_closed = true;
+  s->conn = nullptr;
+  if (c.streams) --c.streams;
+  if (!c.streams && !c.inbound) c.idle_since_ns = monotonic_ns();
+  if (s->state == HboneStream::State::open || s->state == HboneStream::State::opening) {
+    // Closed cleanly on both ends of the session; the TCP side finishes on its own.
+    schedule_stream(*s);
+  }
+  if (s->state == HboneStream::State::closing) maybe_release_stream(*s);
+}
+
+void Worker::h2_payload_released(HboneConn& c, int32_t id, size_t bytes) {
+  auto* s = static_cast<HboneStream*>(c.h2->stream_owner(id));
+  if (!s) return;
+  while (bytes && !s->lent.empty()) {
+    HboneStream::Lent& l = s->lent.front();
+    const auto take = uint32_t(std::min<size_t>(bytes, l.length));
+    l.length -= take;
+    s->lent_bytes -= take;
+    bytes -= take;
+    if (!l.length) {
+      pool_.give_back(l.cls, l.bid);
+      s->lent.pop_front();
+    }
+  }
+  schedule_stream(*s);
+}
+
+void Worker::stream_received(HboneStream& s, const io_uring_cqe& cqe) {
+  if (!(cqe.flags & IORING_CQE_F_MORE)) s.recv = RecvMode::off;
+  if (cqe.flags & IORING_CQE_F_BUFFER) {
+    const auto bid = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+    pool_.taken(s.armed_cls);
+    if (cqe.res <= 0 || s.state != HboneStream::State::open || !s.conn ||
+        s.conn->h2->submit_data(s.id, pool_.data(s.armed_cls, bid), size_t(cqe.res)) != 0) {
+      pool_.give_back(s.armed_cls, bid);
+      if (cqe.res > 0 && s.state == HboneStream::State::open)
+        end_stream(s, EndReason::peer_error, true);
+      return;
+    }
+    s.lent.push_back({uint32_t(cqe.res), bid, s.armed_cls});
+    s.lent_bytes += uint32_t(cqe.res);
+    s.bytes_from_tcp += uint32_t(cqe.res);
+    const bool changed = s.policy.on_read(size_t(cqe.res), s.armed_cls, config_.buffer_sizes);
+    if ((cqe.flags & IORING_CQE_F_MORE) && s.recv == RecvMode::armed &&
+        (changed || s.lent_bytes >= config_.max_queued)) {
+      io_uring_prep_cancel64(stream_sqe(s, OpKind::stream_cancel),
+                             ring::encode({uint8_t(OpKind::stream_recv), 0, s.index, s.generation}),
+                             0);
+      s.recv = RecvMode::cancelling;
+    }
+    schedule_conn(*s.conn);
+    return;
+  }
+  if (s.state != HboneStream::State::open) return;
+  if (cqe.res == 0) {
+    s.tcp_eof = true;
+  } else if (cqe.res < 0 && cqe.res != -ENOBUFS && cqe.res != -ECANCELED) {
+    if (s.conn) s.conn->h2->submit_reset(s.id, h2::kConnectError);
+    return end_stream(s,
+                      is_reset(-cqe.res)
+                          ? (s.inbound ? EndReason::target_reset : EndReason::client_reset)
+                          : EndReason::error,
+                      false);
+  }
+  schedule_stream(s);
+}
+
+void Worker::stream_sent(HboneStream& s, int res) {
+  s.sending = false;
+  if (s.state != HboneStream::State::open) return;
+  if (res <= 0) {
+    if (s.conn) s.conn->h2->submit_reset(s.id, h2::kConnectError);
+    return end_stream(s,
+                      res < 0 && is_reset(-res)
+                          ? (s.inbound ? EndReason::target_reset : EndReason::client_reset)
+                          : EndReason::error,
+                      false);
+  }
+  s.out->consume(size_t(res));
+  s.bytes_to_tcp += uint32_t(res);
+  give_window(s, size_t(res));
+  schedule_stream(s);
+}
+
+// Hands received bytes back to HTTP/2 flow control once they have left (or never will): also
+// after the stream has closed in the session, or the connection's window would shrink for good.
+void Worker::give_window(HboneStream& s, size_t bytes) {
+  if (!bytes || s.id < 0 || s.conn_index >= conns_.size()) return;
+  HboneConn& c = *conns_[s.conn_index];
+  if (c.generation != s.conn_generation || c.state == HboneConn::State::free || !c.h2 ||
+      c.state == HboneConn::State::closing)
+    return;
+  c.h2->consume(s.id, bytes);
+  schedule_conn(c);
+}
+
+void Worker::service_stream(HboneStream& s) {
+  s.scheduled = false;
+  if (s.state != HboneStream::State::open) return;
+  // tunnel -> TCP
+  const bool queued = s.out && s.out->size();
+  if (queued && !s.sending) {
+    const auto iovs = s.out->iovecs(HboneConn::kMaxGather);
+    std::copy(iovs.begin(), iovs.end(), s.iov.begin());
+    s.msg = msghdr{};
+    s.msg.msg_iov = s.iov.data();
+    s.msg.msg_iovlen = iovs.size();
+    io_uring_prep_sendmsg(stream_sqe(s, OpKind::stream_send), s.fd, &s.msg,
+                          MSG_NOSIGNAL | MSG_WAITALL);
+    s.sending = true;
+  }
+  if (!queued && !s.sending && s.peer_end && !s.shut) {
+    s.shut = true;
+    io_uring_prep_shutdown(stream_sqe(s, OpKind::stream_shutdown), s.fd, SHUT_WR);
+  }
+  // TCP -> tunnel
+  if (s.tcp_eof && !s.end_sent && s.conn) {
+    s.end_sent = true;
+    s.conn->h2->submit_end(s.id);
+    schedule_conn(*s.conn);
+  }
+  if (s.recv == RecvMode::off && !s.tcp_eof && s.conn && s.lent_bytes < config_.max_queued / 2) {
+    int cls = s.policy.cls;
+    while (cls > 0 && pool_.available(uint8_t(cls)) == 0)
+      --cls;
+    s.armed_cls = uint8_t(cls);
+    s.recv = RecvMode::armed;
+    io_uring_sqe* sq = stream_sqe(s, OpKind::stream_recv);
+    if (ring_.features().multishot_recv)
+      io_uring_prep_recv_multishot(sq, s.fd, nullptr, 0, 0);
+    else
+      io_uring_prep_recv(sq, s.fd, nullptr, 0, 0);
+    sq->flags |= IOSQE_BUFFER_SELECT;
+    sq->buf_group = pool_.group(s.armed_cls);
+  }
+  // Done both ways: FIN passed on each way, and the session has let go of the stream.
+  if (s.shut_done && s.end_sent && s.h2_closed && !s.sending)
+    end_stream(s, EndReason::closed, false);
+}
+
+void Worker::end_stream(HboneStream& s, EndReason reason, bool reset_tcp) {
+  if (s.state == HboneStream::State::closing || s.state == HboneStream::State::free) return;
+  s.state = HboneStream::State::closing;
+  s.end = reason;
+  s.reset_tcp = reset_tcp;
+  if (s.conn && !s.h2_closed && reason != EndReason::closed &&
+      s.conn->state != HboneConn::State::closing) {
+    if (s.id >= 0) {
+      s.conn->h2->submit_reset(s.id, h2::kConnectError);
+      schedule_conn(*s.conn);
+    }
+  }
+  if (s.pending && s.fd >= 0)
+    io_uring_prep_cancel_fd(stream_sqe(s, OpKind::stream_cancel), s.fd, IORING_ASYNC_CANCEL_ALL);
+  maybe_release_stream(s);
+}
+
+void Worker::maybe_release_stream(HboneStream& s) {
+  // An outbound stream that never got an id, or whose connection is gone, has nothing to wait
+  // for in a session.
+  if (!s.h2_closed && (s.id < 0 || !s.conn)) s.h2_closed = true;
+  if (s.pending || !s.h2_closed) return;
+  if (!s.closes_sent && s.fd >= 0) {
+    s.closes_sent = true;
+    if (s.reset_tcp) net::arm_reset_on_close(s.fd);
+    io_uring_prep_close(stream_sqe(s, OpKind::stream_close), s.fd);
+    return;
+  }
+  release_stream(s);
+}
+
+void Worker::release_stream(HboneStream& s) {
+  for (const HboneStream::Lent& l : s.lent)
+    pool_.give_back(l.cls, l.bid);
+  s.lent.clear();
+  if (s.out) give_window(s, s.out->size());
+  s.out.reset();
+  if (log_.enabled()) {
+    const std::string listener =
+        s.inbound ? config_.hbone_listen_text : config_.routes[s.route].listen_text;
+    const std::string target =
+        s.inbound ? s.target.to_string() : config_.routes[s.route].target_text;
+    AccessRecord rec;
+    rec.listener = listener;
+    rec.client = s.client_text;
+    rec.target = target;
+    rec.bytes_up = s.inbound ? s.bytes_to_tcp : s.bytes_from_tcp;
+    rec.bytes_down = s.inbound ? s.bytes_from_tcp : s.bytes_to_tcp;
+    rec.duration_ms = (monotonic_ns() - s.start_ns) / 1'000'000;
+    rec.end = s.end;
+    rec.start_unix_ms = s.start_unix_ms;
+    rec.src_identity = s.src_identity;
+    rec.dst_identity = s.dst_identity;
+    append_access_line(log_batch_, rec);
+  }
+  s.state = HboneStream::State::free;
+  s.next_free = stream_free_;
+  stream_free_ = s.index;
+  --live_streams_;
+}
+
+// Keepalive PINGs, idle pooled connections, and the drain of HBONE connections.
+void Worker::hbone_timers(uint64_t now) {
+  for (auto& slot : conns_) {
+    HboneConn& c = *slot;
+    if (c.state != HboneConn::State::open) continue;
+    if (draining_ && !c.graceful) {
+      close_conn_gracefully(c);
+      continue;
+    }
+    if (!c.inbound && !c.streams && c.waiting.empty() && c.idle_since_ns &&
+        now - c.idle_since_ns >= uint64_t(config_.pool_idle_timeout_ms) * 1'000'000u) {
+      close_conn_gracefully(c);
+      continue;
+    }
+    if (now >= c.next_ping_ns) {
+      if (c.h2->ping_outstanding()) {
+        fail_conn(c, "keepalive PING unanswered");
+        continue;
+      }
+      c.h2->submit_ping();
+      c.next_ping_ns = now + uint64_t(config_.keepalive_ms) * 1'000'000u;
+      schedule_conn(c);
+    }
+  }
+  next_tick_ns_ = now + kTickNs;
+}
+
+}  // namespace ringtunnel::proxy
