@@ -268,10 +268,22 @@ void Worker::start_tls(HboneConn& c) {
   arm_conn_recv(c);
 }
 
+// The class a receive should use: the wanted one if it has buffers, else the nearest that has;
+// -1 when every class is empty (wait for buffers to come back rather than spin on -ENOBUFS).
+int Worker::receive_class(uint8_t wanted) const {
+  for (int cls = wanted; cls >= 0; --cls)
+    if (pool_.available(uint8_t(cls))) return cls;
+  for (int cls = wanted + 1; cls < int(ring::kBufferClasses); ++cls)
+    if (pool_.available(uint8_t(cls))) return cls;
+  return -1;
+}
+
 void Worker::arm_conn_recv(HboneConn& c) {
-  int cls = c.policy.cls;
-  while (cls > 0 && pool_.available(uint8_t(cls)) == 0)
-    --cls;
+  const int cls = receive_class(c.policy.cls);
+  if (cls < 0) {
+    hbone_starved_.push_back({true, c.index, c.generation});
+    return;
+  }
   c.armed_cls = uint8_t(cls);
   c.recv = RecvMode::armed;
   io_uring_sqe* s = conn_sqe(c, OpKind::conn_recv);
@@ -712,10 +724,12 @@ void Worker::service_stream(HboneStream& s) {
     s.conn->h2->submit_end(s.id);
     schedule_conn(*s.conn);
   }
-  if (s.recv == RecvMode::off && !s.tcp_eof && s.conn && s.lent_bytes < config_.max_queued / 2) {
-    int cls = s.policy.cls;
-    while (cls > 0 && pool_.available(uint8_t(cls)) == 0)
-      --cls;
+  const int cls = receive_class(s.policy.cls);
+  if (s.recv == RecvMode::off && !s.tcp_eof && s.conn && s.lent_bytes < config_.max_queued / 2 &&
+      cls < 0)
+    hbone_starved_.push_back({false, s.index, s.generation});
+  if (s.recv == RecvMode::off && !s.tcp_eof && s.conn && s.lent_bytes < config_.max_queued / 2 &&
+      cls >= 0) {
     s.armed_cls = uint8_t(cls);
     s.recv = RecvMode::armed;
     io_uring_sqe* sq = stream_sqe(s, OpKind::stream_recv);

@@ -279,27 +279,39 @@ void Worker::on_completion(const io_uring_cqe& cqe) {
   on_relay_completion(*r, kind, tag.lane, cqe);
 }
 
-void Worker::after_completions() {
-  if (pool_.publish() && !starved_.empty()) {
-    for (const Service& s : starved_) {
-      Relay* r = relay_at(s.index);
-      if (!r || r->generation != s.generation) continue;
-      r->dirs[s.dir].starved = false;
-      schedule(*r, s.dir);
-    }
-    starved_.clear();
-  }
-  // service() may schedule again (a send completing inline does not, but a re-arm might): loop
-  // over an index, since todo_ can grow.
-  for (size_t i = 0; i < todo_.size(); ++i) {
-    const Service s = todo_[i];
+// Buffers given back since the last call go to the kernel, and whoever waited for them is
+// scheduled again.
+void Worker::publish_buffers() {
+  if (!pool_.publish()) return;
+  for (const Service& s : starved_) {
     Relay* r = relay_at(s.index);
-    if (r && r->generation == s.generation) service(*r, s.dir);
+    if (!r || r->generation != s.generation) continue;
+    r->dirs[s.dir].starved = false;
+    schedule(*r, s.dir);
   }
-  todo_.clear();
-  // Streams submit to their connection's session, connections release payloads back to streams:
-  // a few rounds settle both.
-  for (int round = 0; round < 4 && (!stream_todo_.empty() || !conn_todo_.empty()); ++round) {
+  starved_.clear();
+  for (const Starved& s : hbone_starved_) {
+    if (s.conn && conns_[s.index]->generation == s.generation) schedule_conn(*conns_[s.index]);
+    if (!s.conn && streams_[s.index]->generation == s.generation)
+      schedule_stream(*streams_[s.index]);
+  }
+  hbone_starved_.clear();
+}
+
+void Worker::after_completions() {
+  // Each round: relays, then HBONE streams (which submit to their connection's session), then
+  // connections (which encrypt, and so release payloads back to streams and buffers to the
+  // pool). A few rounds settle them; what is left makes the next wait return at once.
+  for (int round = 0; round < 16; ++round) {
+    publish_buffers();
+    if (todo_.empty() && stream_todo_.empty() && conn_todo_.empty()) break;
+    // service() never schedules a relay again within the round, but index anyway: cheap.
+    for (size_t i = 0; i < todo_.size(); ++i) {
+      const Service s = todo_[i];
+      Relay* r = relay_at(s.index);
+      if (r && r->generation == s.generation) service(*r, s.dir);
+    }
+    todo_.clear();
     for (size_t i = 0; i < stream_todo_.size(); ++i) {
       const auto [index, generation] = stream_todo_[i];
       HboneStream& s = *streams_[index];
@@ -312,21 +324,6 @@ void Worker::after_completions() {
       if (c.generation == generation) service_conn(c);
     }
     conn_todo_.clear();
-  }
-  if (pool_.publish() && !starved_.empty()) {
-    for (const Service& s : starved_) {
-      Relay* r = relay_at(s.index);
-      if (!r || r->generation != s.generation) continue;
-      r->dirs[s.dir].starved = false;
-      schedule(*r, s.dir);
-    }
-    starved_.clear();
-    for (size_t i = 0; i < todo_.size(); ++i) {
-      const Service s = todo_[i];
-      Relay* r = relay_at(s.index);
-      if (r && r->generation == s.generation) service(*r, s.dir);
-    }
-    todo_.clear();
   }
   if (!draining_) {
     for (size_t i = 0; i < listeners_.size(); ++i)
@@ -367,6 +364,7 @@ void Worker::run() {
       }
       timeout = std::min(timeout.value_or(INT64_MAX), int64_t(drain_deadline_ns_ - now));
     }
+    if (!todo_.empty() || !stream_todo_.empty() || !conn_todo_.empty()) timeout = 0;
     unsigned wait_nr = 1;
     if (quiet_sends_) {
       // Bounded: a send predicted quiet may still come back short and need a resubmission.

@@ -175,6 +175,7 @@ class Worker {
   // worker.cc: the loop, listeners, drain.
   void on_completion(const io_uring_cqe& cqe);
   void after_completions();
+  void publish_buffers();
   void arm_accept(size_t listener);
   void on_accept(size_t listener, const io_uring_cqe& cqe);
   void on_wake();
@@ -238,6 +239,7 @@ class Worker {
   void release_stream(HboneStream& s);
   io_uring_sqe* stream_sqe(HboneStream& s, OpKind kind);
   void hbone_timers(uint64_t now);
+  int receive_class(uint8_t wanted) const;
   bool has_hbone() const { return live_conns_ || live_streams_; }
   // SessionEvents, by way of HboneConn.
   void h2_connect_request(HboneConn& c, int32_t id, const net::Endpoint& target,
@@ -277,6 +279,11 @@ class Worker {
   std::vector<std::pair<uint32_t, uint32_t>> conn_todo_;    // index, generation
   std::vector<std::pair<uint32_t, uint32_t>> stream_todo_;  // index, generation
   std::vector<uint8_t> plaintext_;                          // decrypted bytes, fed to h2 at once
+  struct Starved {
+    bool conn;
+    uint32_t index, generation;
+  };
+  std::vector<Starved> hbone_starved_;  // waiting for receive buffers to come back
   uint64_t next_tick_ns_ = 0;
   std::string log_batch_;
   __kernel_timespec connect_timeout_{};
