@@ -27,7 +27,7 @@ rt_deps_packages=(
     # to build wolfSSL from Debian's source package
     dpkg-dev autoconf automake libtool
     # peers of the tests and benchmarks; clang for the fuzz targets
-    iperf3 haproxy socat strace openssl nodejs clang jq linux-perf
+    iperf3 haproxy socat strace openssl nodejs clang libclang-rt-14-dev jq linux-perf
 )
 
 # Changing anything here changes the cache directory's hash, so a new build is made.

@@ -57,8 +57,19 @@ run_build() { # <name> <dir> <setup args...> -- <env assignments...>
     [[ $# -gt 0 ]] && shift
     envs=("$@")
 
+    # "--only-targets T..." at the end of the setup arguments: build just those targets.
+    local targets=()
+    local i
+    for i in "${!setup[@]}"; do
+        if [[ ${setup[$i]} == --only-targets ]]; then
+            targets=("${setup[@]:$((i + 1))}")
+            setup=("${setup[@]:0:$i}")
+            break
+        fi
+    done
+
     log "== $name build ($dir) =="
-    if ! ensure_configured "$dir" "${setup[@]}" || ! meson compile -C "$dir"; then
+    if ! ensure_configured "$dir" "${setup[@]}" || ! meson compile -C "$dir" "${targets[@]}"; then
         log "$name build FAILED"
         failed=$((failed + 1))
         return 0
@@ -116,6 +127,15 @@ if ((quick == 0)); then
         ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:print_summary=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1 \
         UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1 \
         LSAN_OPTIONS=report_objects=1
+
+    # The libFuzzer targets (clang), each with a short smoke run (suite 'fuzz'); only the
+    # fuzz targets are built in this directory. Skipped when the caller named tests.
+    if ((user_args == 0)); then
+        test_args=(--suite fuzz --no-rebuild)
+        CXX=clang++ CC=clang run_build fuzz build-fuzz \
+            -Dfuzz=true -Dbench=false --buildtype=debugoptimized -Dpkg_config_path="$pc_dir" \
+            --only-targets test/fuzz/h2_fuzz test/fuzz/authority_fuzz --
+    fi
 fi
 
 summary
