@@ -11,16 +11,33 @@ BL_KEEP_TMP=${BENCH_KEEP_TMP:-0}
 BL_OWNED=()               # PIDs this script started (top of each tree)
 BL_USED_PORTS=" "         # ports handed out by bl_pick_port in this run
 BL_HZ=""                  # clock ticks per second (getconf CLK_TCK)
-BL_PROXY_PID=""           # set by bl_start_proxy
+BL_PROXY_PID=""           # set by bl_start_proxy: the (first) proxy process, A for a pair
+BL_PROXY_PIDS=()          # set by bl_start_proxy: every proxy process, in BL_PROXY_ROLES order
+BL_PROXY_ROLES=()         # "proxy" for a single relay; "A" (outbound) "B" (inbound) for a pair
+BL_PROXY_LOGS=()          # their logs
 BL_PROXY_ERR=""           # reason when bl_start_proxy / bl_iperf_run fail
-BL_STRACE_PID=""
+BL_STRACE_PIDS=()
 BL_STRACE_THREADS=""
-BL_PERF_PID=""
+BL_PERF_PIDS=()
 BL_IPERF_SRV_PID=""
 BL_IPERF_SRV_PORT=""
 
 # The proxies the scripts know. "direct" means no proxy at all (bench-compare only).
-BL_PROXIES="ringtunnel ringtunnel-splice haproxy haproxy-splice socat"
+# A pair is two processes forming a mutual-TLS tunnel: A (outbound: plain TCP in, tunnel out)
+# and B (inbound: tunnel in, plain TCP out to the target):
+#   iperf3 -c -> A (127.0.0.1:L) -> B (127.0.0.1:B) -> iperf3 -s (127.0.0.1:T)
+BL_PROXIES="ringtunnel ringtunnel-splice haproxy haproxy-splice socat hbone haproxy-tls"
+BL_PAIRS="hbone haproxy-tls"
+bl_is_pair() { [[ " $BL_PAIRS " == *" $1 "* ]]; }
+
+BL_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BL_HAPROXY_NBTHREAD=2     # nbthread of every HAProxy instance
+
+# Certificates of a pair (bl_certs_prepare): node-a for A, node-b for B, one CA.
+BL_CERT_DIR=""            # from --certs; empty: scripts/gen-certs.sh makes them in BL_TMP
+BL_CA="" BL_A_CRT="" BL_A_KEY="" BL_B_CRT="" BL_B_KEY=""
+BL_A_PEM="" BL_B_PEM=""   # certificate + key in one file, for HAProxy's crt
+BL_B_ID=""                # node-b's SPIFFE ID (URI SAN), which A expects of B
 
 bl_log()  { printf '%s\n' "$*" >&2; }
 bl_die()  { printf '%s: error: %s\n' "${BL_PROG:-bench}" "$1" >&2; exit "${2:-1}"; }
@@ -31,6 +48,7 @@ bl_pkg_of() {
 	case "$1" in
 	iperf3) echo iperf3 ;; haproxy) echo haproxy ;; socat) echo socat ;;
 	strace) echo strace ;; jq) echo jq ;; ss) echo iproute2 ;; perf) echo linux-perf ;;
+	openssl) echo openssl ;;
 	timeout|mktemp|sort|od) echo coreutils ;; getconf) echo libc-bin ;; awk) echo mawk ;;
 	*) echo "$1" ;;
 	esac
@@ -51,6 +69,19 @@ bl_need() {
 
 # bl_is_uint VALUE — true for a positive decimal integer.
 bl_is_uint() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
+
+# bl_pair_labels KIND REVERSE(0|1) — sets BL_LABEL_A and BL_LABEL_B: what each side of a pair
+# does with the bulk data. Forward (client sends), A turns TCP into the tunnel and B the tunnel
+# into TCP; reverse (iperf3 -R), the data flows T -> B -> A, so the roles swap.
+bl_pair_labels() {
+	local t=HBONE
+	[[ $1 == haproxy-tls ]] && t=TLS
+	if (($2)); then
+		BL_LABEL_A="A (outbound; data $t->TCP)"; BL_LABEL_B="B (inbound; data TCP->$t)"
+	else
+		BL_LABEL_A="A (outbound; data TCP->$t)"; BL_LABEL_B="B (inbound; data $t->TCP)"
+	fi
+}
 
 # ---------------------------------------------------------------- set-up and clean-up
 bl_init() {
@@ -200,7 +231,9 @@ bl_settle_children() {
 # ---------------------------------------------------------------- ports
 bl_listening() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
 
-# bl_pick_port — a free TCP port on 127.0.0.1, below the default ephemeral range.
+# bl_pick_port — a free TCP port on 127.0.0.1, below the default ephemeral range. Called as
+# $(bl_pick_port) its BL_USED_PORTS bookkeeping is lost with the subshell, so a port picked but
+# not yet listening can be picked again: bl_start_proxy keeps a pair's ports apart itself.
 bl_pick_port() {
 	local p i
 	for ((i = 0; i < 200; i++)); do
@@ -273,118 +306,269 @@ bl_iperf_result() {
 	jq -r '"\(.end.sum_received.bytes) \(.end.sum_received.seconds)"' "$1"
 }
 
+# ---------------------------------------------------------------- certificates (pairs)
+# bl_certs_prepare — find (in BL_CERT_DIR) or make (scripts/gen-certs.sh into BL_TMP) the
+# certificates of a pair, write HAProxy's cert+key files, read node-b's SPIFFE ID. Call after
+# bl_init. A certificate may be NAME.pem or NAME.crt (gen-certs.sh makes .crt).
+bl_certs_prepare() {
+	local dir=$BL_CERT_DIR f
+	if [[ -z $dir ]]; then
+		dir=$BL_TMP/certs
+		timeout 60 "$BL_LIB_DIR/gen-certs.sh" "$dir" >"$BL_TMP/gen-certs.log" 2>&1 ||
+			bl_die "scripts/gen-certs.sh $dir failed: $(tail -n 3 "$BL_TMP/gen-certs.log" | tr '\n' ' ')"
+	fi
+	[[ -d $dir ]] || bl_die "certificate directory not found: $dir"
+	dir=$(cd "$dir" && pwd)   # absolute: the proxies read the files
+	local name e var
+	for name in ca node-a node-b; do
+		f=""
+		for e in pem crt; do [[ -f $dir/$name.$e ]] && { f=$dir/$name.$e; break; }; done
+		[[ -n $f ]] || bl_die "$dir has neither $name.pem nor $name.crt (make them with scripts/gen-certs.sh DIR)"
+		case $name in ca) var=BL_CA ;; node-a) var=BL_A_CRT ;; node-b) var=BL_B_CRT ;; esac
+		printf -v "$var" '%s' "$f"
+	done
+	BL_A_KEY=$dir/node-a.key
+	BL_B_KEY=$dir/node-b.key
+	for f in "$BL_A_KEY" "$BL_B_KEY"; do [[ -r $f ]] || bl_die "key not found or not readable: $f"; done
+	BL_A_PEM=$BL_TMP/node-a.crt+key.pem
+	BL_B_PEM=$BL_TMP/node-b.crt+key.pem
+	(umask 077 && cat "$BL_A_CRT" "$BL_A_KEY" >"$BL_A_PEM" && cat "$BL_B_CRT" "$BL_B_KEY" >"$BL_B_PEM")
+	BL_B_ID=$(openssl x509 -in "$BL_B_CRT" -noout -ext subjectAltName 2>/dev/null |
+		sed -n 's/.*URI:\(spiffe:\/\/[^, ]*\).*/\1/p' | head -n 1)
+	[[ -n $BL_B_ID ]] || bl_die "no spiffe:// URI SAN in $BL_B_CRT"
+}
+
 # ---------------------------------------------------------------- proxies
-# bl_proxy_cmd KIND LPORT TPORT — fills BL_CMD with the command line; haproxy configs are
-# written into BL_TMP. Extra ringtunnel flags come from the array BL_RT_EXTRA.
+# bl_haproxy_cfg FILE COMMENT SPLICE_LINES BIND SERVER — a HAProxy 2.6 mode-tcp relay: bind line
+# and server line (everything after the keyword) as given.
+bl_haproxy_cfg() {
+	cat >"$1" <<-EOF
+		# generated by ${BL_PROG:-bench}: $2, $BL_HAPROXY_NBTHREAD thread(s)
+		global
+		    nbthread $BL_HAPROXY_NBTHREAD
+		    maxconn 4096
+		${BL_HAPROXY_BUFSIZE:+    tune.bufsize $BL_HAPROXY_BUFSIZE}
+		defaults
+		    mode tcp
+		    timeout connect 5s
+		    timeout client 60s
+		    timeout server 60s
+		    maxconn 4096
+		$3
+		listen bench
+		    bind $4
+		    server s $5
+	EOF
+}
+
+# bl_proxy_cmd KIND ROLE LPORT TPORT BPORT — fills BL_CMD with the command line and
+# BL_LISTEN_PORT with the port it will listen on; haproxy configs are written into BL_TMP.
+# ROLE: "proxy" for a single relay (LPORT -> TPORT), A or B for a pair (A listens on LPORT and
+# tunnels to B on BPORT; B relays to TPORT). Extra ringtunnel flags come from the array
+# BL_RT_EXTRA (every ringtunnel process, both sides of a pair).
 bl_proxy_cmd() {
-	local kind=$1 lport=$2 tport=$3
+	local kind=$1 role=$2 lport=$3 tport=$4 bport=${5:-}
 	BL_CMD=()
-	case "$kind" in
-	ringtunnel | ringtunnel-splice)
+	BL_LISTEN_PORT=$lport
+	[[ $role == B ]] && BL_LISTEN_PORT=$bport
+	local nosplice=$'    no option splice-auto\n    no option splice-request\n    no option splice-response'
+	# TLS 1.3 only, one suite, client certificates required on B and the server's checked on
+	# A: HBONE's mutual-TLS handshake, ALPN h2 included (in mode tcp ALPN does not choose the
+	# HTTP/2 mux: HAProxy still relays the bytes as they are).
+	local tls="ca-file \"$BL_CA\" verify required ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256 alpn h2"
+	case "$kind/$role" in
+	ringtunnel/proxy | ringtunnel-splice/proxy)
 		BL_CMD=("$BL_RT_BIN" --forward "127.0.0.1:$lport=tcp://127.0.0.1:$tport"
 			--access-log off --drain-timeout 1s)
 		[[ $kind == ringtunnel-splice ]] && BL_CMD+=(--tcp-splice)
 		BL_CMD+=("${BL_RT_EXTRA[@]+"${BL_RT_EXTRA[@]}"}")
 		;;
-	haproxy | haproxy-splice)
-		local cfg="$BL_TMP/haproxy-$kind-$lport.cfg" splice
-		if [[ $kind == haproxy-splice ]]; then
-			# not splice-auto: HAProxy 2.6's heuristic never spliced in iperf3 runs here
-			# (strace showed only recvfrom/sendto); request+response force splice both ways.
-			splice=$'    option splice-request\n    option splice-response'
-		else
-			splice=$'    no option splice-auto\n    no option splice-request\n    no option splice-response'
-		fi
-		cat >"$cfg" <<-EOF
-			# generated by ${BL_PROG:-bench}: plain TCP relay, 2 threads (one per core)
-			global
-			    nbthread 2
-			    maxconn 4096
-			${BL_HAPROXY_BUFSIZE:+    tune.bufsize $BL_HAPROXY_BUFSIZE}
-			defaults
-			    mode tcp
-			    timeout connect 5s
-			    timeout client 60s
-			    timeout server 60s
-			    maxconn 4096
-			$splice
-			listen bench
-			    bind 127.0.0.1:$lport
-			    server target 127.0.0.1:$tport
-		EOF
+	hbone/A)
+		BL_CMD=("$BL_RT_BIN" --cert "$BL_A_CRT" --key "$BL_A_KEY" --ca "$BL_CA"
+			--forward "127.0.0.1:$lport=hbone://127.0.0.1:$bport/127.0.0.1:$tport?identity=$BL_B_ID"
+			--access-log off --drain-timeout 1s "${BL_RT_EXTRA[@]+"${BL_RT_EXTRA[@]}"}")
+		;;
+	hbone/B)
+		BL_CMD=("$BL_RT_BIN" --cert "$BL_B_CRT" --key "$BL_B_KEY" --ca "$BL_CA"
+			--hbone-listen "127.0.0.1:$bport" --access-log off --drain-timeout 1s
+			"${BL_RT_EXTRA[@]+"${BL_RT_EXTRA[@]}"}")
+		;;
+	haproxy/proxy | haproxy-splice/proxy)
+		local cfg="$BL_TMP/haproxy-$kind-$lport.cfg" splice=$nosplice
+		# not splice-auto: HAProxy 2.6's heuristic never spliced in iperf3 runs here
+		# (strace showed only recvfrom/sendto); request+response force splice both ways.
+		[[ $kind == haproxy-splice ]] && splice=$'    option splice-request\n    option splice-response'
+		bl_haproxy_cfg "$cfg" "plain TCP relay" "$splice" "127.0.0.1:$lport" "127.0.0.1:$tport"
 		BL_CMD=(haproxy -db -f "$cfg")
 		;;
-	socat)
+	haproxy-tls/A)
+		# verifyhost: HAProxy cannot match a URI SAN; node-b's CN is the closest identity check
+		local cfg="$BL_TMP/haproxy-tls-A-$lport.cfg"
+		bl_haproxy_cfg "$cfg" "TLS tunnel entry (A): plain TCP in, mutual TLS 1.3 out" "$nosplice" \
+			"127.0.0.1:$lport" "127.0.0.1:$bport ssl crt \"$BL_A_PEM\" $tls verifyhost node-b"
+		BL_CMD=(haproxy -db -f "$cfg")
+		;;
+	haproxy-tls/B)
+		local cfg="$BL_TMP/haproxy-tls-B-$bport.cfg"
+		bl_haproxy_cfg "$cfg" "TLS tunnel exit (B): mutual TLS 1.3 in, plain TCP out" "$nosplice" \
+			"127.0.0.1:$bport ssl crt \"$BL_B_PEM\" $tls" "127.0.0.1:$tport"
+		BL_CMD=(haproxy -db -f "$cfg")
+		;;
+	socat/proxy)
 		BL_CMD=(socat "TCP-LISTEN:$lport,bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$tport")
 		;;
-	*) bl_die "unknown proxy kind '$kind'" 2 ;;
+	*) bl_die "unknown proxy kind '$kind' (role $role)" 2 ;;
 	esac
 }
 
-# bl_start_proxy KIND LPORT TPORT LOG — start it, wait until it listens. Sets BL_PROXY_PID;
-# on failure returns 1 with BL_PROXY_ERR set (and nothing left running).
-bl_start_proxy() {
-	local kind=$1 lport=$2 tport=$3 log=$4
-	BL_PROXY_PID=""; BL_PROXY_ERR=""
-	bl_proxy_cmd "$kind" "$lport" "$tport"
+# bl_start_one KIND ROLE LPORT TPORT BPORT LOG — start one process, wait until it listens.
+# Appends it to BL_PROXY_PIDS/ROLES/LOGS; on failure returns 1 with BL_PROXY_ERR set and
+# nothing of it left running.
+bl_start_one() {
+	local kind=$1 role=$2 log=$6 pid
+	bl_proxy_cmd "$kind" "$role" "$3" "$4" "$5"
+	local who=$kind
+	[[ $role == proxy ]] || who="$kind $role"
 	if [[ ${BL_CMD[0]} == haproxy ]] && ! timeout 10 haproxy -c -q -f "${BL_CMD[3]}" >"$log" 2>&1; then
-		BL_PROXY_ERR="haproxy config check failed: $(tr '\n' ' ' <"$log" | head -c 300)"; return 1
+		BL_PROXY_ERR="$who: haproxy config check failed: $(tr '\n' ' ' <"$log" | head -c 300)"; return 1
 	fi
 	printf '+ %s\n' "${BL_CMD[*]}" >"$log"
 	"${BL_CMD[@]}" >>"$log" 2>&1 </dev/null &
-	BL_PROXY_PID=$!
-	bl_own "$BL_PROXY_PID"
-	if ! bl_wait_listen "$lport" "$BL_PROXY_PID" 10; then
-		local how="did not listen on 127.0.0.1:$lport within 10 s"
-		bl_alive "$BL_PROXY_PID" || how="exited at start-up"
-		bl_kill_tree "$BL_PROXY_PID" TERM 2
-		BL_PROXY_ERR="$kind $how: $(grep -v '^+ ' "$log" | tail -n 3 | tr '\n' ' ' | head -c 300)"
-		BL_PROXY_PID=""
+	pid=$!
+	bl_own "$pid"
+	if ! bl_wait_listen "$BL_LISTEN_PORT" "$pid" 10; then
+		local how="did not listen on 127.0.0.1:$BL_LISTEN_PORT within 10 s"
+		bl_alive "$pid" || how="exited at start-up"
+		bl_kill_tree "$pid" TERM 2
+		BL_PROXY_ERR="$who $how: $(grep -v '^+ ' "$log" | tail -n 3 | tr '\n' ' ' | head -c 300)"
 		return 1
 	fi
+	BL_PROXY_PIDS+=("$pid"); BL_PROXY_ROLES+=("$role"); BL_PROXY_LOGS+=("$log")
 	return 0
 }
 
-# bl_stop_proxy — SIGTERM (ringtunnel drains for at most --drain-timeout 1s), then SIGKILL.
+# bl_start_proxy KIND LPORT TPORT LOG — start it (a pair: B first, on a port of its own, then A;
+# their logs are LOG with .A/.B before the extension), wait until it listens. Sets BL_PROXY_PID
+# (A for a pair) and BL_PROXY_PIDS/ROLES/LOGS; on failure returns 1 with BL_PROXY_ERR set (and
+# nothing left running).
+bl_start_proxy() {
+	local kind=$1 lport=$2 tport=$3 log=$4 bport
+	BL_PROXY_PID=""; BL_PROXY_ERR=""; BL_PROXY_PIDS=(); BL_PROXY_ROLES=(); BL_PROXY_LOGS=()
+	if ! bl_is_pair "$kind"; then
+		bl_start_one "$kind" proxy "$lport" "$tport" "" "$log" || return 1
+	else
+		bport=$(bl_pick_port)
+		while [[ $bport == "$lport" || $bport == "$tport" ]]; do bport=$(bl_pick_port); done
+		bl_start_one "$kind" B "$lport" "$tport" "$bport" "${log%.log}.B.log" || return 1
+		if ! bl_start_one "$kind" A "$lport" "$tport" "$bport" "${log%.log}.A.log"; then
+			local err=$BL_PROXY_ERR
+			bl_stop_proxy
+			BL_PROXY_ERR=$err
+			return 1
+		fi
+		# A first from here on: the order of BL_PROXY_ROLES is A, B
+		BL_PROXY_PIDS=("${BL_PROXY_PIDS[1]}" "${BL_PROXY_PIDS[0]}")
+		BL_PROXY_ROLES=(A B)
+		BL_PROXY_LOGS=("${BL_PROXY_LOGS[1]}" "${BL_PROXY_LOGS[0]}")
+	fi
+	BL_PROXY_PID=${BL_PROXY_PIDS[0]}
+	return 0
+}
+
+# bl_stop_proxy — SIGTERM (ringtunnel drains for at most --drain-timeout 1s), then SIGKILL;
+# every process of the proxy, in order (A before B).
 bl_stop_proxy() {
-	[[ -n $BL_PROXY_PID ]] || return 0
-	bl_kill_tree "$BL_PROXY_PID" TERM 5
-	BL_PROXY_PID=""
+	local p
+	for p in "${BL_PROXY_PIDS[@]+"${BL_PROXY_PIDS[@]}"}"; do bl_kill_tree "$p" TERM 5; done
+	BL_PROXY_PID=""; BL_PROXY_PIDS=()
+}
+
+# bl_tls_check KIND — the mutual-TLS contract of a pair's inbound side, probed with
+# openssl s_client against a throwaway B (its target a port nothing listens on, so no probe
+# reaches iperf3): (1) a client without a certificate must be refused; (2) with node-a's
+# certificate the handshake must succeed, B's certificate verify against the CA (protocol and
+# suite are printed; haproxy-tls must give TLS 1.3 TLS_AES_128_GCM_SHA256); for haproxy-tls,
+# (3) a client offering only TLS_AES_256_GCM_SHA384 must be refused. One line per probe;
+# returns 1 when the contract is broken. Bounded: 5 s per probe.
+bl_tls_check() {
+	local kind=$1 dead out rc=0 src log="$BL_TMP/tls-check-$1.log" proto suite verif
+	dead=$(bl_pick_port)
+	BL_PROXY_PIDS=(); BL_PROXY_ROLES=(); BL_PROXY_LOGS=()
+	bl_start_one "$kind" B 0 "$dead" "$(bl_pick_port)" "$log" || { echo "  tls check: FAILED: $BL_PROXY_ERR"; return 1; }
+	local s_client=(timeout -k 2 5 openssl s_client -connect "127.0.0.1:$BL_LISTEN_PORT" -CAfile "$BL_CA" -alpn h2)
+	# -ign_eof: keep reading after the handshake, for TLS 1.3 reports a refused client
+	# certificate only after the client has sent its Finished
+	src=0; out=$("${s_client[@]}" -brief -ign_eof </dev/null 2>&1) || src=$?
+	if grep -qi 'alert' <<<"$out"; then
+		echo "  tls check: client without a certificate: refused ($(grep -oiE 'alert [a-z ]+[a-z]|alert number [0-9]+' <<<"$out" | head -n 1))"
+	elif ((src == 124 || src == 137)); then
+		echo "  tls check: client without a certificate: NOT refused (connection still open after 5 s)"; rc=1
+	else
+		echo "  tls check: client without a certificate: closed by B without a TLS alert: $(tr '\n' ' ' <<<"$out" | head -c 200)"
+	fi
+	out=$("${s_client[@]}" -cert "$BL_A_CRT" -key "$BL_A_KEY" -brief </dev/null 2>&1) || true
+	proto=$(sed -n 's/^Protocol version: *//p' <<<"$out" | head -n 1)
+	suite=$(sed -n 's/^Ciphersuite: *//p' <<<"$out" | head -n 1)
+	verif=$(sed -n 's/^Verification: *//p' <<<"$out" | head -n 1)
+	if [[ $proto == TLSv1.3 && $verif == OK && -n $suite ]]; then
+		echo "  tls check: client with node-a's certificate: accepted, $proto $suite, B's certificate verified"
+		if [[ $kind == haproxy-tls && $suite != TLS_AES_128_GCM_SHA256 ]]; then
+			echo "  tls check: haproxy-tls must negotiate TLS_AES_128_GCM_SHA256"; rc=1
+		fi
+	else
+		echo "  tls check: client with node-a's certificate: FAILED: $(tr '\n' ' ' <<<"$out" | head -c 300)"; rc=1
+	fi
+	if [[ $kind == haproxy-tls ]]; then
+		out=$("${s_client[@]}" -cert "$BL_A_CRT" -key "$BL_A_KEY" -ciphersuites TLS_AES_256_GCM_SHA384 -brief </dev/null 2>&1) || true
+		if grep -q '^Ciphersuite:' <<<"$out"; then
+			echo "  tls check: client offering only TLS_AES_256_GCM_SHA384: NOT refused"; rc=1
+		else
+			echo "  tls check: client offering only TLS_AES_256_GCM_SHA384: refused ($(grep -oiE 'alert [a-z ]+[a-z]' <<<"$out" | head -n 1))"
+		fi
+	fi
+	bl_stop_proxy
+	return "$rc"
 }
 
 # ---------------------------------------------------------------- syscall counters
 # bl_strace_start PID OUT — `strace -c -f -p PID`: -p with -f attaches every existing thread
 # of PID (strace reports "attached with N threads") and follows threads and processes
-# created later (socat's fork per connection). Waits until strace has attached.
+# created later (socat's fork per connection). Waits until strace has attached. Several may
+# run at once (one per process of a pair); bl_strace_stop ends them all.
 bl_strace_start() {
-	local pid=$1 out=$2 i
+	local pid=$1 out=$2 i spid
 	BL_STRACE_THREADS=""
 	strace -c -f -p "$pid" -o "$out" 2>"$out.err" </dev/null &
-	BL_STRACE_PID=$!
-	bl_own "$BL_STRACE_PID"
+	spid=$!
+	bl_own "$spid"
 	for ((i = 0; i < 200; i++)); do
 		if grep -q 'attached' "$out.err" 2>/dev/null; then
 			BL_STRACE_THREADS=$(sed -n 's/.*attached with \([0-9]*\) threads.*/\1/p' "$out.err" | head -n 1)
 			[[ -n $BL_STRACE_THREADS ]] || BL_STRACE_THREADS=1
+			BL_STRACE_PIDS+=("$spid")
 			sleep 0.2
 			return 0
 		fi
-		bl_alive "$BL_STRACE_PID" || break
+		bl_alive "$spid" || break
 		sleep 0.05
 	done
 	BL_PROXY_ERR="strace could not attach to PID $pid: $(head -c 300 "$out.err")"
-	bl_kill_tree "$BL_STRACE_PID" KILL 1
+	bl_kill_tree "$spid" KILL 1
 	return 1
 }
 
-# bl_strace_stop — SIGINT makes strace detach and write its -c table.
+# bl_strace_stop — SIGINT makes each strace detach and write its -c table.
 bl_strace_stop() {
-	[[ -n $BL_STRACE_PID ]] || return 0
-	kill -INT "$BL_STRACE_PID" 2>/dev/null || true
-	local i
-	for ((i = 0; i < 300; i++)); do bl_alive "$BL_STRACE_PID" || break; sleep 0.05; done
-	bl_kill_tree "$BL_STRACE_PID" KILL 1
-	BL_STRACE_PID=""
+	local p i left
+	for p in "${BL_STRACE_PIDS[@]+"${BL_STRACE_PIDS[@]}"}"; do kill -INT "$p" 2>/dev/null || true; done
+	for ((i = 0; i < 300; i++)); do
+		left=0
+		for p in "${BL_STRACE_PIDS[@]+"${BL_STRACE_PIDS[@]}"}"; do bl_alive "$p" && left=1 && break; done
+		((left)) || break
+		sleep 0.05
+	done
+	for p in "${BL_STRACE_PIDS[@]+"${BL_STRACE_PIDS[@]}"}"; do bl_kill_tree "$p" KILL 1; done
+	BL_STRACE_PIDS=()
 }
 
 # bl_strace_total FILE — total calls from the "total" row of strace -c (calls = 4th column;
@@ -392,23 +576,29 @@ bl_strace_stop() {
 bl_strace_total() { awk '$NF == "total" { print $4; found = 1 } END { if (!found) exit 1 }' "$1"; }
 
 # bl_perf_start PID OUT — count raw_syscalls:sys_enter for PID (all its threads, and
-# inherited by threads/processes it creates later) with perf stat.
+# inherited by threads/processes it creates later) with perf stat. One perf per process, so
+# that each process of a pair has its own count; bl_perf_stop ends them all.
 bl_perf_start() {
-	local pid=$1 out=$2
+	local pid=$1 out=$2 ppid
 	perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$out" </dev/null >"$out.err" 2>&1 &
-	BL_PERF_PID=$!
-	bl_own "$BL_PERF_PID"
+	ppid=$!
+	bl_own "$ppid"
 	sleep 0.3
-	bl_alive "$BL_PERF_PID" || { BL_PROXY_ERR="perf stat failed: $(head -c 300 "$out.err")"; return 1; }
+	bl_alive "$ppid" || { BL_PROXY_ERR="perf stat failed: $(head -c 300 "$out.err")"; bl_kill_tree "$ppid" KILL 1; return 1; }
+	BL_PERF_PIDS+=("$ppid")
 }
 
 bl_perf_stop() {
-	[[ -n $BL_PERF_PID ]] || return 0
-	kill -INT "$BL_PERF_PID" 2>/dev/null || true
-	local i
-	for ((i = 0; i < 100; i++)); do bl_alive "$BL_PERF_PID" || break; sleep 0.05; done
-	bl_kill_tree "$BL_PERF_PID" KILL 1
-	BL_PERF_PID=""
+	local p i left
+	for p in "${BL_PERF_PIDS[@]+"${BL_PERF_PIDS[@]}"}"; do kill -INT "$p" 2>/dev/null || true; done
+	for ((i = 0; i < 100; i++)); do
+		left=0
+		for p in "${BL_PERF_PIDS[@]+"${BL_PERF_PIDS[@]}"}"; do bl_alive "$p" && left=1 && break; done
+		((left)) || break
+		sleep 0.05
+	done
+	for p in "${BL_PERF_PIDS[@]+"${BL_PERF_PIDS[@]}"}"; do bl_kill_tree "$p" KILL 1; done
+	BL_PERF_PIDS=()
 }
 
 # bl_perf_total FILE — the count from perf stat -x, output ("<not counted>" -> fail).
