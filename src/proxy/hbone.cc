@@ -209,11 +209,15 @@ void Worker::open_inbound_conn(int fd) {
   start_tls(c);
 }
 
+// A connection to the route's peer that expects the same identity (the node's own identity is
+// one per process): routes to one peer share connections, up to the stream limit each.
 HboneConn* Worker::pooled_conn(uint16_t route) {
   const config::Route& r = config_.routes[route];
   for (auto& slot : conns_) {
     HboneConn& c = *slot;
-    if (c.inbound || c.route != route) continue;
+    if (c.inbound || c.state == HboneConn::State::free) continue;
+    const config::Route& cr = config_.routes[c.route];
+    if (cr.peer_text != r.peer_text || cr.identity != r.identity) continue;
     if (c.state == HboneConn::State::connecting || c.state == HboneConn::State::handshaking) {
       if (c.waiting.size() < 100) return &c;
       continue;
