@@ -274,16 +274,16 @@ void Worker::start_tls(HboneConn& c) {
 
 // The class a receive should use: the wanted one if it has buffers, else the nearest that has;
 // -1 when every class is empty (wait for buffers to come back rather than spin on -ENOBUFS).
-int Worker::receive_class(uint8_t wanted) const {
+int Worker::receive_class(const ring::BufferPool& pool, uint8_t wanted) {
   for (int cls = wanted; cls >= 0; --cls)
-    if (pool_.available(uint8_t(cls))) return cls;
+    if (pool.available(uint8_t(cls))) return cls;
   for (int cls = wanted + 1; cls < int(ring::kBufferClasses); ++cls)
-    if (pool_.available(uint8_t(cls))) return cls;
+    if (pool.available(uint8_t(cls))) return cls;
   return -1;
 }
 
 void Worker::arm_conn_recv(HboneConn& c) {
-  const int cls = receive_class(c.policy.cls);
+  const int cls = receive_class(tls_pool_, c.policy.cls);
   if (cls < 0) {
     hbone_starved_.push_back({true, c.index, c.generation});
     return;
@@ -296,18 +296,18 @@ void Worker::arm_conn_recv(HboneConn& c) {
   else
     io_uring_prep_recv(s, c.fd, nullptr, 0, 0);
   s->flags |= IOSQE_BUFFER_SELECT;
-  s->buf_group = pool_.group(c.armed_cls);
+  s->buf_group = tls_pool_.group(c.armed_cls);
 }
 
 void Worker::conn_received(HboneConn& c, const io_uring_cqe& cqe) {
   if (!(cqe.flags & IORING_CQE_F_MORE)) c.recv = RecvMode::off;
   if (cqe.flags & IORING_CQE_F_BUFFER) {
     const auto bid = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-    pool_.taken(c.armed_cls);
+    tls_pool_.taken(c.armed_cls);
     // The session copies: the buffer goes back at once.
     if (cqe.res > 0 && c.state != HboneConn::State::closing)
-      c.tls->feed(pool_.data(c.armed_cls, bid), size_t(cqe.res));
-    pool_.give_back(c.armed_cls, bid);
+      c.tls->feed(tls_pool_.data(c.armed_cls, bid), size_t(cqe.res));
+    tls_pool_.give_back(c.armed_cls, bid);
     if (cqe.res > 0) {
       const bool changed = c.policy.on_read(size_t(cqe.res), c.armed_cls, config_.buffer_sizes);
       if (changed && c.recv == RecvMode::armed && (cqe.flags & IORING_CQE_F_MORE)) {
@@ -728,7 +728,7 @@ void Worker::service_stream(HboneStream& s) {
     s.conn->h2->submit_end(s.id);
     schedule_conn(*s.conn);
   }
-  const int cls = receive_class(s.policy.cls);
+  const int cls = receive_class(pool_, s.policy.cls);
   if (s.recv == RecvMode::off && !s.tcp_eof && s.conn && s.lent_bytes < config_.max_queued / 2 &&
       cls < 0)
     hbone_starved_.push_back({false, s.index, s.generation});

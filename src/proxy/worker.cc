@@ -54,11 +54,18 @@ std::string Worker::start() {
   if (wake_fd_ < 0) return fmt::format("eventfd: {}", strerror(errno));
   if (std::string err = ring_.init({config_.ring_entries, config_.sqpoll}); !err.empty())
     return err;
-  if (!config_.tcp_splice) {
+  // Splice relays need no receive buffers; HBONE streams do, spliced or not.
+  if (!config_.tcp_splice || config_.needs_identity()) {
     ring::BufferPoolSpec spec{config_.buffer_sizes, config_.buffer_ring_entries};
     if (std::string err = pool_.init(ring_.raw(), spec); !err.empty()) return err;
   }
   if (std::string err = probe_features(); !err.empty()) return err;
+  if (config_.needs_identity()) {
+    // HBONE connections give each buffer back as soon as TLS has copied it: a few suffice.
+    const ring::BufferPoolSpec tls_spec{config_.buffer_sizes, {64, 64, 16}};
+    if (std::string err = tls_pool_.init(ring_.raw(), tls_spec, ring::kBufferClasses); !err.empty())
+      return err;
+  }
   for (size_t i = 0; i < config_.routes.size(); ++i) {
     std::string err;
     const int fd = net::listen_reuseport(config_.routes[i].listen,
@@ -110,7 +117,7 @@ std::string Worker::probe_features() {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
     return fmt::format("socketpair for the feature probe: {}", strerror(errno));
-  if (!config_.tcp_splice) probe_buffer_features(sv);
+  if (pool_.ready()) probe_buffer_features(sv);
   close(sv[0]);
   close(sv[1]);
   if (config_.fixed_files) probe_fixed_files();
@@ -282,7 +289,8 @@ void Worker::on_completion(const io_uring_cqe& cqe) {
 // Buffers given back since the last call go to the kernel, and whoever waited for them is
 // scheduled again.
 void Worker::publish_buffers() {
-  if (!pool_.publish()) return;
+  const bool tls_published = tls_pool_.ready() && tls_pool_.publish();
+  if (!pool_.publish() && !tls_published) return;
   for (const Service& s : starved_) {
     Relay* r = relay_at(s.index);
     if (!r || r->generation != s.generation) continue;

@@ -18,8 +18,9 @@ BufferPool::~BufferPool() {
   if (base_) munmap(base_, bytes_);
 }
 
-std::string BufferPool::init(io_uring* ring, const BufferPoolSpec& spec) {
+std::string BufferPool::init(io_uring* ring, const BufferPoolSpec& spec, uint16_t first_group) {
   spec_ = spec;
+  first_group_ = first_group;
   for (size_t c = 0; c < kBufferClasses; ++c) {
     offset_[c] = bytes_;
     bytes_ += size_t{spec.sizes[c]} * spec.counts[c];

@@ -622,7 +622,7 @@ ACCESS_RE = re.compile(
     r" bytes_up=(?P<bytes_up>\d+) bytes_down=(?P<bytes_down>\d+)"
     r" duration_ms=(?P<duration_ms>\d+)"
     r" end=(?P<end>closed|client_reset|target_reset|connect_refused|connect_timeout"
-    r"|connect_error|drain_timeout|error)(?P<extra>(?: [a-z_]+=\S*)*)$")
+    r"|connect_error|drain_timeout|error|refused|denied|bad_request|peer_error)(?P<extra>(?: [a-z_]+=\S*)*)$")
 
 # The documented line has the seven fields above, in that order, then the
 # connection's start time (UTC, milliseconds). ACCESS_RE tolerates extra trailing
@@ -847,3 +847,94 @@ def _forget_proxies(keep_logs):
                 except OSError:
                     pass
         _proxies.remove(p)
+
+
+# ---------------------------------------------------------------------------
+# Lenient access-log parsing by key (HBONE lines carry more keys, and more
+# `end` values, than ACCESS_RE knows), and TCP connection counting
+# ---------------------------------------------------------------------------
+
+_KV_RE = re.compile(r"([a-z_]+)=(\S*)")
+_KV_INTS = ("bytes_up", "bytes_down", "duration_ms")
+
+
+def parse_access_kv_line(line):
+    """dict of every key=value of an 'access ...' line (the three counters as
+    int when they are numbers); None for any other line. Never fails: the
+    assertions check the keys they need."""
+    line = line.rstrip("\r\n")
+    if not line.startswith("access "):
+        return None
+    d = {k: v for k, v in _KV_RE.findall(line[len("access "):])}
+    for k in _KV_INTS:
+        if k in d and d[k].isdigit():
+            d[k] = int(d[k])
+    d["_line"] = line
+    return d
+
+
+def parse_access_kv(text):
+    out = []
+    for line in text.splitlines():
+        d = parse_access_kv_line(line)
+        if d is not None:
+            out.append(d)
+    return out
+
+
+def proxy_access_kv(proxy, since=0):
+    """The proxy's access-log entries (stderr) parsed by key, from the
+    `since`-th on."""
+    return parse_access_kv(proxy.stderr_text())[since:]
+
+
+def wait_access_kv(proxy, pred, count, timeout=5.0, since=0, what="access-log entries"):
+    """Wait until at least `count` entries after the first `since` satisfy
+    pred(entry); returns them (all of them, in log order). Fails on timeout
+    with the proxy's stderr tail."""
+    end = time.monotonic() + timeout
+    while True:
+        got = [e for e in proxy_access_kv(proxy, since) if pred(e)]
+        if len(got) >= count:
+            return got
+        if time.monotonic() > end:
+            fail("%s: %d of %d expected after %.1f s; stderr tail:\n%s"
+                 % (what, len(got), count, timeout, proxy.stderr_tail(20)))
+        time.sleep(0.05)
+
+
+def check_kv(e, **want):
+    """Assert fields of a key-parsed access entry (a missing key fails too)."""
+    for k, v in want.items():
+        check(k in e and e[k] == v, "access log: %s=%r, expected %r (line: %r)"
+              % (k, e.get(k, "<missing>"), v, e.get("_line")))
+
+
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+              "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+              "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def tcp_connections(pid="self"):
+    """Every TCP socket of the network namespace of pid, from /proc/net/tcp{,6}:
+    list of (local_port, remote_port, state name, inode)."""
+    out = []
+    for name in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%s/net/%s" % (pid, name)) as f:
+                next(f)
+                for line in f:
+                    p = line.split()
+                    if len(p) < 10:
+                        continue
+                    out.append((int(p[1].rsplit(":", 1)[1], 16), int(p[2].rsplit(":", 1)[1], 16),
+                                TCP_STATES.get(p[3], p[3]), int(p[9])))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def established_to(port):
+    """Number of ESTABLISHED connections whose remote end is `port` (the
+    connecting side's sockets only: the accepted side has it as local port)."""
+    return sum(1 for lp, rp, st, _ in tcp_connections() if rp == port and st == "ESTABLISHED")

@@ -239,7 +239,7 @@ class Worker {
   void release_stream(HboneStream& s);
   io_uring_sqe* stream_sqe(HboneStream& s, OpKind kind);
   void hbone_timers(uint64_t now);
-  int receive_class(uint8_t wanted) const;
+  static int receive_class(const ring::BufferPool& pool, uint8_t wanted);
   bool has_hbone() const { return live_conns_ || live_streams_; }
   // SessionEvents, by way of HboneConn.
   void h2_connect_request(HboneConn& c, int32_t id, const net::Endpoint& target,
@@ -260,6 +260,10 @@ class Worker {
   AccessLog& log_;
   ring::Ring ring_;
   ring::BufferPool pool_;
+  // HBONE connections receive from their own rings: a connection must always be able to read
+  // the WINDOW_UPDATEs that free its streams' buffers, however many of pool_'s buffers those
+  // streams hold (one pool for both would deadlock under load).
+  ring::BufferPool tls_pool_;
   std::vector<Listener> listeners_;
   std::vector<std::unique_ptr<Relay>> relays_;
   uint32_t free_head_ = UINT32_MAX;

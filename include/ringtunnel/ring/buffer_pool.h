@@ -27,12 +27,13 @@ class BufferPool {
   BufferPool& operator=(const BufferPool&) = delete;
   ~BufferPool();
 
-  // Maps the memory and registers one buffer ring per class (group ids 0..2) with `ring`.
-  // Returns an empty string on success, else what failed.
-  std::string init(io_uring* ring, const BufferPoolSpec& spec);
+  // Maps the memory and registers one buffer ring per class (group ids first_group + 0..2) with
+  // `ring`. Returns an empty string on success, else what failed.
+  std::string init(io_uring* ring, const BufferPoolSpec& spec, uint16_t first_group = 0);
+  bool ready() const { return base_ != nullptr; }
 
   uint32_t size(uint8_t cls) const { return spec_.sizes[cls]; }
-  uint16_t group(uint8_t cls) const { return cls; }
+  uint16_t group(uint8_t cls) const { return uint16_t(first_group_ + cls); }
   uint8_t* data(uint8_t cls, uint16_t bid) const {
     return base_ + offset_[cls] + size_t{bid} * spec_.sizes[cls];
   }
@@ -60,6 +61,7 @@ class BufferPool {
   std::array<uint32_t, kBufferClasses> outstanding_{};
   std::array<uint32_t, kBufferClasses> pending_{};
   io_uring* ring_ = nullptr;
+  uint16_t first_group_ = 0;
 };
 
 }  // namespace ringtunnel::ring
