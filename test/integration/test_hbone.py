@@ -31,7 +31,11 @@ slow-reader: the client sends 200 MiB as fast as it can; the target reads 64 KiB
   reads everything and all 200 MiB arrive intact (sha256).
 peer-killed: while a client streams data, B is SIGKILLed: the client's
   connection is closed (EOF or reset) within 5 s and A logs end=peer_error; a
-  new B on the same port, and a new connection through A relays byte-exact."""
+  new B on the same port, and a new connection through A relays byte-exact.
+pool-idle-close: with --pool-idle-timeout 1s, A's pooled connection to B closes
+  once it has had no stream for that long; the next stream opens a new one.
+drain-finishes-streams: SIGTERM on B with a stream open: B closes its HBONE
+  listener at once, the open stream still finishes byte-exact, B exits 0."""
 
 import hashlib
 import os
@@ -47,7 +51,7 @@ from harness import (CHUNK, TargetServer, Threads, check, check_kv, connect,  # 
                      connect_bound, echo_handler, echo_roundtrip, established_to, tcp_connections,
                      expect_eof_or_reset, expect_reset, fail, fmt_addr, free_port, gen_bytes,
                      log, proxy_access_kv, recv_exact, recv_until_eof, reset_close, run_tests,
-                     sha256_hex, sock_addr_str, wait_access_kv)
+                     sha256_hex, sock_addr_str, wait_access_kv, wait_until, is_listening)
 from hbone_common import (ID_A, ID_B, duplex, entries_for, rss_slack_kib,  # noqa: E402
                           require_hbone, spiffe, start_inbound, start_outbound,
                           stderr_reason_lines, wait_port_free)
@@ -630,6 +634,62 @@ def peer_killed():
         echo.close()
 
 
+def pool_idle_close():
+    """An outbound connection with no stream left closes after --pool-idle-timeout."""
+    target = TargetServer(echo_handler)
+    try:
+        tun = Tunnel([target.addr], a_extra=["--workers", "1", "--pool-idle-timeout", "1s"])
+        port = tun.B.hbone_addr[1]
+        echo_roundtrip(tun.la, nbytes=1000, seed=700)
+        check(established_to(port) == 1, "no pooled connection to B after a stream")
+        wait_until(lambda: established_to(port) == 0, 6, interval=0.1,
+                   what="the idle pooled connection to close (--pool-idle-timeout 1s)")
+        log("idle pooled connection closed after --pool-idle-timeout; a new stream opens a new"
+            " one")
+        echo_roundtrip(tun.la, nbytes=1000, seed=701)
+        check(established_to(port) == 1, "no new pooled connection for a new stream")
+        tun.stop_ok()
+    finally:
+        target.close()
+
+
+def drain_finishes_streams():
+    """SIGTERM on the inbound proxy: GOAWAY, no new listener, the open stream finishes."""
+    release = threading.Event()
+
+    def handler(conn, peer):
+        got = recv_exact(conn, 1000)
+        release.wait(20)
+        conn.sendall(got)
+        conn.shutdown(socket.SHUT_WR)
+        recv_until_eof(conn)
+
+    target = TargetServer(handler)
+    try:
+        tun = Tunnel([target.addr], b_extra=["--drain-timeout", "20s"])
+        sock = connect(tun.la)
+        data = gen_bytes(702, 1000)
+        sock.sendall(data)
+        wait_until(lambda: target.accepted >= 1, 5, what="the target to be dialled")
+        tun.B.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: not is_listening(*tun.B.hbone_addr), PROMPT,
+                   what="B to close its HBONE listener on SIGTERM")
+        check(tun.B.alive(), "B exited with a stream still open")
+        release.set()
+        back = recv_exact(sock, 1000)
+        check(back == data, "the open stream's reply was altered during the drain")
+        sock.shutdown(socket.SHUT_WR)
+        check(recv_until_eof(sock)[0] == 0, "data after the reply")
+        sock.close()
+        code = tun.B.wait_exit(10)
+        check(code == 0, "B exited with %s after the drain" % code)
+        log("SIGTERM on B: listener closed at once, the open stream finished byte-exact, B exited 0")
+        tun.A.stop_ok()
+    finally:
+        release.set()
+        target.close()
+
+
 if __name__ == "__main__":
     TESTS = [
         ("bulk-64-streams", bulk_64_streams),
@@ -644,6 +704,8 @@ if __name__ == "__main__":
         ("pool-reuse", pool_reuse),
         ("slow-reader", slow_reader),
         ("peer-killed", peer_killed),
+        ("pool-idle-close", pool_idle_close),
+        ("drain-finishes-streams", drain_finishes_streams),
     ]
     # HBONE_ONLY=name1,name2 runs only those sub-tests (for development)
     only = [n for n in os.environ.get("HBONE_ONLY", "").split(",") if n]
