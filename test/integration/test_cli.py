@@ -11,7 +11,8 @@ side-by-side: two instances with different --forward ports run at once, both
 access-log-destinations: --access-log PATH writes the line to PATH (not to
   stderr); --access-log off writes none; --access-log - writes to stderr.
 embedded-default: inside a fresh network namespace (unshare --net, lo up), the
-  binary with no flags relays 127.0.0.1:15001 -> 127.0.0.1:8080."""
+  binary with no flags relays 127.0.0.1:15001 -> 127.0.0.1:8080 and accepts HBONE
+  on 127.0.0.1:15008 (TLS with ALPN h2 and the embedded development identity)."""
 
 import os
 import re
@@ -241,18 +242,34 @@ libc = ctypes.CDLL(None)
 err = tempfile.TemporaryFile()
 proxy = subprocess.Popen([binary], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=err, preexec_fn=lambda: libc.prctl(1, signal.SIGKILL, 0, 0, 0))
-def listening():
+def listening(port=15001):
     with open("/proc/net/tcp") as f:
-        return any(l.split()[1].endswith(":%04X" % 15001) and l.split()[3] == "0A"
+        return any(l.split()[1].endswith(":%04X" % port) and l.split()[3] == "0A"
                    for l in list(f)[1:])
 end = time.monotonic() + 10
-while not listening():
+while not (listening() and listening(15008)):
     if proxy.poll() is not None:
         err.seek(0); die("ringtunnel with no flags exited %s: %r" % (proxy.returncode, err.read()[-500:]))
     if time.monotonic() > end:
         die("ringtunnel with no flags is not listening on 127.0.0.1:15001 after 10 s")
     time.sleep(0.02)
-print("ringtunnel with no flags listens on 127.0.0.1:15001", flush=True)
+print("ringtunnel with no flags listens on 127.0.0.1:15001 and 127.0.0.1:15008", flush=True)
+import ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+with socket.create_connection(("127.0.0.1", 15008), timeout=10) as raw:
+    with ctx.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+        if b"spiffe://cluster.local/ns/default/sa/node-a" not in der:
+            die("the HBONE listener's certificate does not carry the development identity")
+        if tls.selected_alpn_protocol() != "h2":
+            die("the HBONE listener did not agree on ALPN h2")
+err.seek(0)
+if b"embedded development identity" not in err.read():
+    die("no log line says the embedded development identity is in use")
+print("127.0.0.1:15008 speaks TLS 1.3 with ALPN h2 and the embedded development identity", flush=True)
 data = os.urandom(100000)
 s = socket.create_connection(("127.0.0.1", 15001), timeout=10)
 me = "%s:%d" % s.getsockname()
