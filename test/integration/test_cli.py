@@ -25,7 +25,7 @@ sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Proxy, TargetServer, binary, check, check_entry, echo_handler,  # noqa: E402
                      echo_roundtrip, fail, fmt_addr, forward_arg, free_port, log, reap,
-                     run_tests, spawn)
+                     run_tests, spawn, wait_until)
 
 FLAGS = ["--forward", "--workers", "--ring-entries", "--sqpoll", "--buffer-sizes",
          "--buffer-ring-entries", "--registered-buffers", "--fixed-files", "--connect-timeout",
@@ -130,6 +130,12 @@ def side_by_side_test():
         p1 = Proxy(["--forward", forward_arg(l1, target.addr)], listens=[l1])
         p2 = Proxy(["--forward", forward_arg(l2, target.addr)], listens=[l2])
         for p in (p1, p2):
+            # The workers listen before the main thread logs it: wait a little for the line.
+            try:
+                wait_until(lambda: any("listening" in line for line in p.stderr_text().splitlines()),
+                           5, what="the 'listening' line")
+            except Exception:
+                pass
             check(any("listening" in line for line in p.stderr_text().splitlines()),
                   "instance pid %d is listening but printed no line containing 'listening'"
                   % p.pid)
