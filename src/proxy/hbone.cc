@@ -28,16 +28,6 @@ constexpr size_t kPlaintextChunk = 256u << 10;
 // How often the loop wakes for keepalive PINGs and idle pooled connections while any exist.
 constexpr uint64_t kTickNs = 1'000'000'000;
 
-int64_t unix_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
-}
-
-bool is_reset(int err) {
-  return err == ECONNRESET || err == EPIPE || err == ECONNABORTED;
-}
-
 std::string traceparent() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   return fmt::format("00-{:016x}{:016x}-{:016x}-01", rng(), rng(), rng() | 1);

@@ -23,20 +23,6 @@
 
 namespace ringtunnel::proxy {
 
-namespace {
-
-int64_t unix_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
-}
-
-bool is_reset(int err) {
-  return err == ECONNRESET || err == EPIPE || err == ECONNABORTED;
-}
-
-}  // namespace
-
 void SendQueue::push(const Chunk& c) {
   if (count == chunks.size()) {
     // Completions already in flight when a pause was asked for can overfill the ring; never drop.

@@ -24,6 +24,16 @@ constexpr int64_t kQuietWaitNs = 1'000'000;
 
 }  // namespace
 
+int64_t unix_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+bool is_reset(int err) {
+  return err == ECONNRESET || err == EPIPE || err == ECONNABORTED;
+}
+
 uint64_t monotonic_ns() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -302,5 +302,8 @@ class Worker {
 };
 
 uint64_t monotonic_ns();
+int64_t unix_ms();
+// A socket error that means the peer reset the connection (or it is gone).
+bool is_reset(int err);
 
 }  // namespace ringtunnel::proxy
