@@ -67,50 +67,22 @@ void HboneConn::on_goaway(int32_t, uint32_t) {
 // ---- slots ----
 
 HboneConn* Worker::new_conn(bool inbound) {
-  uint32_t index;
-  if (conn_free_ != UINT32_MAX) {
-    index = conn_free_;
-    conn_free_ = conns_[index]->next_free;
-  } else {
-    index = uint32_t(conns_.size());
-    conns_.push_back(std::make_unique<HboneConn>());
-  }
-  HboneConn& c = *conns_[index];
-  const uint32_t generation =
-      std::max<uint32_t>(1, (c.generation + 1) & ring::OpTag::kGenerationMask);
-  c.~HboneConn();
-  new (&c) HboneConn();
-  c.worker = this;
-  c.index = index;
-  c.generation = generation;
-  c.inbound = inbound;
-  c.next_ping_ns = monotonic_ns() + uint64_t(config_.keepalive_ms) * 1'000'000u;
-  ++live_conns_;
-  return &c;
+  HboneConn* c = conns_.acquire();
+  if (!c) return nullptr;
+  c->worker = this;
+  c->inbound = inbound;
+  c->next_ping_ns = monotonic_ns() + uint64_t(config_.keepalive_ms) * 1'000'000u;
+  return c;
 }
 
 HboneStream* Worker::new_stream(bool inbound) {
-  uint32_t index;
-  if (stream_free_ != UINT32_MAX) {
-    index = stream_free_;
-    stream_free_ = streams_[index]->next_free;
-  } else {
-    index = uint32_t(streams_.size());
-    streams_.push_back(std::make_unique<HboneStream>());
-  }
-  HboneStream& s = *streams_[index];
-  const uint32_t generation =
-      std::max<uint32_t>(1, (s.generation + 1) & ring::OpTag::kGenerationMask);
-  s.~HboneStream();
-  new (&s) HboneStream();
-  s.index = index;
-  s.generation = generation;
-  s.inbound = inbound;
-  s.state = HboneStream::State::opening;
-  s.start_ns = monotonic_ns();
-  s.start_unix_ms = unix_ms();
-  ++live_streams_;
-  return &s;
+  HboneStream* s = streams_.acquire();
+  if (!s) return nullptr;
+  s->inbound = inbound;
+  s->state = HboneStream::State::opening;
+  s->start_ns = monotonic_ns();
+  s->start_unix_ms = unix_ms();
+  return s;
 }
 
 io_uring_sqe* Worker::conn_sqe(HboneConn& c, OpKind kind) {
@@ -139,13 +111,11 @@ void Worker::schedule_stream(HboneStream& s) {
   stream_todo_.emplace_back(s.index, s.generation);
 }
 
-// ---- completions ----
-
 void Worker::on_hbone_completion(OpKind kind, const ring::OpTag& tag, const io_uring_cqe& cqe) {
   const bool final = !(cqe.flags & IORING_CQE_F_MORE);
   if (kind >= OpKind::conn_connect && kind <= OpKind::conn_close) {
-    HboneConn* c = tag.index < conns_.size() ? conns_[tag.index].get() : nullptr;
-    if (!c || c->state == HboneConn::State::free || c->generation != tag.generation) return;
+    HboneConn* c = conns_.find(tag.index, tag.generation);
+    if (!c || c->state == HboneConn::State::free) return;
     if (final) --c->pending;
     switch (kind) {
       case OpKind::conn_connect:
@@ -163,8 +133,8 @@ void Worker::on_hbone_completion(OpKind kind, const ring::OpTag& tag, const io_u
     if (c->state == HboneConn::State::closing) maybe_release_conn(*c);
     return;
   }
-  HboneStream* s = tag.index < streams_.size() ? streams_[tag.index].get() : nullptr;
-  if (!s || s->state == HboneStream::State::free || s->generation != tag.generation) return;
+  HboneStream* s = streams_.find(tag.index, tag.generation);
+  if (!s || s->state == HboneStream::State::free) return;
   if (final) --s->pending;
   switch (kind) {
     case OpKind::stream_connect:
@@ -189,7 +159,12 @@ void Worker::on_hbone_completion(OpKind kind, const ring::OpTag& tag, const io_u
 // ---- connections ----
 
 void Worker::open_inbound_conn(int fd) {
-  HboneConn& c = *new_conn(true);
+  HboneConn* slot = new_conn(true);
+  if (!slot) {
+    close(fd);  // 2^24 connections in this worker: refuse
+    return;
+  }
+  HboneConn& c = *slot;
   c.fd = fd;
   sockaddr_storage peer{};
   socklen_t len = sizeof peer;
@@ -203,20 +178,19 @@ void Worker::open_inbound_conn(int fd) {
 // one per process): routes to one peer share connections, up to the stream limit each.
 HboneConn* Worker::pooled_conn(uint16_t route) {
   const config::Route& r = config_.routes[route];
-  for (auto& slot : conns_) {
-    HboneConn& c = *slot;
-    if (c.inbound || c.state == HboneConn::State::free) continue;
+  HboneConn* pooled = conns_.find_if([&](HboneConn& c) {
+    if (c.inbound || c.state == HboneConn::State::free) return false;
     const config::Route& cr = config_.routes[c.route];
-    if (cr.peer_text != r.peer_text || cr.identity != r.identity) continue;
-    if (c.state == HboneConn::State::connecting || c.state == HboneConn::State::handshaking) {
-      if (c.waiting.size() < 100) return &c;
-      continue;
-    }
-    if (c.state == HboneConn::State::open && c.h2 && c.h2->streams_available() > 0 &&
-        !c.h2->goaway_received())
-      return &c;
-  }
-  HboneConn& c = *new_conn(false);
+    if (cr.peer_text != r.peer_text || cr.identity != r.identity) return false;
+    if (c.state == HboneConn::State::connecting || c.state == HboneConn::State::handshaking)
+      return c.waiting.size() < 100;
+    return c.state == HboneConn::State::open && c.h2 && c.h2->streams_available() > 0 &&
+           !c.h2->goaway_received();
+  });
+  if (pooled) return pooled;
+  HboneConn* fresh = new_conn(false);
+  if (!fresh) return nullptr;
+  HboneConn& c = *fresh;
   c.route = route;
   c.peer_text = r.peer_text;
   c.fd = net::stream_socket_for(r.peer);
@@ -456,15 +430,19 @@ void Worker::maybe_release_conn(HboneConn& c) {
   c.h2.reset();
   c.tls.reset();
   c.state = HboneConn::State::free;
-  c.next_free = conn_free_;
-  conn_free_ = c.index;
-  --live_conns_;
+  conns_.release(c);
 }
 
 // ---- streams ----
 
 void Worker::open_outbound_stream(int fd, uint16_t route) {
-  HboneStream& s = *new_stream(false);
+  HboneStream* slot = new_stream(false);
+  if (!slot) {
+    net::arm_reset_on_close(fd);
+    close(fd);
+    return;
+  }
+  HboneStream& s = *slot;
   s.fd = fd;
   s.route = route;
   sockaddr_storage peer{};
@@ -474,8 +452,10 @@ void Worker::open_outbound_stream(int fd, uint16_t route) {
   net::tune_relay_socket(fd);
   s.src_identity = identity_->identity().to_string();
   s.dst_identity = config_.routes[route].identity;
-  HboneConn& c = *pooled_conn(route);
-  if (c.state == HboneConn::State::closing) return end_stream(s, EndReason::peer_error, true);
+  HboneConn* pooled = pooled_conn(route);
+  if (!pooled || pooled->state == HboneConn::State::closing)
+    return end_stream(s, EndReason::peer_error, true);
+  HboneConn& c = *pooled;
   if (c.state == HboneConn::State::open) return submit_stream_connect(s, c);
   c.waiting.push_back(&s);
 }
@@ -515,7 +495,12 @@ void Worker::h2_response(HboneConn& c, int32_t id, int status) {
 
 void Worker::h2_connect_request(HboneConn& c, int32_t id, const net::Endpoint& target,
                                 std::span<const h2::Header> headers) {
-  HboneStream& s = *new_stream(true);
+  HboneStream* slot = new_stream(true);
+  if (!slot) {
+    c.h2->submit_response(id, 503);
+    return;
+  }
+  HboneStream& s = *slot;
   s.conn = &c;
   s.conn_index = c.index;
   s.conn_generation = c.generation;
@@ -684,11 +669,11 @@ void Worker::stream_sent(HboneStream& s, int res) {
 // Hands received bytes back to HTTP/2 flow control once they have left (or never will): also
 // after the stream has closed in the session, or the connection's window would shrink for good.
 void Worker::give_window(HboneStream& s, size_t bytes) {
-  if (!bytes || s.id < 0 || s.conn_index >= conns_.size()) return;
-  HboneConn& c = *conns_[s.conn_index];
-  if (c.generation != s.conn_generation || c.state == HboneConn::State::free || !c.h2 ||
-      c.state == HboneConn::State::closing)
+  HboneConn* live = bytes && s.id >= 0 ? conns_.find(s.conn_index, s.conn_generation) : nullptr;
+  if (!live || live->state == HboneConn::State::free || live->state == HboneConn::State::closing ||
+      !live->h2)
     return;
+  HboneConn& c = *live;
   c.h2->consume(s.id, bytes);
   schedule_conn(c);
 }
@@ -795,35 +780,32 @@ void Worker::release_stream(HboneStream& s) {
     append_access_line(log_batch_, rec);
   }
   s.state = HboneStream::State::free;
-  s.next_free = stream_free_;
-  stream_free_ = s.index;
-  --live_streams_;
+  streams_.release(s);
 }
 
 // Keepalive PINGs, idle pooled connections, and the drain of HBONE connections.
 void Worker::hbone_timers(uint64_t now) {
-  for (auto& slot : conns_) {
-    HboneConn& c = *slot;
-    if (c.state != HboneConn::State::open) continue;
+  conns_.for_each([&](HboneConn& c) {
+    if (c.state != HboneConn::State::open) return;
     if (draining_ && !c.graceful) {
       close_conn_gracefully(c);
-      continue;
+      return;
     }
     if (!c.inbound && !c.streams && c.waiting.empty() && c.idle_since_ns &&
         now - c.idle_since_ns >= uint64_t(config_.pool_idle_timeout_ms) * 1'000'000u) {
       close_conn_gracefully(c);
-      continue;
+      return;
     }
     if (now >= c.next_ping_ns) {
       if (c.h2->ping_outstanding()) {
         fail_conn(c, "keepalive PING unanswered");
-        continue;
+        return;
       }
       c.h2->submit_ping();
       c.next_ping_ns = now + uint64_t(config_.keepalive_ms) * 1'000'000u;
       schedule_conn(c);
     }
-  }
+  });
   next_tick_ns_ = now + kTickNs;
 }
 

@@ -51,10 +51,6 @@ bool Worker::adopt_fixed(Relay& r) {
   return true;
 }
 
-Relay* Worker::relay_at(uint32_t index) {
-  return index < relays_.size() ? relays_[index].get() : nullptr;
-}
-
 SendQueue* Worker::take_queue() {
   if (spare_queues_.empty()) return new SendQueue;
   SendQueue* q = spare_queues_.back().release();
@@ -75,34 +71,20 @@ io_uring_sqe* Worker::relay_sqe(Relay& r, OpKind kind, uint8_t dir) {
 }
 
 void Worker::open_relay(int client_fd, uint16_t route_index) {
-  uint32_t index;
-  if (free_head_ != UINT32_MAX) {
-    index = free_head_;
-    free_head_ = relays_[index]->next_free;
-  } else if (relays_.size() <= ring::OpTag::kIndexMask) {
-    index = uint32_t(relays_.size());
-    relays_.push_back(std::make_unique<Relay>());
-    relays_.back()->index = index;
-  } else {
+  Relay* slot = relays_.acquire();
+  if (!slot) {
     fmt::print(stderr, "ringtunnel: worker {}: {} connections open, refusing another\n", id_,
-               relays_.size());
+               relays_.live());
     net::arm_reset_on_close(client_fd);
     close(client_fd);
     return;
   }
-  Relay& r = *relays_[index];
-  // Generation 0 never names a relay: worker-level operations use it.
-  uint32_t generation = (r.generation + 1) & ring::OpTag::kGenerationMask;
-  if (generation == 0) generation = 1;
-  r = Relay{};
-  r.index = index;
-  r.generation = generation;
+  Relay& r = *slot;
   r.state = RelayState::connecting;
   r.route = route_index;
   r.fds[Relay::kClient] = client_fd;
   r.start_ns = monotonic_ns();
   r.start_unix_ms = unix_ms();
-  ++live_;
 
   socklen_t len = sizeof r.client;
   getpeername(client_fd, &r.client.sa, &len);
@@ -483,9 +465,7 @@ void Worker::release(Relay& r) {
                                     {}});
   }
   r.state = RelayState::free;
-  r.next_free = free_head_;
-  free_head_ = r.index;
-  --live_;
+  relays_.release(r);
   accept_blocked_ = false;
 }
 

@@ -284,9 +284,8 @@ void Worker::on_completion(const io_uring_cqe& cqe) {
   if (tag.index == 0 && tag.generation == 0 && kind == OpKind::cancel)
     return;  // worker-level cancel
   if (kind >= OpKind::conn_connect) return on_hbone_completion(kind, tag, cqe);
-  Relay* r = relay_at(tag.index);
-  if (!r || r->state == RelayState::free ||
-      (r->generation & ring::OpTag::kGenerationMask) != tag.generation) {
+  Relay* r = relays_.find(tag.index, tag.generation);
+  if (!r || r->state == RelayState::free) {
     fmt::print(
         stderr,
         "ringtunnel: worker {}: completion for a closed connection (kind {}, res {}), ignored\n",
@@ -302,16 +301,16 @@ void Worker::publish_buffers() {
   const bool tls_published = tls_pool_.ready() && tls_pool_.publish();
   if (!pool_.publish() && !tls_published) return;
   for (const Service& s : starved_) {
-    Relay* r = relay_at(s.index);
-    if (!r || r->generation != s.generation) continue;
+    Relay* r = relays_.find(s.index, s.generation);
+    if (!r) continue;
     r->dirs[s.dir].starved = false;
     schedule(*r, s.dir);
   }
   starved_.clear();
   for (const Starved& s : hbone_starved_) {
-    if (s.conn && conns_[s.index]->generation == s.generation) schedule_conn(*conns_[s.index]);
-    if (!s.conn && streams_[s.index]->generation == s.generation)
-      schedule_stream(*streams_[s.index]);
+    if (HboneConn* c = s.conn ? conns_.find(s.index, s.generation) : nullptr) schedule_conn(*c);
+    if (HboneStream* st = s.conn ? nullptr : streams_.find(s.index, s.generation))
+      schedule_stream(*st);
   }
   hbone_starved_.clear();
 }
@@ -326,20 +325,17 @@ void Worker::after_completions() {
     // service() never schedules a relay again within the round, but index anyway: cheap.
     for (size_t i = 0; i < todo_.size(); ++i) {
       const Service s = todo_[i];
-      Relay* r = relay_at(s.index);
-      if (r && r->generation == s.generation) service(*r, s.dir);
+      if (Relay* r = relays_.find(s.index, s.generation)) service(*r, s.dir);
     }
     todo_.clear();
     for (size_t i = 0; i < stream_todo_.size(); ++i) {
       const auto [index, generation] = stream_todo_[i];
-      HboneStream& s = *streams_[index];
-      if (s.generation == generation) service_stream(s);
+      if (HboneStream* s = streams_.find(index, generation)) service_stream(*s);
     }
     stream_todo_.clear();
     for (size_t i = 0; i < conn_todo_.size(); ++i) {
       const auto [index, generation] = conn_todo_[i];
-      HboneConn& c = *conns_[index];
-      if (c.generation == generation) service_conn(c);
+      if (HboneConn* c = conns_.find(index, generation)) service_conn(*c);
     }
     conn_todo_.clear();
   }
@@ -355,7 +351,7 @@ void Worker::run() {
     bool listeners_open = false;
     for (const Listener& l : listeners_)
       listeners_open |= !l.closed;
-    if (draining_ && live_ == 0 && !listeners_open && !has_hbone()) break;
+    if (draining_ && relays_.live() == 0 && !listeners_open && !has_hbone()) break;
     std::optional<int64_t> timeout;
     if (has_hbone()) {
       const uint64_t now = monotonic_ns();
@@ -369,14 +365,17 @@ void Worker::run() {
       const uint64_t now = monotonic_ns();
       if (now >= drain_deadline_ns_) {
         drain_expired_ = true;
-        for (auto& r : relays_)
-          if (r->state == RelayState::connecting || r->state == RelayState::relaying)
-            end_relay(*r, EndReason::drain_timeout);
-        for (auto& s : streams_)
-          if (s->state == HboneStream::State::opening || s->state == HboneStream::State::open)
-            end_stream(*s, EndReason::drain_timeout, true);
-        for (auto& c : conns_)
-          if (c->state != HboneConn::State::free) fail_conn(*c, "drain timeout");
+        relays_.for_each([&](Relay& r) {
+          if (r.state == RelayState::connecting || r.state == RelayState::relaying)
+            end_relay(r, EndReason::drain_timeout);
+        });
+        streams_.for_each([&](HboneStream& s) {
+          if (s.state == HboneStream::State::opening || s.state == HboneStream::State::open)
+            end_stream(s, EndReason::drain_timeout, true);
+        });
+        conns_.for_each([&](HboneConn& c) {
+          if (c.state != HboneConn::State::free) fail_conn(c, "drain timeout");
+        });
         after_completions();
         continue;
       }

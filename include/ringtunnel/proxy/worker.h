@@ -14,6 +14,7 @@
 #include "ringtunnel/config/config.h"
 #include "ringtunnel/proxy/access_log.h"
 #include "ringtunnel/proxy/hbone.h"
+#include "ringtunnel/proxy/slot_table.h"
 #include "ringtunnel/ring/buffer_pool.h"
 #include "ringtunnel/ring/op_tag.h"
 #include "ringtunnel/ring/ring.h"
@@ -240,7 +241,7 @@ class Worker {
   io_uring_sqe* stream_sqe(HboneStream& s, OpKind kind);
   void hbone_timers(uint64_t now);
   static int receive_class(const ring::BufferPool& pool, uint8_t wanted);
-  bool has_hbone() const { return live_conns_ || live_streams_; }
+  bool has_hbone() const { return conns_.live() || streams_.live(); }
   // SessionEvents, by way of HboneConn.
   void h2_connect_request(HboneConn& c, int32_t id, const net::Endpoint& target,
                           std::span<const h2::Header> headers);
@@ -253,7 +254,6 @@ class Worker {
   bool adopt_fixed(Relay& r);
   SendQueue* take_queue();
   void return_queue(SendQueue* q);
-  Relay* relay_at(uint32_t index);
 
   unsigned id_;
   const config::Config& config_;
@@ -265,21 +265,15 @@ class Worker {
   // streams hold (one pool for both would deadlock under load).
   ring::BufferPool tls_pool_;
   std::vector<Listener> listeners_;
-  std::vector<std::unique_ptr<Relay>> relays_;
-  uint32_t free_head_ = UINT32_MAX;
-  uint32_t live_ = 0;
+  SlotTable<Relay> relays_;
   std::vector<Service> todo_;
   std::vector<Service> starved_;
   std::vector<std::unique_ptr<SendQueue>> spare_queues_;
   // HBONE
   const tls::Credentials* identity_ = nullptr;
   tls::BlockPool blocks_;
-  std::vector<std::unique_ptr<HboneConn>> conns_;
-  std::vector<std::unique_ptr<HboneStream>> streams_;
-  uint32_t conn_free_ = UINT32_MAX;
-  uint32_t stream_free_ = UINT32_MAX;
-  uint32_t live_conns_ = 0;
-  uint32_t live_streams_ = 0;
+  SlotTable<HboneConn> conns_;
+  SlotTable<HboneStream> streams_;
   std::vector<std::pair<uint32_t, uint32_t>> conn_todo_;    // index, generation
   std::vector<std::pair<uint32_t, uint32_t>> stream_todo_;  // index, generation
   std::vector<uint8_t> plaintext_;                          // decrypted bytes, fed to h2 at once

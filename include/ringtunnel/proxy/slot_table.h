@@ -1,0 +1,81 @@
+// Slots for objects that completions name by (index, generation): relays, HBONE connections and
+// streams. A released slot is reused with the next generation, so a late completion for its old
+// object is recognised and dropped. Each slot is its own allocation and never moves, so a
+// pointer to a live object stays valid while the table grows.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "ringtunnel/ring/op_tag.h"
+
+namespace ringtunnel::proxy {
+
+// T has the members `index`, `generation` and `next_free` (uint32_t).
+template <typename T>
+class SlotTable {
+ public:
+  // A fresh T in a free slot, with its index and a new generation set. Generation 0 never names
+  // an object: worker-level operations use it. Null when the 2^24 indexes are all in use.
+  T* acquire() {
+    uint32_t index;
+    if (free_ != kNone) {
+      index = free_;
+      free_ = slots_[index]->next_free;
+    } else if (slots_.size() <= ring::OpTag::kIndexMask) {
+      index = uint32_t(slots_.size());
+      slots_.push_back(std::make_unique<T>());
+    } else {
+      return nullptr;
+    }
+    T& t = *slots_[index];
+    uint32_t generation = (t.generation + 1) & ring::OpTag::kGenerationMask;
+    if (generation == 0) generation = 1;
+    t.~T();
+    new (&t) T();
+    t.index = index;
+    t.generation = generation;
+    ++live_;
+    return &t;
+  }
+
+  void release(T& t) {
+    t.next_free = free_;
+    free_ = t.index;
+    --live_;
+  }
+
+  // The object in slot `index` if it still has `generation`, else null. The caller checks
+  // whether it is live (a released slot keeps its last generation until reused).
+  T* find(uint32_t index, uint32_t generation) {
+    T* t = index < slots_.size() ? slots_[index].get() : nullptr;
+    return t && t->generation == generation ? t : nullptr;
+  }
+
+  uint32_t live() const { return live_; }
+  size_t size() const { return slots_.size(); }
+
+  template <typename F>
+  void for_each(F&& f) {
+    for (auto& slot : slots_)
+      f(*slot);
+  }
+
+  // The first slot (live or not) for which pred is true, or null.
+  template <typename F>
+  T* find_if(F&& pred) {
+    for (auto& slot : slots_)
+      if (pred(*slot)) return slot.get();
+    return nullptr;
+  }
+
+ private:
+  static constexpr uint32_t kNone = UINT32_MAX;
+  std::vector<std::unique_ptr<T>> slots_;
+  uint32_t free_ = kNone;
+  uint32_t live_ = 0;
+};
+
+}  // namespace ringtunnel::proxy
