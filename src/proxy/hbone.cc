@@ -27,6 +27,9 @@ constexpr size_t kTlsHighWater = 1u << 20;
 constexpr size_t kPlaintextChunk = 256u << 10;
 // How often the loop wakes for keepalive PINGs and idle pooled connections while any exist.
 constexpr uint64_t kTickNs = 1'000'000'000;
+// How long a closing connection may take to send its last bytes (alert, GOAWAY, close_notify)
+// to a peer that does not read, before its send is cancelled and the socket closed.
+constexpr uint64_t kCloseGraceNs = 5'000'000'000;
 
 std::string traceparent() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -71,7 +74,10 @@ HboneConn* Worker::new_conn(bool inbound) {
   if (!c) return nullptr;
   c->worker = this;
   c->inbound = inbound;
-  c->next_ping_ns = monotonic_ns() + uint64_t(config_.keepalive_ms) * 1'000'000u;
+  const uint64_t now = monotonic_ns();
+  c->next_ping_ns = now + uint64_t(config_.keepalive_ms) * 1'000'000u;
+  // The TCP connect has its linked timeout; the TLS handshake must also be done by then.
+  c->handshake_deadline_ns = now + uint64_t(config_.connect_timeout_ms) * 1'000'000u;
   return c;
 }
 
@@ -193,6 +199,7 @@ HboneConn* Worker::pooled_conn(uint16_t route) {
   HboneConn& c = *fresh;
   c.route = route;
   c.peer_text = r.peer_text;
+  c.state = HboneConn::State::connecting;  // so that fail_conn below takes it to closing
   c.fd = net::stream_socket_for(r.peer);
   if (c.fd < 0) {
     fail_conn(c, fmt::format("socket: {}", strerror(-c.fd)));
@@ -319,6 +326,7 @@ void Worker::drive_conn(HboneConn& c) {
 
 void Worker::conn_established(HboneConn& c) {
   c.state = HboneConn::State::open;
+  c.idle_since_ns = monotonic_ns();  // idle until a stream is counted
   c.peer_identity = c.tls->peer_identity().to_string();
   std::vector<HboneStream*> waiting;
   waiting.swap(c.waiting);
@@ -335,6 +343,7 @@ void Worker::service_conn(HboneConn& c) {
     if (c.graceful && c.h2->finished()) {
       if (c.tls->state() == tls::TlsState::open) c.tls->shutdown();
       c.state = HboneConn::State::closing;
+      c.close_deadline_ns = monotonic_ns() + kCloseGraceNs;
     }
   }
   if (!c.sending && c.tls && c.tls->pending_bytes() &&
@@ -402,6 +411,7 @@ void Worker::fail_conn(HboneConn& c, std::string reason) {
   // are dropped, which drops the session's output.
   if (c.h2 && c.tls) pump_h2(c);
   c.state = HboneConn::State::closing;
+  c.close_deadline_ns = monotonic_ns() + kCloseGraceNs;
   c.failure = std::move(reason);
   fmt::print(stderr, "ringtunnel: hbone {} {} {}{}: closed: {}\n", c.inbound ? "from" : "to",
              c.peer_text, c.peer_identity.empty() ? "" : "identity=", c.peer_identity, c.failure);
@@ -431,6 +441,7 @@ void Worker::maybe_release_conn(HboneConn& c) {
   c.tls.reset();
   c.state = HboneConn::State::free;
   conns_.release(c);
+  accept_blocked_ = false;  // a descriptor was freed: accepting may work again
 }
 
 // ---- streams ----
@@ -781,11 +792,33 @@ void Worker::release_stream(HboneStream& s) {
   }
   s.state = HboneStream::State::free;
   streams_.release(s);
+  accept_blocked_ = false;
 }
 
 // Keepalive PINGs, idle pooled connections, and the drain of HBONE connections.
+// Cancels everything a closing connection still has in flight, its last send included.
+void Worker::abandon_conn(HboneConn& c) {
+  if (c.state != HboneConn::State::closing) return;
+  c.final_send_done = true;
+  if (c.fd >= 0 && c.pending && !c.cancel_sent) {
+    c.cancel_sent = true;
+    io_uring_prep_cancel_fd(conn_sqe(c, OpKind::conn_cancel), c.fd, IORING_ASYNC_CANCEL_ALL);
+  }
+  maybe_release_conn(c);
+}
+
+// Keepalive PINGs, idle pooled connections, handshake and close deadlines, and the drain of
+// HBONE connections.
 void Worker::hbone_timers(uint64_t now) {
   conns_.for_each([&](HboneConn& c) {
+    if (c.state == HboneConn::State::closing) {
+      if (now >= c.close_deadline_ns) abandon_conn(c);
+      return;
+    }
+    if (c.state == HboneConn::State::connecting || c.state == HboneConn::State::handshaking) {
+      if (now >= c.handshake_deadline_ns) fail_conn(c, "TLS handshake timed out");
+      return;
+    }
     if (c.state != HboneConn::State::open) return;
     if (draining_ && !c.graceful) {
       close_conn_gracefully(c);

@@ -112,8 +112,8 @@ void Worker::open_relay(int client_fd, uint16_t route_index) {
       d.pipe_size = uint32_t(size > 0 ? size : 4096);
     }
   }
-  ring_.reserve(2);
   adopt_fixed(r);
+  ring_.reserve(2);
   io_uring_sqe* s = relay_sqe(r, OpKind::connect, 0);
   io_uring_prep_connect(s, r.fds[Relay::kTarget], route.target.addr(), route.target.length);
   if (r.fixed) s->flags |= IOSQE_FIXED_FILE;
@@ -335,7 +335,7 @@ void Worker::on_shutdown(Relay& r, uint8_t d) {
 void Worker::service_splice(Relay& r, uint8_t d) {
   Direction& dir = r.dirs[d];
   const int from = r.fds[d], to = r.fds[1 - d];
-  if (!dir.eof && !dir.splice_in_busy && dir.in_pipe < dir.pipe_size) {
+  if (!dir.eof && !dir.splice_in_busy && !dir.pipe_full && dir.in_pipe < dir.pipe_size) {
     ring_.reserve(2);
     io_uring_sqe* s = relay_sqe(r, OpKind::poll, d);
     io_uring_prep_poll_add(s, from, POLLIN | POLLRDHUP);
@@ -364,6 +364,12 @@ void Worker::on_splice_in(Relay& r, uint8_t d, int res) {
     dir.bytes += uint32_t(res);
   } else if (res == 0) {
     dir.eof = true;
+  } else if (res == -EAGAIN && dir.in_pipe) {
+    // The pipe has no free slot (a page per small segment fills it before pipe_size bytes):
+    // wait for the outbound splice to drain it instead of polling again at once.
+    dir.pipe_full = true;
+    if (!dir.splice_out_busy) schedule(r, d);  // service() starts the outbound splice
+    return;
   } else if (res != -EAGAIN && res != -ECANCELED) {
     return end_relay(r, is_reset(-res)
                             ? (d == Relay::kUp ? EndReason::client_reset : EndReason::target_reset)
@@ -381,6 +387,7 @@ void Worker::on_splice_out(Relay& r, uint8_t d, int res) {
                             ? (d == Relay::kUp ? EndReason::target_reset : EndReason::client_reset)
                             : EndReason::error);
   dir.in_pipe -= uint32_t(res);
+  dir.pipe_full = false;
   schedule(r, d);
 }
 

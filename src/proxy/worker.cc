@@ -374,7 +374,9 @@ void Worker::run() {
             end_stream(s, EndReason::drain_timeout, true);
         });
         conns_.for_each([&](HboneConn& c) {
-          if (c.state != HboneConn::State::free) fail_conn(c, "drain timeout");
+          if (c.state == HboneConn::State::free) return;
+          fail_conn(c, "drain timeout");
+          abandon_conn(c);  // no waiting for a peer that does not read
         });
         after_completions();
         continue;

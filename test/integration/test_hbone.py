@@ -35,7 +35,9 @@ peer-killed: while a client streams data, B is SIGKILLed: the client's
 pool-idle-close: with --pool-idle-timeout 1s, A's pooled connection to B closes
   once it has had no stream for that long; the next stream opens a new one.
 drain-finishes-streams: SIGTERM on B with a stream open: B closes its HBONE
-  listener at once, the open stream still finishes byte-exact, B exits 0."""
+  listener at once, the open stream still finishes byte-exact, B exits 0.
+silent-client-timed-out: a TCP client on B's HBONE port that never starts TLS is
+  closed once --connect-timeout (500 ms) has passed, and B keeps serving."""
 
 import hashlib
 import os
@@ -690,6 +692,25 @@ def drain_finishes_streams():
         target.close()
 
 
+def silent_client_timed_out():
+    """A TCP client on the HBONE port that never starts TLS is closed after --connect-timeout
+    (the handshake deadline), and the inbound side keeps serving."""
+    target = TargetServer(echo_handler)
+    try:
+        tun = Tunnel([target.addr], b_extra=["--connect-timeout", "500ms"])
+        silent = connect(tun.B.hbone_addr)
+        t0 = time.monotonic()
+        expect_eof_or_reset(silent, 5, who="the silent client")
+        took = time.monotonic() - t0
+        silent.close()
+        check(took >= 0.4, "closed after %.2f s, before the 500 ms deadline" % took)
+        echo_roundtrip(tun.la, nbytes=5000, seed=703)
+        log("a client that never started TLS was closed after %.1f s; B still serves" % took)
+        tun.stop_ok()
+    finally:
+        target.close()
+
+
 if __name__ == "__main__":
     TESTS = [
         ("bulk-64-streams", bulk_64_streams),
@@ -706,6 +727,7 @@ if __name__ == "__main__":
         ("peer-killed", peer_killed),
         ("pool-idle-close", pool_idle_close),
         ("drain-finishes-streams", drain_finishes_streams),
+        ("silent-client-timed-out", silent_client_timed_out),
     ]
     # HBONE_ONLY=name1,name2 runs only those sub-tests (for development)
     only = [n for n in os.environ.get("HBONE_ONLY", "").split(",") if n]

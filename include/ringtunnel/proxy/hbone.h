@@ -66,6 +66,8 @@ struct HboneConn final : h2::SessionEvents {
   uint32_t streams = 0;               // streams with an owner here
   uint64_t idle_since_ns = 0;
   uint64_t next_ping_ns = 0;
+  uint64_t handshake_deadline_ns = 0;
+  uint64_t close_deadline_ns = 0;
   std::string peer_text;      // ip:port of the other end
   std::string peer_identity;  // its SPIFFE ID, once the handshake is done
   std::string failure;        // why it closed, for the log

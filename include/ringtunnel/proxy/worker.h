@@ -104,6 +104,7 @@ struct Direction {
   // --tcp-splice
   bool splice_in_busy = false;
   bool splice_out_busy = false;
+  bool pipe_full = false;  // the last inbound splice found no room: wait for the outbound one
   int pipe_r = -1;
   int pipe_w = -1;
   uint32_t in_pipe = 0;
@@ -226,6 +227,7 @@ class Worker {
   void pump_h2(HboneConn& c);
   void give_window(HboneStream& s, size_t bytes);
   void close_conn_gracefully(HboneConn& c);
+  void abandon_conn(HboneConn& c);
   void maybe_release_conn(HboneConn& c);
   void arm_conn_recv(HboneConn& c);
   io_uring_sqe* conn_sqe(HboneConn& c, OpKind kind);
