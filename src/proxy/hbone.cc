@@ -23,8 +23,6 @@ namespace {
 // Ciphertext queued for the socket beyond which no more HTTP/2 output is encrypted: the socket
 // is the bottleneck, and what waits in nghttp2 holds only references.
 constexpr size_t kTlsHighWater = 1u << 20;
-// Decrypted bytes handed to nghttp2 per call.
-constexpr size_t kPlaintextChunk = 256u << 10;
 // How often the loop wakes for keepalive PINGs and idle pooled connections while any exist.
 constexpr uint64_t kTickNs = 1'000'000'000;
 // How long a closing connection may take to send its last bytes (alert, GOAWAY, close_notify)
@@ -243,31 +241,15 @@ void Worker::start_tls(HboneConn& c) {
   arm_conn_recv(c);
 }
 
-// The class a receive should use: the wanted one if it has buffers, else the nearest that has;
-// -1 when every class is empty (wait for buffers to come back rather than spin on -ENOBUFS).
-int Worker::receive_class(const ring::BufferPool& pool, uint8_t wanted) {
-  for (int cls = wanted; cls >= 0; --cls)
-    if (pool.available(uint8_t(cls))) return cls;
-  for (int cls = wanted + 1; cls < int(ring::kBufferClasses); ++cls)
-    if (pool.available(uint8_t(cls))) return cls;
-  return -1;
-}
-
 void Worker::arm_conn_recv(HboneConn& c) {
-  const int cls = receive_class(tls_pool_, c.policy.cls);
+  const int cls = tls_pool_.class_for(c.policy.cls);
   if (cls < 0) {
     hbone_starved_.push_back({true, c.index, c.generation});
     return;
   }
   c.armed_cls = uint8_t(cls);
   c.recv = RecvMode::armed;
-  io_uring_sqe* s = conn_sqe(c, OpKind::conn_recv);
-  if (ring_.features().multishot_recv)
-    io_uring_prep_recv_multishot(s, c.fd, nullptr, 0, 0);
-  else
-    io_uring_prep_recv(s, c.fd, nullptr, 0, 0);
-  s->flags |= IOSQE_BUFFER_SELECT;
-  s->buf_group = tls_pool_.group(c.armed_cls);
+  ring_.prep_buffer_recv(conn_sqe(c, OpKind::conn_recv), c.fd, tls_pool_.group(c.armed_cls));
 }
 
 void Worker::conn_received(HboneConn& c, const io_uring_cqe& cqe) {
@@ -309,7 +291,6 @@ void Worker::drive_conn(HboneConn& c) {
     conn_established(c);
     if (c.state != HboneConn::State::open) return;
   }
-  plaintext_.resize(kPlaintextChunk);
   for (;;) {
     const tls::ReadResult r = c.tls->read(plaintext_.data(), plaintext_.size());
     if (r.bytes && c.h2->feed(plaintext_.data(), r.bytes) < 0) {
@@ -350,10 +331,8 @@ void Worker::service_conn(HboneConn& c) {
       (c.state != HboneConn::State::closing || !c.final_send_done)) {
     const auto iovs = c.tls->pending(HboneConn::kMaxGather);
     std::copy(iovs.begin(), iovs.end(), c.iov.begin());
-    c.msg = msghdr{};
-    c.msg.msg_iov = c.iov.data();
-    c.msg.msg_iovlen = iovs.size();
-    io_uring_prep_sendmsg(conn_sqe(c, OpKind::conn_send), c.fd, &c.msg, MSG_NOSIGNAL | MSG_WAITALL);
+    ring::prep_gathered_send(conn_sqe(c, OpKind::conn_send), c.fd, c.msg, c.iov.data(),
+                             iovs.size());
     c.sending = true;
   }
   if (c.state == HboneConn::State::closing) {
@@ -697,11 +676,8 @@ void Worker::service_stream(HboneStream& s) {
   if (queued && !s.sending) {
     const auto iovs = s.out->iovecs(HboneConn::kMaxGather);
     std::copy(iovs.begin(), iovs.end(), s.iov.begin());
-    s.msg = msghdr{};
-    s.msg.msg_iov = s.iov.data();
-    s.msg.msg_iovlen = iovs.size();
-    io_uring_prep_sendmsg(stream_sqe(s, OpKind::stream_send), s.fd, &s.msg,
-                          MSG_NOSIGNAL | MSG_WAITALL);
+    ring::prep_gathered_send(stream_sqe(s, OpKind::stream_send), s.fd, s.msg, s.iov.data(),
+                             iovs.size());
     s.sending = true;
   }
   if (!queued && !s.sending && s.peer_end && !s.shut) {
@@ -714,21 +690,16 @@ void Worker::service_stream(HboneStream& s) {
     s.conn->h2->submit_end(s.id);
     schedule_conn(*s.conn);
   }
-  const int cls = receive_class(pool_, s.policy.cls);
-  if (s.recv == RecvMode::off && !s.tcp_eof && s.conn && s.lent_bytes < config_.max_queued / 2 &&
-      cls < 0)
-    hbone_starved_.push_back({false, s.index, s.generation});
-  if (s.recv == RecvMode::off && !s.tcp_eof && s.conn && s.lent_bytes < config_.max_queued / 2 &&
-      cls >= 0) {
-    s.armed_cls = uint8_t(cls);
-    s.recv = RecvMode::armed;
-    io_uring_sqe* sq = stream_sqe(s, OpKind::stream_recv);
-    if (ring_.features().multishot_recv)
-      io_uring_prep_recv_multishot(sq, s.fd, nullptr, 0, 0);
-    else
-      io_uring_prep_recv(sq, s.fd, nullptr, 0, 0);
-    sq->flags |= IOSQE_BUFFER_SELECT;
-    sq->buf_group = pool_.group(s.armed_cls);
+  // Below half the quota, so a paused stream resumes with room for a few reads.
+  if (s.recv == RecvMode::off && !s.tcp_eof && s.conn && s.lent_bytes < config_.max_queued / 2) {
+    const int cls = pool_.class_for(s.policy.cls);
+    if (cls < 0) {
+      hbone_starved_.push_back({false, s.index, s.generation});
+    } else {
+      s.armed_cls = uint8_t(cls);
+      s.recv = RecvMode::armed;
+      ring_.prep_buffer_recv(stream_sqe(s, OpKind::stream_recv), s.fd, pool_.group(s.armed_cls));
+    }
   }
   // Done both ways: FIN passed on each way, and the session has let go of the stream.
   if (s.shut_done && s.end_sent && s.h2_closed && !s.sending)

@@ -188,18 +188,7 @@ void Worker::service(Relay& r, uint8_t d) {
 
 void Worker::arm_recv(Relay& r, uint8_t d) {
   Direction& dir = r.dirs[d];
-  // The direction's class if it has buffers, else the nearest smaller one that has, else the
-  // nearest larger one: a larger buffer for a small read costs memory for a moment, waiting costs
-  // the connection its progress.
-  int cls = dir.policy.cls;
-  while (cls >= 0 && pool_.available(uint8_t(cls)) == 0)
-    --cls;
-  if (cls < 0) {
-    cls = dir.policy.cls + 1;
-    while (cls < int(ring::kBufferClasses) && pool_.available(uint8_t(cls)) == 0)
-      ++cls;
-    if (cls == int(ring::kBufferClasses)) cls = -1;
-  }
+  const int cls = pool_.class_for(dir.policy.cls);
   if (cls < 0) {
     dir.starved = true;
     starved_.push_back({r.index, r.generation, d});
@@ -208,12 +197,8 @@ void Worker::arm_recv(Relay& r, uint8_t d) {
   dir.armed_cls = uint8_t(cls);
   dir.recv = RecvState::armed;
   io_uring_sqe* s = relay_sqe(r, OpKind::recv, d);
-  if (ring_.features().multishot_recv)
-    io_uring_prep_recv_multishot(s, r.fds[d], nullptr, 0, 0);
-  else
-    io_uring_prep_recv(s, r.fds[d], nullptr, 0, 0);
-  s->flags |= IOSQE_BUFFER_SELECT | (r.fixed ? IOSQE_FIXED_FILE : 0);
-  s->buf_group = pool_.group(dir.armed_cls);
+  ring_.prep_buffer_recv(s, r.fds[d], pool_.group(dir.armed_cls));
+  if (r.fixed) s->flags |= IOSQE_FIXED_FILE;
 }
 
 void Worker::on_recv(Relay& r, uint8_t d, const io_uring_cqe& cqe) {
@@ -270,11 +255,7 @@ void Worker::submit_send(Relay& r, uint8_t d) {
     io_uring_prep_rw(ring::kOpWritevFixed, s, to, q.iov.data(), n, 0);
     s->buf_index = 0;
   } else {
-    q.msg = msghdr{};
-    q.msg.msg_iov = q.iov.data();
-    q.msg.msg_iovlen = n;
-    // MSG_WAITALL: the ring retries a partial send itself, so a completion means all was sent.
-    io_uring_prep_sendmsg(s, to, &q.msg, MSG_NOSIGNAL | MSG_WAITALL);
+    ring::prep_gathered_send(s, to, q.msg, q.iov.data(), n);
   }
   if (r.fixed) s->flags |= IOSQE_FIXED_FILE;
   dir.sending = true;

@@ -60,6 +60,14 @@ std::string BufferPool::init(io_uring* ring, const BufferPoolSpec& spec, uint16_
   return {};
 }
 
+int BufferPool::class_for(uint8_t wanted) const {
+  for (int cls = wanted; cls >= 0; --cls)
+    if (available(uint8_t(cls))) return cls;
+  for (int cls = wanted + 1; cls < int(kBufferClasses); ++cls)
+    if (available(uint8_t(cls))) return cls;
+  return -1;
+}
+
 void BufferPool::give_back(uint8_t cls, uint16_t bid) {
   io_uring_buf_ring_add(rings_[cls], data(cls, bid), spec_.sizes[cls], bid,
                         io_uring_buf_ring_mask(spec_.counts[cls]), static_cast<int>(pending_[cls]));

@@ -92,6 +92,22 @@ void prep_setsockopt(io_uring_sqe* sqe, int fd, int level, int name, const void*
   sqe->addr3 = reinterpret_cast<uint64_t>(value);
 }
 
+void prep_gathered_send(io_uring_sqe* sqe, int fd, msghdr& msg, iovec* iov, size_t count) {
+  msg = msghdr{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = count;
+  io_uring_prep_sendmsg(sqe, fd, &msg, MSG_NOSIGNAL | MSG_WAITALL);
+}
+
+void Ring::prep_buffer_recv(io_uring_sqe* sqe, int fd, uint16_t group) const {
+  if (features_.multishot_recv)
+    io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+  else
+    io_uring_prep_recv(sqe, fd, nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = group;
+}
+
 void Ring::reserve(unsigned n) {
   if (io_uring_sq_space_left(&ring_) < n) io_uring_submit(&ring_);
 }

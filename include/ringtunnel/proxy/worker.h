@@ -242,7 +242,6 @@ class Worker {
   void release_stream(HboneStream& s);
   io_uring_sqe* stream_sqe(HboneStream& s, OpKind kind);
   void hbone_timers(uint64_t now);
-  static int receive_class(const ring::BufferPool& pool, uint8_t wanted);
   bool has_hbone() const { return conns_.live() || streams_.live(); }
   // SessionEvents, by way of HboneConn.
   void h2_connect_request(HboneConn& c, int32_t id, const net::Endpoint& target,
@@ -278,7 +277,8 @@ class Worker {
   SlotTable<HboneStream> streams_;
   std::vector<std::pair<uint32_t, uint32_t>> conn_todo_;    // index, generation
   std::vector<std::pair<uint32_t, uint32_t>> stream_todo_;  // index, generation
-  std::vector<uint8_t> plaintext_;                          // decrypted bytes, fed to h2 at once
+  // Decrypted bytes, handed to nghttp2 256 KiB at a time (sized once, never resized).
+  std::vector<uint8_t> plaintext_ = std::vector<uint8_t>(256u << 10);
   struct Starved {
     bool conn;
     uint32_t index, generation;

@@ -37,6 +37,11 @@ class BufferPool {
   uint8_t* data(uint8_t cls, uint16_t bid) const {
     return base_ + offset_[cls] + size_t{bid} * spec_.sizes[cls];
   }
+  // The class a receive should use: `wanted` if it has buffers, else the nearest smaller one
+  // that has, else the nearest larger one (a larger buffer for a small read costs memory for a
+  // moment; waiting costs the connection its progress). -1 when every class is empty: wait for
+  // buffers to come back rather than spin on -ENOBUFS.
+  int class_for(uint8_t wanted) const;
   // Buffers of the class now in the kernel's hands (not yet taken by a completion).
   uint32_t available(uint8_t cls) const { return spec_.counts[cls] - outstanding_[cls]; }
 

@@ -19,6 +19,11 @@ inline constexpr uint8_t kOpWritevFixed = 61;
 void prep_setsockopt(io_uring_sqe* sqe, int fd, int level, int name, const void* value,
                      unsigned len);
 
+// One sendmsg of `count` iovecs; `msg` and `iov` must stay valid until the SQE is submitted.
+// MSG_WAITALL: the ring retries a partial send itself, so a completion means all was sent (or
+// an error). MSG_NOSIGNAL: a reset peer gives EPIPE, not a signal.
+void prep_gathered_send(io_uring_sqe* sqe, int fd, msghdr& msg, iovec* iov, size_t count);
+
 struct RingOptions {
   unsigned entries = 1024;
   bool sqpoll = false;
@@ -79,6 +84,11 @@ class Ring {
   }
 
   bool opcode_supported(uint8_t op) const;
+
+  // A receive on `fd` into a buffer the kernel picks from provided-buffer group `group`:
+  // multishot where the kernel has it, else single-shot (re-armed by the caller after each
+  // completion). Add IOSQE_FIXED_FILE afterwards for a direct descriptor.
+  void prep_buffer_recv(io_uring_sqe* sqe, int fd, uint16_t group) const;
 
  private:
   io_uring ring_{};

@@ -101,3 +101,19 @@ TEST_CASE("classes are disjoint regions of one mapping") {
   CHECK(pool.data(2, 0) == pool.base() + 256 + 512);
   CHECK(pool.data(2, 0) + 1024 == pool.base() + pool.bytes());
 }
+
+TEST_CASE("a receive takes its class, else the nearest smaller, else the nearest larger") {
+  Ring ring;
+  REQUIRE(ring.init({8, false}) == "");
+  BufferPool pool;
+  REQUIRE(pool.init(ring.raw(), {{64, 256, 1024}, {1, 1, 1}}) == "");
+  CHECK(pool.class_for(1) == 1);
+  pool.taken(1);
+  CHECK(pool.class_for(1) == 0);
+  pool.taken(0);
+  CHECK(pool.class_for(1) == 2);
+  pool.taken(2);
+  CHECK(pool.class_for(1) == -1);
+  pool.give_back(2, 0);
+  CHECK(pool.class_for(0) == 2);
+}
