@@ -32,7 +32,9 @@ struct Sink : SessionEvents {
   void on_end_stream(int32_t) override {}
   void on_reset(int32_t, uint32_t) override { abort(); }
   void on_stream_closed(int32_t) override {}
-  void on_payload_released(int32_t, size_t n, bool) override { released += n; }
+  void on_payload_released(int32_t, std::span<const uint8_t> piece, bool) override {
+    released += piece.size();
+  }
 };
 
 // Hands everything `from` has to `to`, span by span, as a TLS writer would read it. With

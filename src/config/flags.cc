@@ -200,6 +200,25 @@ const std::vector<Flag>& flags() {
          c.max_queued = static_cast<uint32_t>(s);
          return {};
        }},
+      {"--memory-budget", "SIZE",
+       "Heap memory per worker for bytes buffered outside the receive-buffer pool: the data of "
+       "stalled connections moved out of the pool (so that slow readers never starve the others "
+       "of receive buffers), and HBONE tunnel bytes whose connection window was handed back on "
+       "arrival (so that stalled streams never stop their siblings). Past it, stalled "
+       "connections keep their pool buffers and tunnel windows come back only when bytes leave. "
+       "Default: 256m.",
+       [](std::string_view v, Config& c) -> std::string {
+         uint64_t s;
+         if (std::string err = parse_size(v, s); !err.empty()) return err;
+         if (s > (uint64_t{64} << 30)) return "must be at most 64g";
+         c.memory_budget = s;
+         return {};
+       }},
+      {"--debug-poison-buffers", nullptr,
+       "Test and debug mode: overwrite every receive buffer with 0xA5 bytes when it goes back to "
+       "the kernel, so that a buffer still referenced after its release shows up as poison in the "
+       "output. Costs a memset per buffer. Default: off.",
+       [](std::string_view, Config& c) { return c.poison_buffers = true, std::string(); }},
       {"--connect-timeout", "DURATION",
        "How long a connection to a target may take before the client is reset. Default: 5s.",
        [](std::string_view v, Config& c) -> std::string {

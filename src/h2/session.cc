@@ -440,12 +440,9 @@ void H2Session::on_nghttp2_close(Stream& s, uint32_t error_code) {
       }
     }
   }
-  if (s.queued > 0) {
-    const size_t bytes = s.queued;
-    s.queue.clear();
-    s.queued = 0;
-    if (s.known) events_.on_payload_released(s.id, bytes, false);
-  }
+  // Only the unframed tail goes back here: what is framed in the output stays referenced until
+  // consume_output() passes it (or close_all_streams() drops it).
+  release_queue(s);
   maybe_finish(s);
 }
 
@@ -579,6 +576,31 @@ int H2Session::consume(int32_t stream_id, size_t bytes) {
   return nghttp2_session_consume(session_, stream_id, bytes);
 }
 
+int H2Session::consume_connection(size_t bytes) {
+  if (dead_ || bytes == 0) return 0;
+  return nghttp2_session_consume_connection(session_, bytes);
+}
+
+int H2Session::consume_stream(int32_t stream_id, size_t bytes) {
+  if (dead_ || bytes == 0) return 0;
+  return nghttp2_session_consume_stream(session_, stream_id, bytes);  // 0 once it has closed
+}
+
+void H2Session::relocate(int32_t stream_id, const uint8_t* from, const uint8_t* to, size_t size) {
+  Stream* s = find(stream_id);
+  if (!s) return;
+  const auto lo = reinterpret_cast<uintptr_t>(from);
+  auto move = [&](std::span<const uint8_t>& piece) {
+    const uintptr_t at = reinterpret_cast<uintptr_t>(piece.data()) - lo;  // wraps when below
+    if (at < size) piece = {to + at, piece.size()};
+  };
+  for (std::span<const uint8_t>& piece : s->queue)
+    move(piece);
+  if (s->in_output == 0) return;
+  for (size_t i = out_head_; i < out_.size(); ++i)
+    if (out_meta_[i].stream == s) move(out_[i]);
+}
+
 int H2Session::submit_ping() {
   if (dead_) return NGHTTP2_ERR_INVALID_STATE;
   const int rv = nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
@@ -698,14 +720,14 @@ std::span<const std::span<const uint8_t>> H2Session::pending() {
 void H2Session::consume_output(size_t bytes) {
   if (busy_) return;
   ++busy_;
-  // Releases go out per run of one stream's segments, not per segment.
-  Stream* run = nullptr;
-  size_t run_bytes = 0;
+  // Each payload segment is released by its own address: the owner returns exactly the memory
+  // that is no longer referenced, never "the first n bytes" of a stream.
   while (bytes > 0 && out_head_ < out_.size()) {
     std::span<const uint8_t>& seg = out_[out_head_];
     Segment& meta = out_meta_[out_head_];
     const size_t take = std::min(bytes, seg.size());
     Stream* s = meta.stream;
+    const std::span<const uint8_t> passed = seg.first(take);
     bytes -= take;
     queued_bytes_ -= take;
     if (take == seg.size()) {
@@ -715,15 +737,9 @@ void H2Session::consume_output(size_t bytes) {
       meta.offset += take;
     }
     if (!s) continue;
-    if (s != run && run) {
-      release(*run, run_bytes);
-      run_bytes = 0;
-    }
-    run = s;
-    run_bytes += take;
     s->in_output -= take;
+    release(*s, passed);
   }
-  if (run) release(*run, run_bytes);
   if (out_head_ == out_.size()) {
     out_.clear();
     out_meta_.clear();
@@ -738,9 +754,18 @@ void H2Session::consume_output(size_t bytes) {
   --busy_;
 }
 
-void H2Session::release(Stream& s, size_t bytes) {
+void H2Session::release(Stream& s, std::span<const uint8_t> bytes) {
   if (s.known) events_.on_payload_released(s.id, bytes, true);
   maybe_finish(s);  // may destroy s
+}
+
+void H2Session::release_queue(Stream& s) {
+  std::deque<std::span<const uint8_t>> queue;
+  queue.swap(s.queue);
+  s.queued = 0;
+  if (!s.known) return;
+  for (const std::span<const uint8_t>& piece : queue)
+    events_.on_payload_released(s.id, piece, false);
 }
 
 void H2Session::compact_output() {
@@ -791,11 +816,11 @@ void H2Session::close_all_streams(uint32_t error_code) {
   if (busy_) return;
   ++busy_;
   dead_ = true;
-  // The output is dropped: whatever it references is released unsent.
+  // The output is dropped: whatever it references is released unsent, piece by piece.
   for (size_t i = out_head_; i < out_.size(); ++i) {
     if (Stream* s = out_meta_[i].stream) {
       s->in_output -= out_[i].size();
-      s->queued += out_[i].size();  // counted with the unframed bytes below
+      if (s->known) events_.on_payload_released(s->id, out_[i], false);
     }
   }
   out_.clear();
@@ -814,12 +839,8 @@ void H2Session::close_all_streams(uint32_t error_code) {
   for (const int32_t id : ids) {
     Stream* s = find(id);
     if (!s) continue;
-    if (s->known) {
-      if (!s->closed && !s->owner_reset) events_.on_reset(id, error_code);
-      if (s->queued > 0) events_.on_payload_released(id, s->queued, false);
-    }
-    s->queue.clear();
-    s->queued = 0;
+    if (s->known && !s->closed && !s->owner_reset) events_.on_reset(id, error_code);
+    release_queue(*s);
     s->closed = true;
     maybe_finish(*s);
   }

@@ -57,8 +57,8 @@ void HboneConn::on_reset(int32_t id, uint32_t code) {
 void HboneConn::on_stream_closed(int32_t id) {
   worker->h2_stream_closed(*this, id);
 }
-void HboneConn::on_payload_released(int32_t id, size_t bytes, bool) {
-  worker->h2_payload_released(*this, id, bytes);
+void HboneConn::on_payload_released(int32_t id, std::span<const uint8_t> piece, bool) {
+  worker->h2_payload_released(*this, id, piece);
 }
 void HboneConn::on_goaway(int32_t, uint32_t) {
   // Streams above the last id get on_reset(kRefusedStream); this connection takes no new ones,
@@ -546,6 +546,14 @@ void Worker::h2_data(HboneConn& c, int32_t id, const uint8_t* data, size_t size)
   }
   if (!s->out) s->out = std::make_unique<tls::CiphertextQueue>(blocks_);
   s->out->append(data, size);
+  // The bytes now sit in this stream's own queue, bounded by its stream window: the connection
+  // window they took comes back at once, so a few stalled streams cannot hold the window that
+  // their siblings share. Past the memory budget, it comes back only when they leave.
+  if (heap_bytes_ + early_credit_bytes_ + size <= config_.memory_budget) {
+    c.h2->consume_connection(size);
+    s->early_credit += size;
+    early_credit_bytes_ += size;
+  }
   schedule_stream(*s);
 }
 
@@ -582,20 +590,16 @@ void Worker::h2_stream_closed(HboneConn& c, int32_t id) {
   if (s->state == HboneStream::State::closing) maybe_release_stream(*s);
 }
 
-void Worker::h2_payload_released(HboneConn& c, int32_t id, size_t bytes) {
+// A buffer goes back to the kernel only once no byte of it is referenced: released by address,
+// never by count (see lent_payloads.h for what counting got wrong).
+void Worker::h2_payload_released(HboneConn& c, int32_t id, std::span<const uint8_t> piece) {
   auto* s = static_cast<HboneStream*>(c.h2->stream_owner(id));
   if (!s) return;
-  while (bytes && !s->lent.empty()) {
-    HboneStream::Lent& l = s->lent.front();
-    const auto take = uint32_t(std::min<size_t>(bytes, l.length));
-    l.length -= take;
-    s->lent_bytes -= take;
-    bytes -= take;
-    if (!l.length) {
-      pool_.give_back(l.cls, l.bid);
-      s->lent.pop_front();
-    }
-  }
+  const size_t heap_before = s->lent.heap_bytes();
+  if (!s->lent.release(piece, give_back_))
+    log_bug(fmt::format("stream {}: release of {} bytes that were not lent", id, piece.size()));
+  heap_bytes_ -= heap_before - s->lent.heap_bytes();
+  s->lent_progress_ns = now_ns_;
   schedule_stream(*s);
 }
 
@@ -611,12 +615,12 @@ void Worker::stream_received(HboneStream& s, const io_uring_cqe& cqe) {
         end_stream(s, EndReason::peer_error, true);
       return;
     }
-    s.lent.push_back({uint32_t(cqe.res), bid, s.armed_cls});
-    s.lent_bytes += uint32_t(cqe.res);
+    if (s.lent.empty()) s.lent_progress_ns = now_ns_;
+    s.lent.lend(pool_.data(s.armed_cls, bid), uint32_t(cqe.res), bid, s.armed_cls);
     s.bytes_from_tcp += uint32_t(cqe.res);
     const bool changed = s.policy.on_read(size_t(cqe.res), s.armed_cls, config_.buffer_sizes);
     if ((cqe.flags & IORING_CQE_F_MORE) && s.recv == RecvMode::armed &&
-        (changed || s.lent_bytes >= config_.max_queued)) {
+        (changed || s.lent.live_bytes() >= config_.max_queued)) {
       io_uring_prep_cancel64(stream_sqe(s, OpKind::stream_cancel),
                              ring::encode({uint8_t(OpKind::stream_recv), 0, s.index, s.generation}),
                              0);
@@ -659,12 +663,16 @@ void Worker::stream_sent(HboneStream& s, int res) {
 // Hands received bytes back to HTTP/2 flow control once they have left (or never will): also
 // after the stream has closed in the session, or the connection's window would shrink for good.
 void Worker::give_window(HboneStream& s, size_t bytes) {
+  const auto early = size_t(std::min<uint64_t>(bytes, s.early_credit));
+  s.early_credit -= early;
+  early_credit_bytes_ -= early;
   HboneConn* live = bytes && s.id >= 0 ? conns_.find(s.conn_index, s.conn_generation) : nullptr;
   if (!live || live->state == HboneConn::State::free || live->state == HboneConn::State::closing ||
       !live->h2)
     return;
   HboneConn& c = *live;
-  c.h2->consume(s.id, bytes);
+  c.h2->consume_stream(s.id, early);
+  c.h2->consume(s.id, bytes - early);
   schedule_conn(c);
 }
 
@@ -691,7 +699,8 @@ void Worker::service_stream(HboneStream& s) {
     schedule_conn(*s.conn);
   }
   // Below half the quota, so a paused stream resumes with room for a few reads.
-  if (s.recv == RecvMode::off && !s.tcp_eof && s.conn && s.lent_bytes < config_.max_queued / 2) {
+  if (s.recv == RecvMode::off && !s.tcp_eof && s.conn &&
+      s.lent.live_bytes() < config_.max_queued / 2) {
     const int cls = pool_.class_for(s.policy.cls);
     if (cls < 0) {
       hbone_starved_.push_back({false, s.index, s.generation});
@@ -738,10 +747,13 @@ void Worker::maybe_release_stream(HboneStream& s) {
 }
 
 void Worker::release_stream(HboneStream& s) {
-  for (const HboneStream::Lent& l : s.lent)
-    pool_.give_back(l.cls, l.bid);
-  s.lent.clear();
+  heap_bytes_ -= s.lent.heap_bytes();
+  s.lent.release_all(give_back_);
+  // Bytes from the tunnel that will never be sent: their connection window comes back now
+  // (except what came back on arrival).
   if (s.out) give_window(s, s.out->size());
+  early_credit_bytes_ -= s.early_credit;
+  s.early_credit = 0;
   s.out.reset();
   if (log_.enabled()) {
     const std::string listener =

@@ -212,6 +212,7 @@ void Worker::on_recv(Relay& r, uint8_t d, const io_uring_cqe& cqe) {
       pool_.give_back(dir.armed_cls, bid);
     } else {
       if (!dir.queue) dir.queue = take_queue();
+      if (!dir.queue->count) dir.progress_ns = now_ns_;
       dir.queue->push({0, uint32_t(cqe.res), bid, dir.armed_cls});
       dir.bytes += uint32_t(cqe.res);
       dir.queued += uint32_t(cqe.res);
@@ -245,13 +246,16 @@ void Worker::submit_send(Relay& r, uint8_t d) {
   Direction& dir = r.dirs[d];
   SendQueue& q = *dir.queue;
   const uint32_t n = std::min<uint32_t>(q.count, SendQueue::kMaxGather);
+  bool heap = false;
   for (uint32_t i = 0; i < n; ++i) {
     const Chunk& c = q.at(i);
-    q.iov[i] = {pool_.data(c.cls, c.bid) + c.offset, c.length};
+    heap |= c.heap != nullptr;
+    q.iov[i] = {(c.heap ? c.heap : pool_.data(c.cls, c.bid)) + c.offset, c.length};
   }
   const int to = r.fds[1 - d];
   io_uring_sqe* s = relay_sqe(r, OpKind::send, d);
-  if (ring_.features().writev_fixed) {
+  dir.in_flight = n;
+  if (ring_.features().writev_fixed && !heap) {  // heap copies are outside the registered buffer
     io_uring_prep_rw(ring::kOpWritevFixed, s, to, q.iov.data(), n, 0);
     s->buf_index = 0;
   } else {
@@ -270,8 +274,12 @@ void Worker::submit_send(Relay& r, uint8_t d) {
 void Worker::on_send(Relay& r, uint8_t d, int res) {
   Direction& dir = r.dirs[d];
   dir.sending = false;
+  dir.in_flight = 0;
+  const bool spill_now = dir.send_cancelled;
+  dir.send_cancelled = false;
   if (r.state != RelayState::relaying) return;
-  if (res <= 0) {
+  if (res == -ECANCELED && spill_now) res = 0;  // our own cancel (spill) before a byte went out
+  if (res < 0 || (res == 0 && !spill_now)) {
     // The receiving side of this direction is the far end: d == up sends to the target.
     return end_relay(r, res < 0 && is_reset(-res)
                             ? (d == Relay::kUp ? EndReason::target_reset : EndReason::client_reset)
@@ -280,17 +288,20 @@ void Worker::on_send(Relay& r, uint8_t d, int res) {
   SendQueue& q = *dir.queue;
   auto left = uint32_t(res);
   dir.queued -= left;
+  if (left) dir.progress_ns = now_ns_;
   while (left) {
     Chunk& c = q.at(0);
     if (left < c.length) {
       c.offset += left;
       c.length -= left;
+      if (c.heap) heap_bytes_ -= left;
       break;
     }
     left -= c.length;
-    pool_.give_back(c.cls, c.bid);
+    free_chunk(c);
     q.pop();
   }
+  if (spill_now) spill_chunks(dir, 0);  // nothing is in flight now
   if (!q.count) {
     return_queue(dir.queue);
     dir.queue = nullptr;
@@ -430,11 +441,48 @@ void Worker::maybe_release(Relay& r) {
   release(r);
 }
 
+// Moves a stalled direction's queued bytes out of the receive pool (see relieve_pool_pressure).
+// Chunks that the send in flight points at cannot move while it is in flight: it is cancelled,
+// and on_send moves them once it has completed (with what it sent, if anything).
+void Worker::spill(Relay& r, uint8_t d) {
+  Direction& dir = r.dirs[d];
+  if (!dir.queue) return;
+  spill_chunks(dir, dir.sending ? dir.in_flight : 0);
+  if (dir.sending && !dir.send_cancelled && heap_bytes_ + dir.queued <= config_.memory_budget) {
+    for (uint32_t i = 0; i < dir.in_flight; ++i)
+      if (!dir.queue->at(i).heap) {
+        dir.send_cancelled = true;
+        io_uring_prep_cancel64(relay_sqe(r, OpKind::cancel, d),
+                               ring::encode({uint8_t(OpKind::send), d, r.index, r.generation}), 0);
+        break;
+      }
+  }
+}
+
+void Worker::spill_chunks(Direction& dir, uint32_t from) {
+  SendQueue& q = *dir.queue;
+  for (uint32_t i = from; i < q.count; ++i) {
+    Chunk& c = q.at(i);
+    if (c.heap || heap_bytes_ + c.length > config_.memory_budget) continue;
+    c.heap = new uint8_t[c.length];
+    memcpy(c.heap, pool_.data(c.cls, c.bid) + c.offset, c.length);
+    pool_.give_back(c.cls, c.bid);
+    c.offset = 0;
+    heap_bytes_ += c.length;
+  }
+}
+
+void Worker::free_chunk(const Chunk& c) {
+  if (!c.heap) return pool_.give_back(c.cls, c.bid);
+  heap_bytes_ -= c.length;
+  delete[] c.heap;
+}
+
 void Worker::release(Relay& r) {
   for (Direction& dir : r.dirs) {
     if (!dir.queue) continue;
     for (uint32_t i = 0; i < dir.queue->count; ++i)
-      pool_.give_back(dir.queue->at(i).cls, dir.queue->at(i).bid);
+      free_chunk(dir.queue->at(i));
     return_queue(dir.queue);
     dir.queue = nullptr;
   }

@@ -21,6 +21,14 @@ namespace {
 // Long enough to cover the gap between two reads of a bulk stream, short next to the megabytes a
 // loopback socket buffers.
 constexpr int64_t kQuietWaitNs = 1'000'000;
+// Pool pressure: fewer than this fraction (1/kPressureFraction) of the receive pool's bytes are
+// with the kernel, or somebody waits for buffers. Then holders that have not moved for kStallNs
+// move their bytes to the heap, checked at most every kPressureScanNs. A quarter: enough head
+// room for the reads of the next few loop iterations of the connections that do move. 50 ms: a
+// reader that keeps up never waits that long between two sends of a bulk stream.
+constexpr size_t kPressureFraction = 4;
+constexpr uint64_t kStallNs = 50'000'000;
+constexpr uint64_t kPressureScanNs = 10'000'000;
 
 }  // namespace
 
@@ -68,6 +76,7 @@ std::string Worker::start() {
   if (!config_.tcp_splice || config_.needs_identity()) {
     ring::BufferPoolSpec spec{config_.buffer_sizes, config_.buffer_ring_entries};
     if (std::string err = pool_.init(ring_.raw(), spec); !err.empty()) return err;
+    pool_.set_poison(config_.poison_buffers);
   }
   if (std::string err = probe_features(); !err.empty()) return err;
   if (config_.needs_identity()) {
@@ -75,6 +84,7 @@ std::string Worker::start() {
     const ring::BufferPoolSpec tls_spec{config_.buffer_sizes, {64, 64, 16}};
     if (std::string err = tls_pool_.init(ring_.raw(), tls_spec, ring::kBufferClasses); !err.empty())
       return err;
+    tls_pool_.set_poison(config_.poison_buffers);
   }
   for (size_t i = 0; i < config_.routes.size(); ++i) {
     std::string err;
@@ -315,10 +325,54 @@ void Worker::publish_buffers() {
   hbone_starved_.clear();
 }
 
+void Worker::log_bug(const std::string& what) {
+  fmt::print(stderr, "ringtunnel: worker {}: internal error: {}\n", id_, what);
+}
+
+bool Worker::pool_under_pressure() const {
+  if (!pool_.ready()) return false;
+  if (!starved_.empty()) return true;
+  for (const Starved& s : hbone_starved_)
+    if (!s.conn) return true;
+  size_t available = 0;
+  for (uint8_t c = 0; c < ring::kBufferClasses; ++c)
+    available += size_t{pool_.available(c)} * pool_.size(c);
+  return available * kPressureFraction < pool_.bytes();
+}
+
+// Slow readers must not starve the others of receive buffers: when the pool runs low, every
+// holder that has not moved for a while (a relay direction whose target does not read, a stream
+// whose peer gives no window) copies its bytes to the heap and gives its buffers back. The heap
+// is bounded by --memory-budget; the holders' reads stay paused at --max-queued as before.
+void Worker::relieve_pool_pressure() {
+  if (now_ns_ < next_pressure_scan_ns_ || !pool_under_pressure()) return;
+  next_pressure_scan_ns_ = now_ns_ + kPressureScanNs;
+  relays_.for_each([&](Relay& r) {
+    if (r.state != RelayState::relaying) return;
+    for (uint8_t d = 0; d < 2; ++d) {
+      const Direction& dir = r.dirs[d];
+      if (dir.queue && dir.queue->count && now_ns_ - dir.progress_ns >= kStallNs) spill(r, d);
+    }
+  });
+  streams_.for_each([&](HboneStream& s) {
+    if (s.lent.pool_bytes() && now_ns_ - s.lent_progress_ns >= kStallNs) stream_to_heap(s);
+  });
+}
+
+void Worker::stream_to_heap(HboneStream& s) {
+  if (!s.conn || s.h2_closed || heap_bytes_ + s.lent.pool_bytes() > config_.memory_budget) return;
+  h2::H2Session& session = *s.conn->h2;
+  const int32_t id = s.id;
+  heap_bytes_ += s.lent.to_heap(
+      [&](const uint8_t* from, const uint8_t* to, size_t n) { session.relocate(id, from, to, n); },
+      give_back_);
+}
+
 void Worker::after_completions() {
   // Each round: relays, then HBONE streams (which submit to their connection's session), then
   // connections (which encrypt, and so release payloads back to streams and buffers to the
   // pool). A few rounds settle them; what is left makes the next wait return at once.
+  relieve_pool_pressure();
   for (int round = 0; round < 16; ++round) {
     publish_buffers();
     if (todo_.empty() && stream_todo_.empty() && conn_todo_.empty()) break;
@@ -383,6 +437,9 @@ void Worker::run() {
       }
       timeout = std::min(timeout.value_or(INT64_MAX), int64_t(drain_deadline_ns_ - now));
     }
+    // Stalled holders of receive buffers are found by time: look again soon while the pool is low.
+    if (pool_under_pressure())
+      timeout = std::min(timeout.value_or(int64_t(kPressureScanNs)), int64_t(kPressureScanNs));
     if (!todo_.empty() || !stream_todo_.empty() || !conn_todo_.empty()) timeout = 0;
     unsigned wait_nr = 1;
     if (quiet_sends_) {
@@ -392,6 +449,7 @@ void Worker::run() {
       quiet_sends_ = 0;
     }
     ring_.submit_and_wait(timeout, wait_nr);
+    now_ns_ = monotonic_ns();
     ring_.drain_completions([this](const io_uring_cqe& cqe) { on_completion(cqe); });
     after_completions();
   }

@@ -69,6 +69,7 @@ int BufferPool::class_for(uint8_t wanted) const {
 }
 
 void BufferPool::give_back(uint8_t cls, uint16_t bid) {
+  if (poison_) memset(data(cls, bid), kPoison, spec_.sizes[cls]);
   io_uring_buf_ring_add(rings_[cls], data(cls, bid), spec_.sizes[cls], bid,
                         io_uring_buf_ring_mask(spec_.counts[cls]), static_cast<int>(pending_[cls]));
   ++pending_[cls];

@@ -1,21 +1,26 @@
 // libFuzzer target: an H2Session fed arbitrary bytes, with an owner that accepts or refuses
 // streams, echoes what it receives (as payload references it owns), ends and resets streams.
 //
-// Checked beyond "no crash, no sanitizer report": the output is a well-formed frame stream; no
-// payload is released twice or before it was submitted; and after close_all_streams() every
-// payload is released and every stream the owner heard of is closed exactly once.
+// Checked beyond "no crash, no sanitizer report": the output is a well-formed frame stream; every
+// payload is released by address, once, from a buffer lent on its stream (the proxy's own
+// LentPayloads tracks them); released buffers are poisoned, and every DATA byte on the wire must
+// equal the byte lent there; lent buffers are moved to the heap mid-stream (as under pool
+// pressure); and after close_all_streams() every buffer is back and every stream the owner heard
+// of is closed exactly once.
 //
 // The first byte picks the set-up: role, whether a valid preface (and a CONNECT on stream 1) is
 // put before the fuzz bytes so that they reach deep states, and how the input is cut into feeds.
 #include <cstdint>
 #include <cstdlib>
-#include <deque>
+#include <cstring>
 #include <map>
+#include <memory>
 #include <set>
 #include <vector>
 
 #include "h2/h2_test_util.h"
 #include "ringtunnel/h2/session.h"
+#include "ringtunnel/proxy/lent_payloads.h"
 
 using namespace ringtunnel::h2;
 using namespace ringtunnel::h2::test;
@@ -30,14 +35,27 @@ namespace {
 struct Owner : SessionEvents {
   H2Session* session = nullptr;
   struct StreamBytes {
-    std::deque<std::vector<uint8_t>> lent;  // submitted, not yet released
-    size_t lent_bytes = 0;
-    size_t released_in_front = 0;  // of lent.front()
+    ringtunnel::proxy::LentPayloads lent;  // the proxy's own tracking of lent buffers
+    std::vector<uint8_t> submitted;        // every byte lent, in order: what the wire must carry
     size_t unconsumed = 0;
     bool closed = false;
   };
   std::map<int32_t, StreamBytes> streams;
   std::set<int32_t> known;
+  // Every buffer ever lent, kept until the end so that a reference kept past its release reads
+  // poison (as the proxy's pool does in --debug-poison-buffers) rather than freed memory.
+  struct Buffer {
+    std::unique_ptr<uint8_t[]> bytes;
+    size_t size;
+    bool given_back;
+  };
+  std::vector<Buffer> buffers;
+  ringtunnel::proxy::LentPayloads::GiveBack give_back = [this](uint8_t cls, uint16_t bid) {
+    Buffer& b = buffers[size_t{cls} << 16 | bid];
+    FUZZ_CHECK(!b.given_back);
+    b.given_back = true;
+    memset(b.bytes.get(), 0xA5, b.size);
+  };
 
   void on_connect_request(int32_t id, const ringtunnel::net::Endpoint&,
                           std::span<const Header>) override {
@@ -53,11 +71,14 @@ struct Owner : SessionEvents {
     StreamBytes& s = streams[id];
     s.unconsumed += n;
     // Echo a copy (the owner's buffer, lent to the session), every other chunk at once.
-    if (n > 0) {
-      std::vector<uint8_t> copy(p, p + n);
-      if (session->submit_data(id, copy.data(), copy.size()) == 0) {
-        s.lent.push_back(std::move(copy));
-        s.lent_bytes += n;
+    if (n > 0 && buffers.size() < (size_t{1} << 24)) {
+      const size_t index = buffers.size();
+      buffers.push_back({std::make_unique<uint8_t[]>(n), n, false});
+      uint8_t* copy = buffers.back().bytes.get();
+      memcpy(copy, p, n);
+      if (session->submit_data(id, copy, n) == 0) {
+        s.lent.lend(copy, uint32_t(n), uint16_t(index), uint8_t(index >> 16));
+        s.submitted.insert(s.submitted.end(), p, p + n);
       }
     }
     if (s.unconsumed & 1) {
@@ -84,26 +105,25 @@ struct Owner : SessionEvents {
     FUZZ_CHECK(known.count(id));
     StreamBytes& s = streams[id];
     FUZZ_CHECK(!s.closed);
-    FUZZ_CHECK(s.lent_bytes == 0);  // every payload released before the stream closes
+    FUZZ_CHECK(s.lent.live_bytes() == 0);  // every payload released before the stream closes
     s.closed = true;
     session->consume(id, s.unconsumed);  // the contract: even after close
     s.unconsumed = 0;
   }
-  void on_payload_released(int32_t id, size_t n, bool) override {
+  void on_payload_released(int32_t id, std::span<const uint8_t> piece, bool) override {
     FUZZ_CHECK(known.count(id));
-    StreamBytes& s = streams[id];
-    FUZZ_CHECK(n > 0 && n <= s.lent_bytes);
-    s.lent_bytes -= n;
-    while (n > 0) {
-      FUZZ_CHECK(!s.lent.empty());
-      const size_t left = s.lent.front().size() - s.released_in_front;
-      const size_t take = std::min(n, left);
-      n -= take;
-      s.released_in_front += take;
-      if (s.released_in_front == s.lent.front().size()) {
-        s.lent.pop_front();
-        s.released_in_front = 0;
-      }
+    FUZZ_CHECK(!piece.empty());
+    // By address: the piece must lie in a buffer lent on this stream and not yet released.
+    FUZZ_CHECK(streams[id].lent.release(piece, give_back));
+  }
+  // Moves every stream's lent buffers to the heap, as the proxy does under pool pressure.
+  void move_to_heap() {
+    for (auto& [id, s] : streams) {
+      if (s.closed) continue;
+      const int32_t sid = id;
+      s.lent.to_heap([&](const uint8_t* from, const uint8_t* to,
+                         size_t n) { session->relocate(sid, from, to, n); },
+                     give_back);
     }
   }
 };
@@ -141,6 +161,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   H2Session session(options, owner);
   owner.session = &session;
   FrameParser wire(options.role == Role::client);
+  wire.keep_data = true;
 
   std::vector<uint8_t> start;
   if (options.role == Role::server && (mode & 2)) {
@@ -171,6 +192,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const ssize_t rv = session.feed(data + off, n);
     off += n;
     hand_over(session, wire, 2);  // half the output: partial consumption
+    if ((mode & 0x10) && off % 3 == 0) owner.move_to_heap();
     if (rv < 0) break;
   }
   while (hand_over(session, wire, 1) > 0) {
@@ -181,13 +203,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const Frame& f : wire.frames)
     FUZZ_CHECK(f.length <= options.max_frame_size);
 
+  // Every payload byte on the wire is the one lent there: a buffer released (and poisoned) while
+  // still framed, or relocated wrongly, would show here.
+  for (const auto& [id, bytes] : wire.data_of) {
+    const auto it = owner.streams.find(int32_t(id));
+    FUZZ_CHECK(it != owner.streams.end());
+    const std::vector<uint8_t>& lent = it->second.submitted;
+    FUZZ_CHECK(bytes.size() <= lent.size() && std::equal(bytes.begin(), bytes.end(), lent.begin()));
+  }
+
   session.close_all_streams(kCancel);
   FUZZ_CHECK(session.open_streams() == 0);
   FUZZ_CHECK(session.pending().empty());
   for (const int32_t id : owner.known) {
     const Owner::StreamBytes& s = owner.streams[id];
-    FUZZ_CHECK(s.lent_bytes == 0);
+    FUZZ_CHECK(s.lent.live_bytes() == 0 && s.lent.empty());
     FUZZ_CHECK(s.closed);
   }
+  for (const Owner::Buffer& b : owner.buffers)
+    FUZZ_CHECK(b.given_back);  // and every buffer came back exactly once
   return 0;
 }

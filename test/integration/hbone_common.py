@@ -101,11 +101,23 @@ def require_hbone():
     check(hbone_supported(), "the binary's --help has no --hbone-listen: HBONE not built in")
 
 
+def debug_args():
+    """Every HBONE proxy of the tests poisons each receive buffer it gives back
+    (--debug-poison-buffers), so that a buffer released while still referenced
+    shows up as corrupt bytes in the transfers the tests check byte for byte."""
+    try:
+        out = subprocess.run([binary(), "--help"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return ["--debug-poison-buffers"] if b"--debug-poison-buffers" in out else []
+
+
 def start_inbound(extra=(), name="node-b", port=None, wait=True):
     """Proxy B: --hbone-listen 127.0.0.1:port with node-b's identity."""
     addr = ("127.0.0.1", port or free_port())
-    p = Proxy(["--hbone-listen", fmt_addr(*addr)] + identity_args(name) + list(extra),
-              listens=[addr], wait=wait)
+    p = Proxy(["--hbone-listen", fmt_addr(*addr)] + identity_args(name) + debug_args() +
+              list(extra), listens=[addr], wait=wait)
     p.hbone_addr = addr
     return p
 
@@ -115,7 +127,8 @@ def start_outbound(forwards, extra=(), name="node-a"):
     args = []
     for listen, peer, target, ident in forwards:
         args += ["--forward", hbone_forward_arg(listen, peer, target, ident)]
-    p = Proxy(args + identity_args(name) + list(extra), listens=[f[0] for f in forwards])
+    p = Proxy(args + identity_args(name) + debug_args() + list(extra),
+              listens=[f[0] for f in forwards])
     return p
 
 

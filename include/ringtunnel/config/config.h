@@ -32,7 +32,9 @@ struct Config {
   std::array<uint32_t, ring::kBufferClasses> buffer_ring_entries{1024, 256, 64};
   bool registered_buffers = true;
   bool fixed_files = true;
-  uint32_t max_queued = 2u << 20;  // per direction
+  uint32_t max_queued = 2u << 20;       // per direction
+  uint64_t memory_budget = 256u << 20;  // per worker, heap bytes outside the receive pool
+  bool poison_buffers = false;          // --debug-poison-buffers
   int64_t connect_timeout_ms = 5000;
   int64_t drain_timeout_ms = 10000;
   bool tcp_splice = false;

@@ -7,13 +7,21 @@
 // never copied.
 //
 // Ownership of payload references. submit_data(stream, p, n) lends [p, p+n) to the session. The
-// session gives the bytes back, per stream and in submission order, through
-// SessionEvents::on_payload_released(stream, bytes, sent):
-//   - sent = true:  consume_output() has passed them (the TLS writer has taken them);
-//   - sent = false: the stream ended (reset, or the connection failed) before they were framed.
+// session gives the memory back through SessionEvents::on_payload_released(stream, piece, sent),
+// naming each piece by its address: `piece` always lies inside one span given to submit_data(),
+// every lent byte is released exactly once, and the owner must return exactly the memory named,
+// never "the first n bytes" of the stream:
+//   - sent = true:  consume_output() has passed the piece (the TLS writer has taken a copy);
+//   - sent = false: the stream ended (reset, or the connection failed) before the piece was sent.
+//     This can happen to a stream's unframed tail while earlier bytes of the same stream are still
+//     framed in pending() and referenced; those come back later, as sent or at close_all_streams().
 // A stream's on_stream_closed() comes only after every byte submitted on it has been released,
 // and it is the last event for that stream: after it the session holds no pointer into the
 // owner's buffers for that stream. close_all_streams() releases everything at once.
+//
+// Moving lent memory: relocate(stream, from, to, n) tells the session that the owner copied
+// [from, from+n) to [to, to+n); every reference into the old range (queued or framed) then points
+// into the new one, and later releases name the new addresses.
 //
 // Flow control is manual (end-to-end backpressure): every byte passed to on_data() must be handed
 // back with consume(stream, n) exactly once, when it has left on the other socket, even after the
@@ -126,9 +134,10 @@ class SessionEvents {
   virtual void on_reset(int32_t stream_id, uint32_t error_code) = 0;
   // The last event of a stream the owner knows (a CONNECT it accepted or submitted).
   virtual void on_stream_closed(int32_t stream_id) = 0;
-  // The first `bytes` not yet released of what was submitted on `stream_id` are no longer
-  // referenced (see the top of this file).
-  virtual void on_payload_released(int32_t stream_id, size_t bytes, bool sent) = 0;
+  // `piece` (inside one span given to submit_data) is no longer referenced (see the top of this
+  // file).
+  virtual void on_payload_released(int32_t stream_id, std::span<const uint8_t> piece,
+                                   bool sent) = 0;
   // The peer sends GOAWAY: open no new streams on this connection. Streams above
   // `last_stream_id` are reset with kRefusedStream; the others go on.
   virtual void on_goaway(int32_t last_stream_id, uint32_t error_code) {
@@ -181,6 +190,16 @@ class H2Session {
   int submit_reset(int32_t stream_id, uint32_t error_code = kCancel);
   // Hands back `bytes` received through on_data() (see the top of the file).
   int consume(int32_t stream_id, size_t bytes);
+  // The two halves of consume(), for an owner that buffers a stream's bytes outside the shared
+  // connection window: consume_connection() as soon as the bytes are copied out of the session,
+  // consume_stream() once they have left. Each byte is handed back exactly once per window: by
+  // consume(), or by one call of each of these.
+  int consume_connection(size_t bytes);
+  int consume_stream(int32_t stream_id, size_t bytes);
+  // The owner copied [from, from+size) to [to, to+size): references into the old range (queued or
+  // framed in pending()) now point into the new one. `from` must cover whole spans given to
+  // submit_data(). Not from inside an event handler while pending() spans are held.
+  void relocate(int32_t stream_id, const uint8_t* from, const uint8_t* to, size_t size);
   // Keepalive: a PING. ping_outstanding() is true until its ACK arrives.
   int submit_ping();
   // Drain. Server: GOAWAY(2^31-1) and a PING, then, once the PING's ACK shows that the client
@@ -254,7 +273,8 @@ class H2Session {
   void append_owned(const uint8_t* data, size_t size);
   void append_ref(Stream& stream, const uint8_t* data, size_t size);
   void rebase_owned();
-  void release(Stream& stream, size_t bytes);
+  void release(Stream& stream, std::span<const uint8_t> piece);
+  void release_queue(Stream& stream);
   void compact_output();
   void fail_hard(int lib_error);
 

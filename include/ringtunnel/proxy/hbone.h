@@ -26,6 +26,7 @@
 
 #include "ringtunnel/h2/session.h"
 #include "ringtunnel/proxy/access_log.h"
+#include "ringtunnel/proxy/lent_payloads.h"
 #include "ringtunnel/ring/buffer_class.h"
 #include "ringtunnel/tls/ciphertext_queue.h"
 #include "ringtunnel/tls/session.h"
@@ -80,18 +81,12 @@ struct HboneConn final : h2::SessionEvents {
   void on_end_stream(int32_t id) override;
   void on_reset(int32_t id, uint32_t code) override;
   void on_stream_closed(int32_t id) override;
-  void on_payload_released(int32_t id, size_t bytes, bool sent) override;
+  void on_payload_released(int32_t id, std::span<const uint8_t> piece, bool sent) override;
   void on_goaway(int32_t last_stream_id, uint32_t code) override;
 };
 
 struct HboneStream {
   enum class State : uint8_t { free, opening, open, closing };
-  struct Lent {
-    uint32_t length;  // not yet released
-    uint16_t bid;
-    uint8_t cls;
-  };
-
   uint32_t index = 0;
   uint32_t generation = 0;
   uint32_t next_free = 0;
@@ -113,12 +108,15 @@ struct HboneStream {
   RecvMode recv = RecvMode::off;
   uint8_t armed_cls = 0;
   ring::BufferClassPolicy policy;
-  std::deque<Lent> lent;
-  uint32_t lent_bytes = 0;
+  LentPayloads lent;              // receive buffers lent to the session, released by address
+  uint64_t lent_progress_ns = 0;  // the last release (or the first lend after none)
   bool tcp_eof = false;
   bool end_sent = false;
   // tunnel -> TCP
   std::unique_ptr<tls::CiphertextQueue> out;  // bytes from the tunnel, not yet sent
+  // Of those, bytes whose connection window was handed back on arrival (their stream window
+  // comes back when they leave): a stalled stream then holds only its own window.
+  uint64_t early_credit = 0;
   bool sending = false;
   bool peer_end = false;
   bool shut = false;

@@ -14,6 +14,7 @@
 #include "ringtunnel/config/config.h"
 #include "ringtunnel/proxy/access_log.h"
 #include "ringtunnel/proxy/hbone.h"
+#include "ringtunnel/proxy/lent_payloads.h"
 #include "ringtunnel/proxy/slot_table.h"
 #include "ringtunnel/ring/buffer_pool.h"
 #include "ringtunnel/ring/op_tag.h"
@@ -53,12 +54,14 @@ enum class OpKind : uint8_t {
   stream_close,
 };
 
-// One received buffer (or what is left of it) waiting to be sent on.
+// One received buffer (or what is left of it) waiting to be sent on: a pool buffer, or, once a
+// stalled direction has been moved out of the pool, a heap copy of the bytes left.
 struct Chunk {
   uint32_t offset;
   uint32_t length;
   uint16_t bid;
   uint8_t cls;
+  uint8_t* heap = nullptr;  // owned; set: the bytes are at heap + offset, not in the pool
 };
 
 // A direction's queue while it has bytes to send. Pooled per worker, so an idle connection holds
@@ -101,6 +104,10 @@ struct Direction {
   bool shut_done = false;  // ... and completed
   bool scheduled = false;  // on the worker's service list for this iteration
   bool starved = false;    // waiting for receive buffers to come back
+  // Moving out of the pool (spill): the send in flight was cancelled so that its chunks can move.
+  bool send_cancelled = false;
+  uint32_t in_flight = 0;    // chunks at the front of the queue that the send in flight covers
+  uint64_t progress_ns = 0;  // the last time the queue moved (or became non-empty)
   // --tcp-splice
   bool splice_in_busy = false;
   bool splice_out_busy = false;
@@ -202,6 +209,9 @@ class Worker {
   void submit_send(Relay& r, uint8_t d);
   void submit_shutdown(Relay& r, uint8_t d);
   void end_relay(Relay& r, EndReason reason);
+  void spill(Relay& r, uint8_t d);
+  void spill_chunks(Direction& dir, uint32_t from);
+  void free_chunk(const Chunk& c);
   void maybe_release(Relay& r);
   void release(Relay& r);
   // An SQE tagged for the relay and counted in its pending operations. (liburing's prep calls
@@ -251,7 +261,12 @@ class Worker {
   void h2_end_stream(HboneConn& c, int32_t id);
   void h2_reset(HboneConn& c, int32_t id, uint32_t code);
   void h2_stream_closed(HboneConn& c, int32_t id);
-  void h2_payload_released(HboneConn& c, int32_t id, size_t bytes);
+  void h2_payload_released(HboneConn& c, int32_t id, std::span<const uint8_t> piece);
+  // Pool pressure: stalled holders of receive buffers move their bytes to the heap (worker.cc).
+  bool pool_under_pressure() const;
+  void log_bug(const std::string& what);
+  void relieve_pool_pressure();
+  void stream_to_heap(HboneStream& s);
   bool adopt_fixed(Relay& r);
   SendQueue* take_queue();
   void return_queue(SendQueue* q);
@@ -285,6 +300,15 @@ class Worker {
   };
   std::vector<Starved> hbone_starved_;  // waiting for receive buffers to come back
   uint64_t next_tick_ns_ = 0;
+  uint64_t now_ns_ = 0;  // taken once per loop iteration, after the wait
+  uint64_t next_pressure_scan_ns_ = 0;
+  // Heap bytes held for data moved out of the pool (relay chunks, stream payloads) and for
+  // tunnel bytes whose connection window was handed back early; bounded by --memory-budget.
+  size_t heap_bytes_ = 0;
+  size_t early_credit_bytes_ = 0;
+  LentPayloads::GiveBack give_back_ = [this](uint8_t cls, uint16_t bid) {
+    pool_.give_back(cls, bid);
+  };
   std::string log_batch_;
   __kernel_timespec connect_timeout_{};
   int wake_fd_ = -1;

@@ -45,6 +45,13 @@ class BufferPool {
   // Buffers of the class now in the kernel's hands (not yet taken by a completion).
   uint32_t available(uint8_t cls) const { return spec_.counts[cls] - outstanding_[cls]; }
 
+  // Test and debug mode: every buffer given back is overwritten with kPoison first, so a byte
+  // still read from it after its release (a reference kept too long) shows up as poison in the
+  // output instead of silently as another connection's data. Costs a memset per buffer.
+  static constexpr uint8_t kPoison = 0xA5;
+  void set_poison(bool on) { poison_ = on; }
+  bool poison() const { return poison_; }
+
   // A completion took buffer `bid` of class `cls`.
   void taken(uint8_t cls) { ++outstanding_[cls]; }
   // The buffer's bytes have left: it goes back to the kernel at the next publish().
@@ -67,6 +74,7 @@ class BufferPool {
   std::array<uint32_t, kBufferClasses> pending_{};
   io_uring* ring_ = nullptr;
   uint16_t first_group_ = 0;
+  bool poison_ = false;
 };
 
 }  // namespace ringtunnel::ring

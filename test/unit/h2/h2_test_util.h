@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -77,6 +78,8 @@ class FrameParser {
       const size_t take = std::min(size, payload_left_);
       Frame& f = frames.back();
       if (f.type != kData) f.payload.insert(f.payload.end(), data, data + take);
+      if (f.type == kData && keep_data)
+        data_of[f.stream].insert(data_of[f.stream].end(), data, data + take);
       payload_left_ -= take;
       data += take;
       size -= take;
@@ -86,6 +89,9 @@ class FrameParser {
   bool at_boundary() const { return preface_left_ == 0 && header_have_ == 0 && payload_left_ == 0; }
 
   std::vector<Frame> frames;
+  // With keep_data: every DATA payload byte, per stream, in wire order.
+  bool keep_data = false;
+  std::map<uint32_t, std::vector<uint8_t>> data_of;
 
  private:
   size_t preface_left_;
@@ -142,6 +148,12 @@ struct Recorder : SessionEvents {
 
   std::map<int32_t, std::vector<uint8_t>> data;
   std::map<int32_t, size_t> unconsumed;
+  struct Released {
+    int32_t stream;
+    std::span<const uint8_t> piece;
+    bool sent;
+  };
+  std::vector<Released> released_pieces;
   std::map<int32_t, size_t> released_sent;
   std::map<int32_t, size_t> released_unsent;
   std::map<int32_t, std::string> targets;
@@ -186,9 +198,10 @@ struct Recorder : SessionEvents {
     log.push_back("closed " + std::to_string(id));
     closed.push_back(id);
   }
-  void on_payload_released(int32_t id, size_t n, bool sent) override {
+  void on_payload_released(int32_t id, std::span<const uint8_t> piece, bool sent) override {
     log.push_back("released " + std::to_string(id) + (sent ? " sent" : " unsent"));
-    (sent ? released_sent : released_unsent)[id] += n;
+    (sent ? released_sent : released_unsent)[id] += piece.size();
+    released_pieces.push_back({id, piece, sent});
   }
   void on_goaway(int32_t last, uint32_t code) override {
     log.push_back("goaway " + std::to_string(last) + " " + std::to_string(code));

@@ -1,0 +1,90 @@
+#include "ringtunnel/proxy/lent_payloads.h"
+
+#include <cstring>
+
+namespace ringtunnel::proxy {
+
+void LentPayloads::lend(const uint8_t* data, uint32_t length, uint16_t bid, uint8_t cls) {
+  buffers_.push_back({data, length, length, bid, cls, nullptr});
+  live_ += length;
+}
+
+bool LentPayloads::release(std::span<const uint8_t> piece, const GiveBack& give_back) {
+  const auto at = reinterpret_cast<uintptr_t>(piece.data());
+  auto contains = [&](const Buffer& b) {
+    if (!b.data) return false;
+    const uintptr_t off = at - reinterpret_cast<uintptr_t>(b.data);  // wraps when below
+    return off < b.length && piece.size() <= b.length - off && piece.size() <= b.live;
+  };
+  // Sent pieces come from the front, an ended stream's unframed tail from the back: look at both
+  // ends first, so the common cases cost one comparison.
+  Buffer* hit = nullptr;
+  if (buffers_.empty()) return false;
+  if (contains(buffers_.front())) {
+    hit = &buffers_.front();
+  } else if (contains(buffers_.back())) {
+    hit = &buffers_.back();
+  } else {
+    for (Buffer& b : buffers_)
+      if (contains(b)) {
+        hit = &b;
+        break;
+      }
+  }
+  if (!hit) return false;
+  hit->live -= uint32_t(piece.size());
+  live_ -= uint32_t(piece.size());
+  if (hit->heap) heap_live_ -= piece.size();
+  if (hit->live == 0) {
+    drop(*hit, give_back);
+    trim();
+  }
+  return true;
+}
+
+void LentPayloads::drop(Buffer& b, const GiveBack& give_back) {
+  if (b.heap) {
+    heap_ -= b.length;
+    b.heap.reset();
+  } else if (b.data) {
+    give_back(b.cls, b.bid);
+  }
+  b.data = nullptr;  // dropped; trim() removes it once it reaches an end
+}
+
+// Dropped buffers leave from both ends; one in the middle (never seen: releases come from the
+// ends) waits until its neighbours go.
+void LentPayloads::trim() {
+  while (!buffers_.empty() && !buffers_.front().data)
+    buffers_.pop_front();
+  while (!buffers_.empty() && !buffers_.back().data)
+    buffers_.pop_back();
+}
+
+void LentPayloads::release_all(const GiveBack& give_back) {
+  for (Buffer& b : buffers_)
+    if (b.data) drop(b, give_back);
+  buffers_.clear();
+  live_ = 0;
+  heap_live_ = 0;
+}
+
+size_t LentPayloads::to_heap(
+    const std::function<void(const uint8_t*, const uint8_t*, size_t)>& moved,
+    const GiveBack& give_back) {
+  size_t added = 0;
+  for (Buffer& b : buffers_) {
+    if (!b.data || b.heap) continue;
+    b.heap = std::make_unique_for_overwrite<uint8_t[]>(b.length);
+    memcpy(b.heap.get(), b.data, b.length);
+    moved(b.data, b.heap.get(), b.length);
+    give_back(b.cls, b.bid);
+    b.data = b.heap.get();
+    heap_ += b.length;
+    heap_live_ += b.live;
+    added += b.length;
+  }
+  return added;
+}
+
+}  // namespace ringtunnel::proxy
