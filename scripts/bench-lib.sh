@@ -392,6 +392,10 @@ bl_proxy_cmd() {
 		BL_CMD=("$BL_RT_BIN" --cert "$BL_B_CRT" --key "$BL_B_KEY" --ca "$BL_CA"
 			--hbone-listen "127.0.0.1:$bport" --access-log off --drain-timeout 1s
 			"${BL_RT_EXTRA[@]+"${BL_RT_EXTRA[@]}"}")
+		# B dials only what --allow-dest names (a build from before the flag dials anything)
+		if [[ $(timeout 10 "$BL_RT_BIN" --help 2>&1 || true) == *--allow-dest* ]]; then
+			BL_CMD+=(--allow-dest "127.0.0.1:$tport")
+		fi
 		;;
 	haproxy/proxy | haproxy-splice/proxy)
 		local cfg="$BL_TMP/haproxy-$kind-$lport.cfg" splice=$nosplice

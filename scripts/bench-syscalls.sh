@@ -76,6 +76,7 @@ The ringtunnel commands are:
              --drain-timeout 1s [--tcp-splice] [FLAGS...]
   hbone B:   ringtunnel --cert node-b --key node-b.key --ca ca
              --hbone-listen 127.0.0.1:BPORT --access-log off --drain-timeout 1s [FLAGS...]
+             --allow-dest 127.0.0.1:TPORT
   hbone A:   ringtunnel --cert node-a --key node-a.key --ca ca --forward
              127.0.0.1:LPORT=hbone://127.0.0.1:BPORT/127.0.0.1:TPORT?identity=<node-b's
              SPIFFE ID> --access-log off --drain-timeout 1s [FLAGS...]

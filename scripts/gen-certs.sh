@@ -19,6 +19,8 @@
 #   for the tests:
 #   other-ca.crt                 a second, unrelated CA
 #   other-node.crt               spiffe://TD/ns/default/sa/other-node, signed by other-ca
+#   other-td.crt                 spiffe://other-td.local/ns/default/sa/node-a, signed by the CA:
+#                                valid, but from another trust domain
 #   expired.crt                  valid in 2020 only
 #   not-yet-valid.crt            valid from 2099 on
 #   intruder.crt                 spiffe://TD/ns/default/sa/intruder: valid, but not who a client
@@ -148,6 +150,7 @@ new_ca other-ca "ringtunnel unrelated CA"
 new_leaf node-a ca "URI:$(spiffe node-a)"
 new_leaf node-b ca "URI:$(spiffe node-b)"
 new_leaf other-node other-ca "URI:$(spiffe other-node)"
+new_leaf other-td ca "URI:spiffe://other-td.local/ns/default/sa/node-a"
 new_leaf expired ca "URI:$(spiffe expired)" 20200101000000Z 20201231000000Z
 new_leaf not-yet-valid ca "URI:$(spiffe not-yet-valid)" 20990101000000Z 20991231000000Z
 new_leaf intruder ca "URI:$(spiffe intruder)"

@@ -137,6 +137,19 @@ int run(const config::Config& config) {
   if (config.hbone_listen)
     fmt::print(stderr, "ringtunnel: listening on {} for HBONE (mTLS, identity {})\n",
                config.hbone_listen_text, identity->identity().to_string());
+  if (config.hbone_listen) {
+    if (config.allow_dests.empty()) {
+      fmt::print(stderr,
+                 "ringtunnel: no --allow-dest given: every CONNECT on {} is refused (401)\n",
+                 config.hbone_listen_text);
+    } else {
+      std::string allowed;
+      for (const config::AllowDest& d : config.allow_dests)
+        allowed += (allowed.empty() ? "" : " ") + d.text;
+      fmt::print(stderr, "ringtunnel: CONNECTs on {} may dial {} (--allow-dest)\n",
+                 config.hbone_listen_text, allowed);
+    }
+  }
 
   int sig = 0;
   sigwait(&stop, &sig);

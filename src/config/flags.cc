@@ -1,6 +1,9 @@
 #include "ringtunnel/config/flags.h"
 
+#include <arpa/inet.h>
+
 #include <charconv>
+#include <cstring>
 #include <functional>
 
 #include <fmt/format.h>
@@ -71,6 +74,24 @@ const std::vector<Flag>& flags() {
          c.hbone_listen = true;
          c.hbone_listen_text = c.hbone_listen_at.to_string();
          return {};
+       }},
+      {"--allow-dest", "CIDR[:PORTS]",
+       "Let CONNECT streams arriving on --hbone-listen dial targets in CIDR, on PORTS only if "
+       "given. CIDR is a.b.c.d/n or [x::y]/n, a bare address meaning /32 or /128; PORTS is N, "
+       "N-M or a comma list of those. Examples: 10.0.0.0/8, 10.1.2.3:80,443, "
+       "[fd00::]/64:8000-8100, 127.0.0.1:8080. Repeatable. With none, every CONNECT is refused "
+       "(401); the embedded default allows its own demo target, 127.0.0.1:8080. Loopback "
+       "(127.0.0.0/8, ::1) is only allowed by an entry whose network is itself loopback (e.g. "
+       "127.0.0.0/8, [::1]/128): 0.0.0.0/0 and [::]/0 do not cover it. Always refused, whatever "
+       "the entries: unspecified (0.0.0.0/8, ::), link-local, multicast and broadcast targets "
+       "(400; IPv4-mapped IPv6 counts as the IPv4 address), the address:port of any listener of "
+       "this ringtunnel, on every address for a wildcard listener (503), and peers whose SPIFFE "
+       "trust domain is not this node's (401).",
+       [](std::string_view v, Config& c) {
+         AllowDest d;
+         std::string err = parse_allow_dest(v, d);
+         if (err.empty()) c.allow_dests.push_back(std::move(d));
+         return err;
        }},
       {"--cert", "FILE",
        "The node's certificate (PEM, leaf first), with its SPIFFE ID "
@@ -357,6 +378,105 @@ std::string parse_forward(std::string_view text, Route& out) {
   return {};
 }
 
+namespace {
+
+// "80", "8000-8080", "80,443,8000-8100": inclusive ranges of ports 1-65535.
+std::string parse_ports(std::string_view text, std::vector<std::pair<uint16_t, uint16_t>>& out) {
+  if (text.empty()) return "no ports after ':' (omit ':' for every port)";
+  for (const std::string_view part : split(text, ',')) {
+    const size_t dash = part.find('-');
+    const std::string_view first = part.substr(0, dash);
+    const std::string_view last = dash == std::string_view::npos ? first : part.substr(dash + 1);
+    uint64_t lo = 0, hi = 0;
+    if (!parse_uint(first, 1, 65535, lo).empty() || !parse_uint(last, 1, 65535, hi).empty())
+      return fmt::format("port \"{}\": ports are N or N-M, each from 1 to 65535", part);
+    if (lo > hi) return fmt::format("port range \"{}\" ends before it starts", part);
+    out.emplace_back(uint16_t(lo), uint16_t(hi));
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string parse_allow_dest(std::string_view text, AllowDest& out) {
+  out = AllowDest{};
+  std::string_view host, rest;
+  if (text.starts_with('[')) {
+    const size_t close = text.find(']');
+    if (close == std::string_view::npos) return "missing ']' after the IPv6 address";
+    host = text.substr(1, close - 1);
+    rest = text.substr(close + 1);
+    out.family = AF_INET6;
+  } else {
+    const size_t colon = text.find(':');
+    if (colon != std::string_view::npos && text.find(':', colon + 1) != std::string_view::npos)
+      return "an IPv6 network must be in brackets: [x::y]/n";
+    const size_t end = text.find_first_of("/:");
+    host = text.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : text.substr(end);
+    out.family = AF_INET;
+  }
+  if (host.empty() || host.size() >= INET6_ADDRSTRLEN)
+    return out.family == AF_INET6 ? "not an IPv6 address" : "not an IPv4 address";
+  char zhost[INET6_ADDRSTRLEN];
+  std::memcpy(zhost, host.data(), host.size());
+  zhost[host.size()] = '\0';
+  if (inet_pton(out.family, zhost, out.network.data()) != 1)
+    return fmt::format("\"{}\" is not a numeric {} address", host,
+                       out.family == AF_INET6 ? "IPv6" : "IPv4");
+  const unsigned bits = out.family == AF_INET6 ? 128 : 32;
+  out.prefix = bits;
+  if (rest.starts_with('/')) {
+    const size_t colon = rest.find(':');
+    const std::string_view length =
+        rest.substr(1, colon == std::string_view::npos ? colon : colon - 1);
+    uint64_t n = 0;
+    if (!parse_uint(length, 0, bits, n).empty())
+      return fmt::format("prefix length \"/{}\" must be a number from 0 to {}", length, bits);
+    out.prefix = unsigned(n);
+    rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon);
+  }
+  if (rest.starts_with(':')) {
+    if (std::string err = parse_ports(rest.substr(1), out.ports); !err.empty()) return err;
+  } else if (!rest.empty()) {
+    return fmt::format("unexpected \"{}\" after the address: CIDR[:PORTS]", rest);
+  }
+  // One spelling per network: no host bits past the prefix.
+  std::array<uint8_t, 16> masked{};
+  for (unsigned i = 0; i < bits / 8; ++i) {
+    const unsigned keep = out.prefix >= (i + 1) * 8 ? 8
+                          : out.prefix > i * 8      ? out.prefix - i * 8
+                                                    : 0;
+    masked[i] = uint8_t(keep ? out.network[i] & uint8_t(0xff << (8 - keep)) : 0);
+  }
+  if (masked != out.network) {
+    char net[INET6_ADDRSTRLEN];
+    inet_ntop(out.family, masked.data(), net, sizeof net);
+    return fmt::format("address bits are set past the /{} prefix (the network is {}{}{}/{})",
+                       out.prefix, out.family == AF_INET6 ? "[" : "", net,
+                       out.family == AF_INET6 ? "]" : "", out.prefix);
+  }
+  // An IPv4-mapped network is the IPv4 network it maps: targets are compared as IPv4.
+  if (out.family == AF_INET6 && out.prefix >= 96 &&
+      IN6_IS_ADDR_V4MAPPED(reinterpret_cast<const in6_addr*>(out.network.data()))) {
+    std::array<uint8_t, 16> v4{};
+    std::memcpy(v4.data(), out.network.data() + 12, 4);
+    out.network = v4;
+    out.family = AF_INET;
+    out.prefix -= 96;
+  }
+  char net[INET6_ADDRSTRLEN];
+  inet_ntop(out.family, out.network.data(), net, sizeof net);
+  out.text = out.family == AF_INET6 ? fmt::format("[{}]/{}", net, out.prefix)
+                                    : fmt::format("{}/{}", net, out.prefix);
+  for (size_t i = 0; i < out.ports.size(); ++i) {
+    const auto [lo, hi] = out.ports[i];
+    out.text += i ? "," : ":";
+    out.text += lo == hi ? fmt::format("{}", lo) : fmt::format("{}-{}", lo, hi);
+  }
+  return {};
+}
+
 FlagsResult parse_flags(const std::vector<std::string_view>& args) {
   FlagsResult result;
   auto usage = [&](std::string message) {
@@ -400,6 +520,11 @@ FlagsResult parse_flags(const std::vector<std::string_view>& args) {
     net::parse_endpoint(Config::kDefaultHboneListen, c.hbone_listen_at);
     c.hbone_listen = true;
     c.hbone_listen_text = c.hbone_listen_at.to_string();
+    if (c.allow_dests.empty()) {
+      AllowDest d;
+      parse_allow_dest(Config::kDefaultAllowDest, d);
+      c.allow_dests.push_back(std::move(d));
+    }
   }
   const int credential_files = !c.cert.empty() + !c.key.empty() + !c.ca.empty();
   if (credential_files != 0 && credential_files != 3)

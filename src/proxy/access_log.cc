@@ -43,7 +43,7 @@ std::string_view to_string(EndReason reason) {
   return "?";
 }
 
-void append_access_line(std::string& out, const AccessRecord& r) {
+void append_access_line(std::string& out, const AccessRecord& r, std::string_view reason) {
   const time_t secs = static_cast<time_t>(r.start_unix_ms / 1000);
   tm utc{};
   gmtime_r(&secs, &utc);
@@ -56,6 +56,21 @@ void append_access_line(std::string& out, const AccessRecord& r) {
     fmt::format_to(std::back_inserter(out), " src_identity={} dst_identity={}",
                    r.src_identity.empty() ? "-" : r.src_identity,
                    r.dst_identity.empty() ? "-" : r.dst_identity);
+  if (!reason.empty()) {
+    out += " reason=\"";
+    for (const char ch : reason) {
+      const auto c = static_cast<unsigned char>(ch);
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += ch;
+      } else if (c < 0x20 || c >= 0x7f) {
+        fmt::format_to(std::back_inserter(out), "\\x{:02x}", c);
+      } else {
+        out += ch;
+      }
+    }
+    out += '"';
+  }
   fmt::format_to(std::back_inserter(out), " start={:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\n",
                  utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
                  utc.tm_sec, r.start_unix_ms % 1000);

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "ringtunnel/net/socket.h"
+#include "ringtunnel/proxy/admission.h"
 #include "ringtunnel/proxy/worker.h"
 
 namespace ringtunnel::proxy {
@@ -485,6 +486,8 @@ void Worker::h2_response(HboneConn& c, int32_t id, int status) {
 
 void Worker::h2_connect_request(HboneConn& c, int32_t id, const net::Endpoint& target,
                                 std::span<const h2::Header> headers) {
+  // Decided before any socket exists: a refused target is never dialled.
+  Admission admission = admit(target, config_, c.tls->peer_identity(), identity_->identity());
   HboneStream* slot = new_stream(true);
   if (!slot) {
     c.h2->submit_response(id, 503);
@@ -504,6 +507,14 @@ void Worker::h2_connect_request(HboneConn& c, int32_t id, const net::Endpoint& t
   s.dst_identity = identity_->identity().to_string();
   c.h2->set_stream_owner(id, &s);
   ++c.streams;
+  if (admission.verdict != Verdict::allow) {
+    // The session ends the stream after the response; on_stream_closed frees it.
+    c.h2->submit_response(id, http_status(admission.verdict));
+    s.end = end_reason(admission.verdict);
+    s.refusal = std::move(admission.reason);
+    s.state = HboneStream::State::closing;
+    return;
+  }
   s.fd = net::stream_socket_for(target);
   if (s.fd < 0) {
     c.h2->submit_response(id, 503);
@@ -771,7 +782,7 @@ void Worker::release_stream(HboneStream& s) {
     rec.start_unix_ms = s.start_unix_ms;
     rec.src_identity = s.src_identity;
     rec.dst_identity = s.dst_identity;
-    append_access_line(log_batch_, rec);
+    append_access_line(log_batch_, rec, s.refusal);
   }
   s.state = HboneStream::State::free;
   streams_.release(s);

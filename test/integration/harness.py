@@ -622,15 +622,16 @@ ACCESS_RE = re.compile(
     r" bytes_up=(?P<bytes_up>\d+) bytes_down=(?P<bytes_down>\d+)"
     r" duration_ms=(?P<duration_ms>\d+)"
     r" end=(?P<end>closed|client_reset|target_reset|connect_refused|connect_timeout"
-    r"|connect_error|drain_timeout|error|refused|denied|bad_request|peer_error)(?P<extra>(?: [a-z_]+=\S*)*)$")
+    r"|connect_error|drain_timeout|error|refused|denied|bad_request|peer_error)"
+    r'(?P<extra>(?: [a-z_]+=(?:"(?:[^"\\]|\\.)*"|\S*))*)$')
 
 # The documented line has the seven fields above, in that order, then the
 # connection's start time (UTC, milliseconds). ACCESS_RE tolerates extra trailing
-# key=value fields (so that one format deviation does not fail every behavioural
-# test); test_cli's access-log-format sub-test asserts the exact form with
-# STRICT_ACCESS_RE.
+# key=value fields, a value either without spaces or quoted (reason="..."), so
+# that one format deviation does not fail every behavioural test; test_cli's
+# access-log-format sub-test asserts the exact form with STRICT_ACCESS_RE.
 STRICT_ACCESS_RE = re.compile(ACCESS_RE.pattern.replace(
-    r"(?P<extra>(?: [a-z_]+=\S*)*)$",
+    r'(?P<extra>(?: [a-z_]+=(?:"(?:[^"\\]|\\.)*"|\S*))*)$',
     r" start=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"))
 
 
@@ -854,7 +855,9 @@ def _forget_proxies(keep_logs):
 # `end` values, than ACCESS_RE knows), and TCP connection counting
 # ---------------------------------------------------------------------------
 
-_KV_RE = re.compile(r"([a-z_]+)=(\S*)")
+# A quoted value (reason="...", with \" and \\ escaped) is one value, quotes
+# included: what it holds is not read as more fields.
+_KV_RE = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|\S*)')
 _KV_INTS = ("bytes_up", "bytes_down", "duration_ms")
 
 

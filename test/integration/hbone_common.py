@@ -33,7 +33,8 @@ _certs = None
 
 def certs():
     """Directory with ca.crt, node-a.crt/.key, node-b.crt/.key, other-ca.crt,
-    other-node.crt/.key, ... made by scripts/gen-certs.sh (removed at exit)."""
+    other-node.crt/.key, other-td.crt/.key, ... made by scripts/gen-certs.sh
+    (removed at exit)."""
     global _certs
     if _certs is None:
         d = tempfile.mkdtemp(prefix="ringtunnel-hbone-certs-")
@@ -113,11 +114,16 @@ def debug_args():
     return ["--debug-poison-buffers"] if b"--debug-poison-buffers" in out else []
 
 
-def start_inbound(extra=(), name="node-b", port=None, wait=True):
-    """Proxy B: --hbone-listen 127.0.0.1:port with node-b's identity."""
+# The tests' targets are all on loopback, which --allow-dest must name explicitly.
+LOOPBACK_ALLOW = ["--allow-dest", "127.0.0.0/8", "--allow-dest", "[::1]/128"]
+
+
+def start_inbound(extra=(), name="node-b", port=None, wait=True, allow=LOOPBACK_ALLOW):
+    """Proxy B: --hbone-listen 127.0.0.1:port with node-b's identity, allowed
+    to dial loopback targets (`allow`)."""
     addr = ("127.0.0.1", port or free_port())
-    p = Proxy(["--hbone-listen", fmt_addr(*addr)] + identity_args(name) + debug_args() +
-              list(extra), listens=[addr], wait=wait)
+    p = Proxy(["--hbone-listen", fmt_addr(*addr)] + list(allow) + identity_args(name)
+              + debug_args() + list(extra), listens=[addr], wait=wait)
     p.hbone_addr = addr
     return p
 

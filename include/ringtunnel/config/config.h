@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ringtunnel/net/address.h"
@@ -22,6 +23,16 @@ struct Route {
   net::Endpoint peer;
   std::string peer_text;
   std::string identity;
+};
+
+// An --allow-dest entry: a network, and the ports on it, that an HBONE CONNECT may dial.
+// IPv4-mapped IPv6 networks (::ffff:a.b.c.d/96+n) are kept as the IPv4 network they map.
+struct AllowDest {
+  int family = AF_INET;               // AF_INET (first 4 bytes of `network`) or AF_INET6
+  std::array<uint8_t, 16> network{};  // host bits beyond `prefix` are zero
+  unsigned prefix = 0;                // in bits: 0-32 or 0-128
+  std::vector<std::pair<uint16_t, uint16_t>> ports;  // inclusive ranges; empty: every port
+  std::string text;                                  // normalised: "10.0.0.0/8:80,8000-8080"
 };
 
 struct Config {
@@ -54,6 +65,8 @@ struct Config {
   uint32_t h2_stream_window = 4u << 20;
   uint32_t h2_connection_window = 16u << 20;
   uint32_t tls_record_size = 16384;
+  // Where inbound CONNECTs may go (see proxy/admission.h). Empty: nowhere.
+  std::vector<AllowDest> allow_dests;
 
   bool needs_identity() const {
     if (hbone_listen) return true;
@@ -65,6 +78,8 @@ struct Config {
   // What ringtunnel does when started with no flags at all.
   static constexpr const char* kDefaultForward = "127.0.0.1:15001=tcp://127.0.0.1:8080";
   static constexpr const char* kDefaultHboneListen = "127.0.0.1:15008";
+  // ... and where its HBONE listener may dial when no --allow-dest is given: its demo target.
+  static constexpr const char* kDefaultAllowDest = "127.0.0.1/32:8080";
 };
 
 }  // namespace ringtunnel::config

@@ -22,5 +22,8 @@ std::string help_text();
 std::string parse_duration_ms(std::string_view text, int64_t& out);
 std::string parse_size(std::string_view text, uint64_t& out);
 std::string parse_forward(std::string_view text, Route& out);
+// "CIDR[:PORTS]" of --allow-dest: a.b.c.d/n or [x::y]/n (a bare address: /32 or /128), then
+// optionally ':' and N, N-M or a comma list of those.
+std::string parse_allow_dest(std::string_view text, AllowDest& out);
 
 }  // namespace ringtunnel::config

@@ -39,8 +39,11 @@ struct AccessRecord {
 };
 
 // Appends "access listener=... client=... target=... bytes_up=N bytes_down=N duration_ms=N
-// end=REASON [src_identity=ID dst_identity=ID] start=ISO8601\n" to `out`.
-void append_access_line(std::string& out, const AccessRecord& record);
+// end=REASON [src_identity=ID dst_identity=ID] [reason="TEXT"] start=ISO8601\n" to `out`.
+// `reason` (why a stream was refused before it was dialled; none if empty) is quoted, with '"'
+// and '\\' escaped by a backslash and other bytes outside printable ASCII as \xNN: the line stays
+// one line, and the value ends where it seems to.
+void append_access_line(std::string& out, const AccessRecord& record, std::string_view reason = {});
 
 // Where the lines go. Workers batch their lines and write each batch with one write().
 class AccessLog {

@@ -130,6 +130,7 @@ struct HboneStream {
   int64_t start_unix_ms = 0;
   std::string client_text;
   std::string src_identity, dst_identity;
+  std::string refusal;  // inbound: why admission refused the CONNECT (logged as reason=...)
 };
 
 }  // namespace ringtunnel::proxy

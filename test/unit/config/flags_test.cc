@@ -88,9 +88,12 @@ TEST_CASE("bad usage names the flag, the value and the reason") {
        "--connect-timeout \"5\": must be a number with a unit: ms, s or m (e.g. 500ms, 5s)"},
       {{"--connect-timeout", "0s"}, "--connect-timeout \"0s\": must be more than 0"},
       {{"--registered-buffers", "maybe"}, "--registered-buffers \"maybe\": must be on or off"},
-      {{"--forward", "nonsense"}, "--forward \"nonsense\": must be LISTEN=tcp://TARGET or LISTEN=hbone://PEER/TARGET?identity=SPIFFE_ID"},
+      {{"--forward", "nonsense"},
+       "--forward \"nonsense\": must be LISTEN=tcp://TARGET or "
+       "LISTEN=hbone://PEER/TARGET?identity=SPIFFE_ID"},
       {{"--forward", "127.0.0.1:1=http://x"},
-       "--forward \"127.0.0.1:1=http://x\": the target must start with tcp:// or hbone:// (got \"http://x\")"},
+       "--forward \"127.0.0.1:1=http://x\": the target must start with tcp:// or hbone:// (got "
+       "\"http://x\")"},
       {{"--forward", "127.0.0.1=tcp://127.0.0.1:1"},
        "--forward \"127.0.0.1=tcp://127.0.0.1:1\": listen address \"127.0.0.1\": missing ':port'"},
       {{"--forward", "127.0.0.1:1=tcp://127.0.0.1:2", "--forward", "127.0.0.1:1=tcp://127.0.0.1:3"},
@@ -117,7 +120,7 @@ TEST_CASE("--help explains every flag") {
        {"--forward", "--workers", "--ring-entries", "--sqpoll", "--buffer-sizes",
         "--buffer-ring-entries", "--registered-buffers", "--fixed-files", "--max-queued",
         "--connect-timeout", "--drain-timeout", "--tcp-splice", "--splice-pipe-size",
-        "--listen-backlog", "--access-log", "--help", "--version"})
+        "--listen-backlog", "--access-log", "--allow-dest", "--help", "--version"})
     CHECK_MESSAGE(help.find(std::string("  ") + flag) != std::string::npos, flag);
 }
 
@@ -192,4 +195,105 @@ TEST_CASE("bad hbone usage says why") {
     CHECK(r.action == Action::usage_error);
     if (c.error) CHECK(r.error == c.error);
   }
+}
+
+TEST_CASE("--allow-dest: networks, bare addresses and port lists, normalised") {
+  struct Case {
+    const char* value;
+    const char* text;
+  };
+  const Case cases[] = {
+      {"10.0.0.0/8", "10.0.0.0/8"},
+      {"10.1.2.3", "10.1.2.3/32"},
+      {"10.1.2.3:80", "10.1.2.3/32:80"},
+      {"10.1.2.3:80,443,8000-8080", "10.1.2.3/32:80,443,8000-8080"},
+      {"0.0.0.0/0", "0.0.0.0/0"},
+      {"127.0.0.0/8:1-65535", "127.0.0.0/8:1-65535"},
+      {"[::1]", "[::1]/128"},
+      {"[fd00::]/64:9000", "[fd00::]/64:9000"},
+      {"[FD00:0::]/16", "[fd00::]/16"},
+      {"[::]/0", "[::]/0"},
+      {"[::ffff:127.0.0.1]", "127.0.0.1/32"},  // IPv4-mapped: the IPv4 address
+      {"[::ffff:10.0.0.0]/104:22", "10.0.0.0/8:22"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.value);
+    const FlagsResult r = parse({"--hbone-listen", "127.0.0.1:15008", "--allow-dest", c.value});
+    REQUIRE(r.action == Action::run);
+    REQUIRE(r.config.allow_dests.size() == 1);
+    CHECK(r.config.allow_dests[0].text == c.text);
+  }
+  const FlagsResult r =
+      parse({"--allow-dest", "10.0.0.0/8", "--hbone-listen", "127.0.0.1:1", "--allow-dest=[::1]"});
+  REQUIRE(r.action == Action::run);
+  REQUIRE(r.config.allow_dests.size() == 2);  // repeatable
+  CHECK(r.config.allow_dests[0].family == AF_INET);
+  CHECK(r.config.allow_dests[0].prefix == 8);
+  CHECK(r.config.allow_dests[0].ports.empty());
+  CHECK(r.config.allow_dests[1].family == AF_INET6);
+  CHECK(r.config.allow_dests[1].prefix == 128);
+  AllowDest d;
+  CHECK(parse_allow_dest("1.2.3.4:1-2,9", d) == "");
+  CHECK(d.ports == std::vector<std::pair<uint16_t, uint16_t>>{{1, 2}, {9, 9}});
+}
+
+TEST_CASE("--allow-dest: the embedded default allows only its demo target; --hbone-listen none") {
+  const FlagsResult d = parse({});
+  REQUIRE(d.config.allow_dests.size() == 1);
+  CHECK(d.config.allow_dests[0].text == "127.0.0.1/32:8080");
+  const FlagsResult w = parse({"--workers", "2"});  // still the embedded default listeners
+  REQUIRE(w.config.allow_dests.size() == 1);
+  CHECK(w.config.allow_dests[0].text == "127.0.0.1/32:8080");
+  const FlagsResult own = parse({"--allow-dest", "10.0.0.0/8"});  // default listeners, own list
+  REQUIRE(own.config.allow_dests.size() == 1);
+  CHECK(own.config.allow_dests[0].text == "10.0.0.0/8");
+  CHECK(parse({"--hbone-listen", "127.0.0.1:25008"}).config.allow_dests.empty());
+  CHECK(parse({"--forward", "127.0.0.1:1=tcp://127.0.0.1:2"}).config.allow_dests.empty());
+  std::string help;  // the text with its wrapping undone
+  for (const char ch : help_text())
+    if (ch != ' ' || help.empty() || (help.back() != ' ' && help.back() != '\n')) help += ch;
+  for (char& ch : help)
+    if (ch == '\n') ch = ' ';
+  CHECK(help.find(" --allow-dest CIDR[:PORTS]") != std::string::npos);
+  CHECK(help.find("0.0.0.0/0 and [::]/0 do not cover it") != std::string::npos);
+}
+
+TEST_CASE("--allow-dest: bad values name the flag, the value and the reason") {
+  struct Case {
+    const char* value;
+    const char* error;
+  };
+  const Case cases[] = {
+      {"", "not an IPv4 address"},
+      {"/8", "not an IPv4 address"},
+      {"10.0.0/8", "\"10.0.0\" is not a numeric IPv4 address"},
+      {"010.0.0.0/8", "\"010.0.0.0\" is not a numeric IPv4 address"},
+      {"example.com", "\"example.com\" is not a numeric IPv4 address"},
+      {"10.0.0.0/33", "prefix length \"/33\" must be a number from 0 to 32"},
+      {"10.0.0.0/", "prefix length \"/\" must be a number from 0 to 32"},
+      {"10.0.0.0/x", "prefix length \"/x\" must be a number from 0 to 32"},
+      {"10.1.0.0/8", "address bits are set past the /8 prefix (the network is 10.0.0.0/8)"},
+      {"10.0.0.0/8:", "no ports after ':' (omit ':' for every port)"},
+      {"10.0.0.0/8:0", "port \"0\": ports are N or N-M, each from 1 to 65535"},
+      {"10.0.0.0/8:65536", "port \"65536\": ports are N or N-M, each from 1 to 65535"},
+      {"10.0.0.0/8:80,", "port \"\": ports are N or N-M, each from 1 to 65535"},
+      {"10.0.0.0/8:http", "port \"http\": ports are N or N-M, each from 1 to 65535"},
+      {"10.0.0.0/8:90-80", "port range \"90-80\" ends before it starts"},
+      {"10.0.0.0/8:1-2-3", "port \"1-2-3\": ports are N or N-M, each from 1 to 65535"},
+      {"::1/128", "an IPv6 network must be in brackets: [x::y]/n"},
+      {"[::1/128", "missing ']' after the IPv6 address"},
+      {"[::1]/129", "prefix length \"/129\" must be a number from 0 to 128"},
+      {"[fd00::1]/64", "address bits are set past the /64 prefix (the network is [fd00::]/64)"},
+      {"[fe80::1%eth0]", "\"fe80::1%eth0\" is not a numeric IPv6 address"},
+      {"[10.0.0.1]", "\"10.0.0.1\" is not a numeric IPv6 address"},
+      {"[::1]x", "unexpected \"x\" after the address: CIDR[:PORTS]"},
+      {"[]", "not an IPv6 address"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.value);
+    const FlagsResult r = parse({"--hbone-listen", "127.0.0.1:1", "--allow-dest", c.value});
+    CHECK(r.action == Action::usage_error);
+    CHECK(r.error == std::string("--allow-dest \"") + c.value + "\": " + c.error);
+  }
+  CHECK(parse({"--allow-dest"}).error == "--allow-dest needs a value: CIDR[:PORTS]");
 }

@@ -42,3 +42,33 @@ TEST_CASE("every end reason has its own name") {
     for (EndReason b : all)
       if (a != b) CHECK(to_string(a) != to_string(b));
 }
+
+TEST_CASE("a refused stream's reason comes last before the start time, quoted and escaped") {
+  const AccessRecord rec{"127.0.0.1:15008",
+                         "127.0.0.1:40000",
+                         "127.0.0.1:9",
+                         0,
+                         0,
+                         1,
+                         EndReason::denied,
+                         1'764'320'400'123,
+                         "spiffe://td/ns/a/sa/b",
+                         "spiffe://td/ns/c/sa/d"};
+  std::string out;
+  append_access_line(out, rec, "loopback target 127.0.0.1:9 is not in a loopback --allow-dest");
+  CHECK(out ==
+        "access listener=127.0.0.1:15008 client=127.0.0.1:40000 target=127.0.0.1:9 bytes_up=0 "
+        "bytes_down=0 duration_ms=1 end=denied src_identity=spiffe://td/ns/a/sa/b "
+        "dst_identity=spiffe://td/ns/c/sa/d reason=\"loopback target 127.0.0.1:9 is not in a "
+        "loopback --allow-dest\" start=2025-11-28T09:00:00.123Z\n");
+  // Whatever a reason holds, it cannot end its quotes early, add a field or a line.
+  out.clear();
+  append_access_line(out, rec, "a\" end=closed x=\\\"\n\r\x01\xff");
+  CHECK(out.find(" reason=\"a\\\" end=closed x=\\\\\\\"\\x0a\\x0d\\x01\\xff\" start=") !=
+        std::string::npos);
+  CHECK(out.find('\n') == out.size() - 1);
+  // No reason: no field (the line is as it always was).
+  out.clear();
+  append_access_line(out, rec);
+  CHECK(out.find("reason=") == std::string::npos);
+}

@@ -1,0 +1,49 @@
+// Whether an inbound HBONE CONNECT may be dialled: decided before any socket exists, from the
+// target, the configuration and the two identities only (no I/O, no state).
+//
+// Checked in this order, the first that applies deciding:
+//   1. bad_target: addresses that are never a destination, whatever --allow-dest says:
+//      unspecified (0.0.0.0/8, ::), link-local (169.254.0.0/16, fe80::/10), multicast
+//      (224.0.0.0/4, ff00::/8), broadcast (255.255.255.255).
+//   2. foreign_trust_domain: the peer's SPIFFE trust domain is not ours.
+//   3. own_listener: an address:port this process listens on (--forward, --hbone-listen); a
+//      listener on 0.0.0.0 or :: claims its port on every address. A tunnel into ourselves
+//      would nest tunnels or reach a relay as a local client.
+//   4. not_allowed: no --allow-dest entry covers the target. A loopback target (127.0.0.0/8,
+//      ::1) is covered only by an entry whose network itself lies in 127.0.0.0/8 or is ::1/128:
+//      0.0.0.0/0 and ::/0 never open the node's own services.
+// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is judged, everywhere, as the IPv4 address.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "ringtunnel/config/config.h"
+#include "ringtunnel/net/address.h"
+#include "ringtunnel/proxy/access_log.h"
+#include "ringtunnel/tls/identity.h"
+
+namespace ringtunnel::proxy {
+
+enum class Verdict : uint8_t { allow, bad_target, own_listener, not_allowed, foreign_trust_domain };
+
+struct Admission {
+  Verdict verdict = Verdict::allow;
+  std::string reason;  // short English, for the access log; empty when allowed
+};
+
+Admission admit(const net::Endpoint& target, const config::Config& config,
+                const tls::SpiffeId& peer, const tls::SpiffeId& own);
+
+// The CONNECT response for a refusal (400, 503 or 401), and how its access-log line ends
+// (bad_request, refused or denied).
+int http_status(Verdict verdict);
+EndReason end_reason(Verdict verdict);
+std::string_view to_string(Verdict verdict);
+
+// Whether `entry` covers `target` (address and port; an IPv4-mapped target as IPv4). Loopback
+// targets need an entry that is itself loopback: see above.
+bool covers(const config::AllowDest& entry, const net::Endpoint& target);
+
+}  // namespace ringtunnel::proxy
