@@ -21,6 +21,7 @@
 
 #include "dev_identity.h"
 #include "ringtunnel/config/flags.h"
+#include "ringtunnel/proxy/log.h"
 #include "ringtunnel/proxy/worker.h"
 #include "ringtunnel/tls/credentials.h"
 
@@ -61,24 +62,32 @@ std::string load_identity(const config::Config& config, std::unique_ptr<tls::Cre
     unlink((base + "/" + name).c_str());
   rmdir(dir);
   if (err.empty())
-    fmt::print(
-        stderr,
+    proxy::log_line(fmt::format(
         "ringtunnel: using the embedded development identity {} (for trying ringtunnel on one "
-        "machine; give --cert, --key and --ca in production)\n",
-        out->identity().to_string());
+        "machine; give --cert, --key and --ca in production)",
+        out->identity().to_string()));
   return err;
 }
 
+// Writes what the log writers still hold and stops them; log_line() writes synchronously again.
+void stop_logs(proxy::AccessLog& access_log, proxy::LogSink& stderr_sink) {
+  proxy::set_log_sink(nullptr);
+  access_log.stop(proxy::LogSink::kStopTimeoutMs);
+  stderr_sink.stop(proxy::LogSink::kStopTimeoutMs);
+}
+
 int run(const config::Config& config) {
+  // Standard error's writer: operational messages, and the access log unless it has a file.
+  proxy::LogSink stderr_sink(STDERR_FILENO, false);
   proxy::AccessLog access_log;
-  if (std::string err = access_log.open(config.access_log); !err.empty()) {
-    fmt::print(stderr, "ringtunnel: {}\n", err);
+  if (std::string err = access_log.open(config.access_log, stderr_sink); !err.empty()) {
+    proxy::log_line(fmt::format("ringtunnel: {}", err));
     return 1;
   }
   std::unique_ptr<tls::Credentials> identity;
   if (config.needs_identity()) {
     if (std::string err = load_identity(config, identity); !err.empty()) {
-      fmt::print(stderr, "ringtunnel: identity: {}\n", err);
+      proxy::log_line(fmt::format("ringtunnel: identity: {}", err));
       return 1;
     }
   }
@@ -92,6 +101,16 @@ int run(const config::Config& config) {
   sigaddset(&stop, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a write to a reset peer returns EPIPE instead of killing us
+
+  // From here on the log is written by writer threads: a worker never waits for its output.
+  std::string log_err = stderr_sink.start();
+  if (log_err.empty()) log_err = access_log.start();
+  if (!log_err.empty()) {
+    proxy::log_line(fmt::format("ringtunnel: {}", log_err));
+    stop_logs(access_log, stderr_sink);
+    return 1;
+  }
+  proxy::set_log_sink(&stderr_sink);
 
   std::vector<std::unique_ptr<proxy::Worker>> pool;
   std::vector<std::thread> threads;
@@ -112,53 +131,58 @@ int run(const config::Config& config) {
     if (std::string err = started[i].get(); !err.empty() && failure.empty())
       failure = fmt::format("worker {}: {}", i, err);
   if (!failure.empty()) {
-    fmt::print(stderr, "ringtunnel: start-up failed: {}\n", failure);
+    proxy::log_line(fmt::format("ringtunnel: start-up failed: {}", failure));
     for (auto& w : pool)
       w->request_drain();
     for (auto& t : threads)
       t.join();
+    stop_logs(access_log, stderr_sink);
     return 1;
   }
   if (config.tcp_splice)
-    fmt::print(stderr, "ringtunnel: {} workers; io_uring: {}; relaying through {}-byte pipes\n",
-               workers, pool[0]->features().describe_ring(), config.splice_pipe_size);
+    proxy::log_line(
+        fmt::format("ringtunnel: {} workers; io_uring: {}; relaying through {}-byte pipes", workers,
+                    pool[0]->features().describe_ring(), config.splice_pipe_size));
   else
-    fmt::print(stderr, "ringtunnel: {} workers; io_uring: {}; receive buffers {}/{}/{} bytes\n",
-               workers, pool[0]->features().describe(), config.buffer_sizes[0],
-               config.buffer_sizes[1], config.buffer_sizes[2]);
+    proxy::log_line(
+        fmt::format("ringtunnel: {} workers; io_uring: {}; receive buffers {}/{}/{} bytes", workers,
+                    pool[0]->features().describe(), config.buffer_sizes[0], config.buffer_sizes[1],
+                    config.buffer_sizes[2]));
   for (const config::Route& r : config.routes) {
     if (r.kind == config::Route::Kind::hbone)
-      fmt::print(stderr, "ringtunnel: listening on {} -> hbone://{}/{} (peer identity {})\n",
-                 r.listen_text, r.peer_text, r.target_text, r.identity);
+      proxy::log_line(fmt::format("ringtunnel: listening on {} -> hbone://{}/{} (peer identity {})",
+                                  r.listen_text, r.peer_text, r.target_text, r.identity));
     else
-      fmt::print(stderr, "ringtunnel: listening on {} -> tcp://{}{}\n", r.listen_text,
-                 r.target_text, config.tcp_splice ? " (splice)" : "");
+      proxy::log_line(fmt::format("ringtunnel: listening on {} -> tcp://{}{}", r.listen_text,
+                                  r.target_text, config.tcp_splice ? " (splice)" : ""));
   }
   if (config.hbone_listen)
-    fmt::print(stderr, "ringtunnel: listening on {} for HBONE (mTLS, identity {})\n",
-               config.hbone_listen_text, identity->identity().to_string());
+    proxy::log_line(fmt::format("ringtunnel: listening on {} for HBONE (mTLS, identity {})",
+                                config.hbone_listen_text, identity->identity().to_string()));
   if (config.hbone_listen) {
     if (config.allow_dests.empty()) {
-      fmt::print(stderr,
-                 "ringtunnel: no --allow-dest given: every CONNECT on {} is refused (401)\n",
-                 config.hbone_listen_text);
+      proxy::log_line(
+          fmt::format("ringtunnel: no --allow-dest given: every CONNECT on {} is refused (401)",
+                      config.hbone_listen_text));
     } else {
       std::string allowed;
       for (const config::AllowDest& d : config.allow_dests)
         allowed += (allowed.empty() ? "" : " ") + d.text;
-      fmt::print(stderr, "ringtunnel: CONNECTs on {} may dial {} (--allow-dest)\n",
-                 config.hbone_listen_text, allowed);
+      proxy::log_line(fmt::format("ringtunnel: CONNECTs on {} may dial {} (--allow-dest)",
+                                  config.hbone_listen_text, allowed));
     }
   }
 
   int sig = 0;
   sigwait(&stop, &sig);
-  fmt::print(stderr, "ringtunnel: {} received, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  proxy::log_line(
+      fmt::format("ringtunnel: {} received, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
   for (auto& w : pool)
     w->request_drain();
   for (auto& t : threads)
     t.join();
-  fmt::print(stderr, "ringtunnel: stopped\n");
+  proxy::log_line("ringtunnel: stopped");
+  stop_logs(access_log, stderr_sink);
   return 0;
 }
 
@@ -182,7 +206,8 @@ int main(int argc, char** argv) {
                  nghttp2_version(0)->version_str);
       return 0;
     case config::FlagsResult::Action::usage_error:
-      fmt::print(stderr, "ringtunnel: {}\nSee 'ringtunnel --help'.\n", parsed.error);
+      proxy::log_line(fmt::format("ringtunnel: {}", parsed.error));
+      proxy::log_line("See 'ringtunnel --help'.");
       return 2;
     case config::FlagsResult::Action::run:
       break;

@@ -531,6 +531,9 @@ FlagsResult parse_flags(const std::vector<std::string_view>& args) {
     return usage(
         "--cert, --key and --ca go together: give all three, or none for the embedded "
         "development identity");
+  if (c.routes.size() > kMaxRoutes)
+    return usage(fmt::format("--forward: {} listeners named, at most {} are supported",
+                             c.routes.size(), kMaxRoutes));
   for (size_t a = 0; a < c.routes.size(); ++a)
     for (size_t b = a + 1; b < c.routes.size(); ++b)
       if (c.routes[a].listen_text == c.routes[b].listen_text)

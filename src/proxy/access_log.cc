@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -43,19 +44,47 @@ std::string_view to_string(EndReason reason) {
   return "?";
 }
 
+void append_log_value(std::string& out, std::string_view value) {
+  auto plain = [](unsigned char c) {
+    return c > ' ' && c < 0x7f && c != '"' && c != '\\' && c != '=';
+  };
+  if (std::all_of(value.begin(), value.end(), plain)) {
+    out += value;
+    return;
+  }
+  out += '"';
+  for (const char c : value) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (plain(byte)) {
+      out += c;
+    } else {
+      fmt::format_to(std::back_inserter(out), "\\x{:02x}", byte);
+    }
+  }
+  out += '"';
+}
+
 void append_access_line(std::string& out, const AccessRecord& r, std::string_view reason) {
   const time_t secs = static_cast<time_t>(r.start_unix_ms / 1000);
   tm utc{};
   gmtime_r(&secs, &utc);
-  fmt::format_to(std::back_inserter(out),
-                 "access listener={} client={} target={} bytes_up={} bytes_down={} duration_ms={} "
-                 "end={}",
-                 r.listener, r.client, r.target, r.bytes_up, r.bytes_down, r.duration_ms,
-                 to_string(r.end));
-  if (!r.src_identity.empty() || !r.dst_identity.empty())
-    fmt::format_to(std::back_inserter(out), " src_identity={} dst_identity={}",
-                   r.src_identity.empty() ? "-" : r.src_identity,
-                   r.dst_identity.empty() ? "-" : r.dst_identity);
+  out += "access listener=";
+  append_log_value(out, r.listener);
+  out += " client=";
+  append_log_value(out, r.client);
+  out += " target=";
+  append_log_value(out, r.target);
+  fmt::format_to(std::back_inserter(out), " bytes_up={} bytes_down={} duration_ms={} end={}",
+                 r.bytes_up, r.bytes_down, r.duration_ms, to_string(r.end));
+  if (!r.src_identity.empty() || !r.dst_identity.empty()) {
+    out += " src_identity=";
+    append_log_value(out, r.src_identity.empty() ? "-" : r.src_identity);
+    out += " dst_identity=";
+    append_log_value(out, r.dst_identity.empty() ? "-" : r.dst_identity);
+  }
   if (!reason.empty()) {
     out += " reason=\"";
     for (const char ch : reason) {
@@ -76,34 +105,32 @@ void append_access_line(std::string& out, const AccessRecord& r, std::string_vie
                  utc.tm_sec, r.start_unix_ms % 1000);
 }
 
-std::string AccessLog::open(const std::string& where) {
+std::string AccessLog::open(const std::string& where, LogSink& stderr_sink) {
   if (where == "off") return {};
   if (where == "-") {
-    fd_ = STDERR_FILENO;
+    sink_ = &stderr_sink;
     return {};
   }
-  fd_ = ::open(where.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (fd_ < 0) return fmt::format("--access-log {}: {}", where, strerror(errno));
-  owned_ = true;
+  const int fd = ::open(where.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return fmt::format("--access-log {}: {}", where, strerror(errno));
+  file_ = std::make_unique<LogSink>(fd, true);
+  sink_ = file_.get();
   return {};
 }
 
-void AccessLog::write(std::string& batch) {
-  if (fd_ >= 0 && !batch.empty()) {
-    // O_APPEND (or a pipe/tty for stderr) keeps each batch whole among the workers' batches.
-    size_t done = 0;
-    while (done < batch.size()) {
-      const ssize_t n = ::write(fd_, batch.data() + done, batch.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;  // a full disk loses log lines, never connections
-      done += static_cast<size_t>(n);
-    }
-  }
-  batch.clear();
+std::string AccessLog::start() {
+  return file_ ? file_->start() : std::string();
 }
 
-AccessLog::~AccessLog() {
-  if (owned_) close(fd_);
+bool AccessLog::stop(int timeout_ms) {
+  return file_ ? file_->stop(timeout_ms) : true;
+}
+
+void AccessLog::write(std::string& batch) {
+  if (sink_)
+    sink_->submit(batch);
+  else
+    batch.clear();
 }
 
 }  // namespace ringtunnel::proxy

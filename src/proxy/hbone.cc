@@ -393,8 +393,9 @@ void Worker::fail_conn(HboneConn& c, std::string reason) {
   c.state = HboneConn::State::closing;
   c.close_deadline_ns = monotonic_ns() + kCloseGraceNs;
   c.failure = std::move(reason);
-  fmt::print(stderr, "ringtunnel: hbone {} {} {}{}: closed: {}\n", c.inbound ? "from" : "to",
-             c.peer_text, c.peer_identity.empty() ? "" : "identity=", c.peer_identity, c.failure);
+  log_line(fmt::format("ringtunnel: hbone {} {} {}{}: closed: {}", c.inbound ? "from" : "to",
+                       c.peer_text, c.peer_identity.empty() ? "" : "identity=", c.peer_identity,
+                       c.failure));
   if (c.h2) c.h2->close_all_streams(h2::kConnectError);
   std::vector<HboneStream*> waiting;
   waiting.swap(c.waiting);

@@ -73,8 +73,8 @@ io_uring_sqe* Worker::relay_sqe(Relay& r, OpKind kind, uint8_t dir) {
 void Worker::open_relay(int client_fd, uint16_t route_index) {
   Relay* slot = relays_.acquire();
   if (!slot) {
-    fmt::print(stderr, "ringtunnel: worker {}: {} connections open, refusing another\n", id_,
-               relays_.live());
+    log_line(fmt::format("ringtunnel: worker {}: {} connections open, refusing another", id_,
+                         relays_.live()));
     net::arm_reset_on_close(client_fd);
     close(client_fd);
     return;

@@ -17,6 +17,16 @@ namespace ringtunnel::proxy {
 
 namespace {
 
+// An accept names its listener in the tag's index: the 8-bit lane would wrap at 256 listeners.
+// Routes are numbered in 16 bits (Listener::route) with the last value meaning --hbone-listen,
+// so config::kMaxRoutes of them plus that one always fit.
+static_assert(config::kMaxRoutes + 1 <= size_t{ring::OpTag::kIndexMask} + 1);
+static_assert(config::kMaxRoutes <= UINT16_MAX);
+
+uint64_t accept_tag(size_t listener) {
+  return ring::encode({uint8_t(OpKind::accept), 0, uint32_t(listener), 0});
+}
+
 // The longest the loop waits for more completions than it strictly needs (see quiet_sends_).
 // Long enough to cover the gap between two reads of a bulk stream, short next to the megabytes a
 // loopback socket buffers.
@@ -216,7 +226,7 @@ void Worker::arm_accept(size_t i) {
   Listener& l = listeners_[i];
   io_uring_sqe* s = ring_.sqe();
   io_uring_prep_multishot_accept(s, l.fd, nullptr, nullptr, SOCK_CLOEXEC);
-  io_uring_sqe_set_data64(s, ring::encode({uint8_t(OpKind::accept), uint8_t(i), 0, 0}));
+  io_uring_sqe_set_data64(s, accept_tag(i));
   l.armed = true;
 }
 
@@ -235,13 +245,11 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
   } else if (!draining_ && (cqe.res == -EMFILE || cqe.res == -ENFILE || cqe.res == -ENOBUFS ||
                             cqe.res == -ENOMEM)) {
     if (!accept_blocked_)
-      fmt::print(
-          stderr,
-          "ringtunnel: worker {}: accept on {}: {}; accepting again when a connection closes\n",
-          id_,
+      log_line(fmt::format(
+          "ringtunnel: worker {}: accept on {}: {}; accepting again when a connection closes", id_,
           l.route == kHboneListener ? config_.hbone_listen_text
                                     : config_.routes[l.route].listen_text,
-          strerror(-cqe.res));
+          strerror(-cqe.res)));
     accept_blocked_ = true;
   }
   if (draining_ && !l.armed && !l.closed) {
@@ -264,7 +272,7 @@ void Worker::begin_drain() {
     Listener& l = listeners_[i];
     if (l.armed) {
       io_uring_sqe* s = ring_.sqe();
-      io_uring_prep_cancel64(s, ring::encode({uint8_t(OpKind::accept), uint8_t(i), 0, 0}), 0);
+      io_uring_prep_cancel64(s, accept_tag(i), 0);
       io_uring_sqe_set_data64(s, ring::encode({uint8_t(OpKind::cancel), 0, 0, 0}));
     } else if (!l.closed) {
       close(l.fd);
@@ -273,9 +281,9 @@ void Worker::begin_drain() {
     }
   }
   if (id_ == 0)
-    fmt::print(stderr,
-               "ringtunnel: draining: listeners closed, waiting up to {} ms for open connections\n",
-               config_.drain_timeout_ms);
+    log_line(fmt::format(
+        "ringtunnel: draining: listeners closed, waiting up to {} ms for open connections",
+        config_.drain_timeout_ms));
 }
 
 void Worker::on_completion(const io_uring_cqe& cqe) {
@@ -283,7 +291,7 @@ void Worker::on_completion(const io_uring_cqe& cqe) {
   const auto kind = OpKind(tag.kind);
   switch (kind) {
     case OpKind::accept:
-      on_accept(tag.lane, cqe);
+      on_accept(tag.index, cqe);
       return;
     case OpKind::wake:
       on_wake();
@@ -296,10 +304,9 @@ void Worker::on_completion(const io_uring_cqe& cqe) {
   if (kind >= OpKind::conn_connect) return on_hbone_completion(kind, tag, cqe);
   Relay* r = relays_.find(tag.index, tag.generation);
   if (!r || r->state == RelayState::free) {
-    fmt::print(
-        stderr,
-        "ringtunnel: worker {}: completion for a closed connection (kind {}, res {}), ignored\n",
-        id_, tag.kind, cqe.res);
+    log_line(fmt::format(
+        "ringtunnel: worker {}: completion for a closed connection (kind {}, res {}), ignored", id_,
+        tag.kind, cqe.res));
     return;
   }
   on_relay_completion(*r, kind, tag.lane, cqe);
@@ -326,7 +333,7 @@ void Worker::publish_buffers() {
 }
 
 void Worker::log_bug(const std::string& what) {
-  fmt::print(stderr, "ringtunnel: worker {}: internal error: {}\n", id_, what);
+  log_line(fmt::format("ringtunnel: worker {}: internal error: {}", id_, what));
 }
 
 bool Worker::pool_under_pressure() const {

@@ -17,6 +17,7 @@ buffering on), and the access log says client_reset / target_reset."""
 import os
 import socket
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
@@ -27,6 +28,18 @@ from harness import (CHUNK, Proxy, TargetServer, check, check_entry, connect,  #
 
 TIMEOUT = 20.0
 PROMPT = 3.0
+
+
+def handler_result(target, res, done, key):
+    """res[key], once the target's handler has finished. target.join() alone may not wait
+    for it: the accept thread registers a handler's thread only after starting it, so the
+    handler can already be serving (and the client done) while join() finds nothing to
+    wait for. The handler sets `done` when it ends, however it ends."""
+    if not done.wait(TIMEOUT):
+        fail("the target's handler still running %.0f s later" % TIMEOUT)
+    target.check_errors()   # the handler's own failure, if it failed
+    check(key in res, "the target's handler ended without a result (%s)" % key)
+    return res[key]
 
 
 def with_proxy(handler, body):
@@ -44,16 +57,20 @@ def quiet_reset_case(resetter):
     UP, DOWN = 100000, 50000
     up, down = gen_bytes(21, UP), gen_bytes(22, DOWN)
     res = {}
+    done = threading.Event()
 
     def handler(conn, peer):
-        check(recv_exact(conn, UP) == up, "target: upstream data differs")
-        conn.sendall(down)
-        if resetter == "target":
-            time.sleep(0.2)   # let the client see the data first
-            reset_close(conn)
-        else:
-            res["target_wait"] = expect_reset(conn, PROMPT, "target")
-            conn.close()
+        try:
+            check(recv_exact(conn, UP) == up, "target: upstream data differs")
+            conn.sendall(down)
+            if resetter == "target":
+                time.sleep(0.2)   # let the client see the data first
+                reset_close(conn)
+            else:
+                res["target_wait"] = expect_reset(conn, PROMPT, "target")
+                conn.close()
+        finally:
+            done.set()
 
     def body(proxy, listen, target):
         s = connect(listen, TIMEOUT)
@@ -63,14 +80,16 @@ def quiet_reset_case(resetter):
             check(recv_exact(s, DOWN) == down, "client: downstream data differs")
             if resetter == "client":
                 reset_close(s)
-                target.join(TIMEOUT)
+                wait = handler_result(target, res, done, "target_wait")
                 log("client reset after %d up / %d down; target got ConnectionResetError"
-                    " after %.2f s" % (UP, DOWN, res["target_wait"]))
+                    " after %.2f s" % (UP, DOWN, wait))
             else:
                 w = expect_reset(s, PROMPT, "client")
                 log("target reset after %d up / %d down; client got ConnectionResetError"
                     " after %.2f s" % (UP, DOWN, w))
-                target.join(TIMEOUT)
+                if not done.wait(TIMEOUT):
+                    fail("the target's handler still running %.0f s later" % TIMEOUT)
+                target.check_errors()
         finally:
             s.close()
         e = proxy.wait_access([me], timeout=5)[me]
@@ -86,6 +105,7 @@ def streaming_reset_case(resetter):
     MIB = 1024 * 1024
     blob = gen_bytes(23, CHUNK)
     res = {}
+    done = threading.Event()
 
     def stream_until_error(sock, who):
         sent = 0
@@ -102,14 +122,17 @@ def streaming_reset_case(resetter):
              % (who, sent))
 
     def handler(conn, peer):
-        if resetter == "client":
-            recv_exact(conn, 1)          # the client says hello first
-            res["stream"] = stream_until_error(conn, "target")
-            res["t1"] = time.monotonic()
-        else:
-            recv_exact(conn, MIB)
-            res["reset_at"] = time.monotonic()
-            reset_close(conn)
+        try:
+            if resetter == "client":
+                recv_exact(conn, 1)          # the client says hello first
+                res["stream"] = stream_until_error(conn, "target")
+                res["t1"] = time.monotonic()
+            else:
+                recv_exact(conn, MIB)
+                res["reset_at"] = time.monotonic()
+                reset_close(conn)
+        finally:
+            done.set()
 
     def body(proxy, listen, target):
         s = connect(listen, TIMEOUT)
@@ -120,16 +143,14 @@ def streaming_reset_case(resetter):
                 recv_exact(s, MIB)
                 t_reset = time.monotonic()
                 reset_close(s)
-                target.join(TIMEOUT)
-                dt = res["t1"] - t_reset
+                dt = handler_result(target, res, done, "t1") - t_reset
                 check(dt <= PROMPT, "target's send failed only %.1f s after the client reset" % dt)
                 log("client reset after reading 1 MiB; target's send failed (%s) %.2f s later"
                     % (res["stream"][1], dt))
             else:
                 sent, err = stream_until_error(s, "client")
                 t_fail = time.monotonic()
-                target.join(TIMEOUT)
-                dt = t_fail - res["reset_at"]
+                dt = t_fail - handler_result(target, res, done, "reset_at")
                 check(dt <= PROMPT, "client's send failed only %.1f s after the target reset" % dt)
                 log("target reset after reading 1 MiB; client's send failed (%s) %.2f s later"
                     % (err, dt))

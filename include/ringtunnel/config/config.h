@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -11,6 +12,10 @@
 #include "ringtunnel/ring/buffer_class.h"
 
 namespace ringtunnel::config {
+
+// The most --forward listeners: the workers number routes in 16 bits, keeping the last value for
+// --hbone-listen.
+inline constexpr size_t kMaxRoutes = 65535;
 
 struct Route {
   enum class Kind : uint8_t { tcp, hbone };

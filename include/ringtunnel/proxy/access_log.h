@@ -2,8 +2,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
+
+#include "ringtunnel/proxy/log.h"
 
 namespace ringtunnel::proxy {
 
@@ -40,23 +43,41 @@ struct AccessRecord {
 
 // Appends "access listener=... client=... target=... bytes_up=N bytes_down=N duration_ms=N
 // end=REASON [src_identity=ID dst_identity=ID] [reason="TEXT"] start=ISO8601\n" to `out`.
-// `reason` (why a stream was refused before it was dialled; none if empty) is quoted, with '"'
-// and '\\' escaped by a backslash and other bytes outside printable ASCII as \xNN: the line stays
-// one line, and the value ends where it seems to.
+//
+// One record is always one line of exactly these fields, separated by single spaces, whatever
+// the strings in it hold (the client of an inbound HBONE stream is what the peer's Forwarded
+// header says). A string value (listener, client, target, identities) is printed as it is when
+// every byte of it is printable ASCII other than space, '"', '\' and '=' (addresses, SPIFFE IDs
+// and listener texts always are; an empty value prints empty). Otherwise it is printed in double
+// quotes, with '"' as \" and '\' as \\, and every other byte outside '!'..'~', and '=', as \xNN
+// (two lowercase hex digits). So no value holds a space, an '=' or a line break, and a value that
+// starts with '"' is an escaped one. For example, a Forwarded client "1.2.3.4 end=closed" prints
+//   client="1.2.3.4\x20end\x3dclosed"
+//
+// `reason` (why a stream was refused before it was dialled; none if empty) is ringtunnel's own
+// text: it is always quoted, spaces kept, with '"' and '\\' escaped by a backslash and other bytes
+// outside printable ASCII as \xNN.
 void append_access_line(std::string& out, const AccessRecord& record, std::string_view reason = {});
+// Appends one string value as append_access_line prints it.
+void append_log_value(std::string& out, std::string_view value);
 
-// Where the lines go. Workers batch their lines and write each batch with one write().
+// Where the lines go. Workers batch their lines and hand each batch to a LogSink, whose writer
+// thread does the writing: a worker never waits for the log.
 class AccessLog {
  public:
-  // "-" for standard error, "off", or a path opened for appending. Returns "" or why not.
-  std::string open(const std::string& where);
-  bool enabled() const { return fd_ >= 0; }
-  void write(std::string& batch);  // writes and clears
-  ~AccessLog();
+  // "-" for standard error (through `stderr_sink`, so access lines and operational messages
+  // keep their order), "off", or a path opened for appending. Returns "" or why not.
+  std::string open(const std::string& where, LogSink& stderr_sink);
+  // Starts the writer of an access-log file (standard error's belongs to its owner).
+  std::string start();
+  // Writes what is queued for the file and stops its writer (LogSink::stop).
+  bool stop(int timeout_ms);
+  bool enabled() const { return sink_ != nullptr; }
+  void write(std::string& batch);  // queues and clears; never blocks
 
  private:
-  int fd_ = -1;
-  bool owned_ = false;
+  LogSink* sink_ = nullptr;
+  std::unique_ptr<LogSink> file_;
 };
 
 }  // namespace ringtunnel::proxy

@@ -23,7 +23,8 @@
 
 namespace ringtunnel::proxy {
 
-// What a completion was for. The lane says which listener (accept) or direction (the rest).
+// What a completion was for. An accept's index says which listener; for the rest the lane says
+// which direction.
 enum class OpKind : uint8_t {
   accept = 1,
   wake,

@@ -10,7 +10,7 @@ namespace ringtunnel::ring {
 
 struct OpTag {
   uint8_t kind = 0;         // what the operation was; the meaning belongs to the layer that submits
-  uint8_t lane = 0;         // which part of the owner (a relay direction, a listener index)
+  uint8_t lane = 0;         // which part of the owner (a relay direction); 8 bits, so never a count
   uint32_t index = 0;       // owner slot, < 2^24
   uint32_t generation = 0;  // owner slot's generation, taken modulo 2^24
 

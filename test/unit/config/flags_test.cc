@@ -1,6 +1,10 @@
 #include "ringtunnel/config/flags.h"
 
+#include <string>
+#include <vector>
+
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 using namespace ringtunnel::config;
 using Action = FlagsResult::Action;
@@ -107,6 +111,20 @@ TEST_CASE("bad usage names the flag, the value and the reason") {
     CHECK(r.action == Action::usage_error);
     CHECK(r.error == c.error);
   }
+}
+
+TEST_CASE("more --forward listeners than the workers can number is a usage error") {
+  // Distinct listen addresses, 127.x.y.z:1000; the count is checked before anything else.
+  std::vector<std::string> owned;
+  for (size_t i = 0; i <= kMaxRoutes; ++i)
+    owned.push_back(fmt::format("--forward=127.{}.{}.{}:1000=tcp://127.0.0.1:2000", i >> 16,
+                                (i >> 8) & 255, i & 255));
+  std::vector<std::string_view> args(owned.begin(), owned.end());
+  const FlagsResult r = parse_flags(args);
+  CHECK(r.action == Action::usage_error);
+  CHECK(r.error == "--forward: 65536 listeners named, at most 65535 are supported");
+  args.resize(300);  // 300 are fine
+  CHECK(parse_flags(args).action == Action::run);
 }
 
 TEST_CASE("--help and --version stop parsing") {

@@ -1,5 +1,10 @@
 #include "ringtunnel/proxy/access_log.h"
 
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include <doctest/doctest.h>
 
 using namespace ringtunnel::proxy;
@@ -71,4 +76,123 @@ TEST_CASE("a refused stream's reason comes last before the start time, quoted an
   out.clear();
   append_access_line(out, rec);
   CHECK(out.find("reason=") == std::string::npos);
+}
+
+namespace {
+
+std::string line_with_client(std::string_view client) {
+  std::string out;
+  append_access_line(out,
+                     {"127.0.0.1:15008", client, "127.0.0.1:8080", 1, 2, 3, EndReason::client_reset,
+                      1'764'320'400'123, "spiffe://td/ns/a/sa/b", "spiffe://td/ns/c/sa/d"});
+  return out;
+}
+
+// The fields of a line, split as a reader of the log would: on spaces, then at the first '='.
+std::vector<std::pair<std::string, std::string>> fields(std::string_view line) {
+  REQUIRE(line.ends_with('\n'));
+  line.remove_suffix(1);
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t at = 0;
+  while (at <= line.size()) {
+    const size_t end = std::min(line.find(' ', at), line.size());
+    const std::string_view token = line.substr(at, end - at);
+    const size_t eq = token.find('=');
+    if (eq == std::string_view::npos)
+      out.emplace_back(std::string(token), "");
+    else
+      out.emplace_back(std::string(token.substr(0, eq)), std::string(token.substr(eq + 1)));
+    at = end + 1;
+  }
+  return out;
+}
+
+// Reverses append_log_value, as a consumer of the log would.
+std::string unescape(std::string_view v) {
+  if (!v.starts_with('"')) return std::string(v);
+  REQUIRE(v.size() >= 2);
+  REQUIRE(v.ends_with('"'));
+  v = v.substr(1, v.size() - 2);
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] != '\\') {
+      REQUIRE(v[i] != '"');
+      out += v[i];
+    } else if (v[i + 1] == 'x') {
+      out += char(std::stoi(std::string(v.substr(i + 2, 2)), nullptr, 16));
+      i += 3;
+    } else {
+      out += v[i + 1];
+      ++i;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a hostile client value cannot add fields or lines to an access record") {
+  const std::string_view hostile[] = {
+      "1.2.3.4:5\naccess listener=x client=y target=z bytes_up=0 bytes_down=0 duration_ms=0 "
+      "end=closed start=2025-01-01T00:00:00.000Z",
+      "1.2.3.4:5\r\n",
+      "1.2.3.4:5 end=closed",
+      "a b",
+      "\"1.2.3.4:5\"",
+      "a\\\" end=closed \\\"",
+      "end=closed",
+      "=",
+      "\xc3\xa9t\xc3\xa9\xff\x80",
+      std::string_view("nul\0byte", 8),
+      "\t\x7f\x1b[31m",
+  };
+  for (const std::string_view client : hostile) {
+    CAPTURE(client);
+    const std::string line = line_with_client(client);
+    CAPTURE(line);
+    CHECK(line.find('\n') == line.size() - 1);
+    CHECK(line.find('\r') == std::string::npos);
+    for (const char c : line.substr(0, line.size() - 1))
+      CHECK((c >= ' ' && c <= '~'));
+    const auto f = fields(line);
+    REQUIRE(f.size() == 11);
+    const std::vector<std::string> want = {"access",       "listener",     "client",      "target",
+                                           "bytes_up",     "bytes_down",   "duration_ms", "end",
+                                           "src_identity", "dst_identity", "start"};
+    for (size_t i = 0; i < f.size(); ++i)
+      CHECK(f[i].first == want[i]);
+    CHECK(f[2].second.starts_with('"'));
+    CHECK(unescape(f[2].second) == client);
+    CHECK(f[7].second == "client_reset");
+    CHECK(f[4].second == "1");
+  }
+}
+
+TEST_CASE("escaped values: quotes, backslashes, and \\xNN for the rest") {
+  auto value = [](std::string_view v) {
+    std::string out;
+    append_log_value(out, v);
+    return out;
+  };
+  CHECK(value("1.2.3.4:5\n") == "\"1.2.3.4:5\\x0a\"");
+  CHECK(value("a b") == "\"a\\x20b\"");
+  CHECK(value("a\"b") == "\"a\\\"b\"");
+  CHECK(value("a\\b") == "\"a\\\\b\"");
+  CHECK(value("a=b") == "\"a\\x3db\"");
+  CHECK(value("1.2.3.4 end=closed") == "\"1.2.3.4\\x20end\\x3dclosed\"");
+  CHECK(value("\xc3\xa9\xff") == "\"\\xc3\\xa9\\xff\"");
+  // Plain values print as they are.
+  CHECK(value("127.0.0.1:40000") == "127.0.0.1:40000");
+  CHECK(value("[::1]:40000") == "[::1]:40000");
+  CHECK(value("spiffe://cluster.local/ns/default/sa/web-1_x~") ==
+        "spiffe://cluster.local/ns/default/sa/web-1_x~");
+  CHECK(value("") == "");
+  // Every byte value survives the round trip.
+  std::string all;
+  for (int b = 0; b < 256; ++b)
+    all += char(b);
+  const std::string printed = value(all);
+  CHECK(printed.find(' ') == std::string::npos);
+  CHECK(printed.find('=') == std::string::npos);
+  CHECK(unescape(printed) == all);
 }

@@ -1,5 +1,7 @@
 #include "ringtunnel/ring/op_tag.h"
 
+#include <initializer_list>
+
 #include <doctest/doctest.h>
 
 using ringtunnel::ring::decode;
@@ -31,4 +33,12 @@ TEST_CASE("a generation wraps modulo 2^24, an index is masked to 24 bits") {
   CHECK(decode(encode({1, 0, 0, OpTag::kGenerationMask + 2})).generation == 1);
   CHECK(decode(encode({1, 0, OpTag::kIndexMask + 1, 1})).index == 0);
   CHECK(decode(encode({1, 0, OpTag::kIndexMask + 1, 1})).generation == 1);
+}
+
+TEST_CASE("the index carries what the 8-bit lane cannot, such as listener 256 and up") {
+  for (uint32_t listener : {0u, 255u, 256u, 299u, 65535u, OpTag::kIndexMask}) {
+    const OpTag t = decode(encode({1, 0, listener, 0}));
+    CHECK(t.index == listener);
+    CHECK(t.lane == 0);
+  }
 }

@@ -1,0 +1,183 @@
+#include "ringtunnel/proxy/log.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <system_error>
+#include <utility>
+
+#include <fmt/format.h>
+
+namespace ringtunnel::proxy {
+
+namespace {
+
+uint64_t count_lines(std::string_view s) {
+  return uint64_t(std::count(s.begin(), s.end(), '\n'));
+}
+
+// Writes `data`; returns how much of it the descriptor did not take (0 unless it failed). A
+// non-blocking descriptor (standard error can be inherited as one) is waited for with poll().
+size_t write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n > 0) {
+      data.remove_prefix(size_t(n));
+    } else if (n < 0 && errno == EAGAIN) {
+      pollfd p{fd, POLLOUT, 0};
+      poll(&p, 1, -1);
+    } else if (n < 0 && errno != EINTR) {
+      break;  // a full disk or a closed pipe loses log lines, never connections
+    }
+  }
+  return data.size();
+}
+
+std::atomic<LogSink*> g_sink{nullptr};
+
+}  // namespace
+
+struct LogSink::State {
+  State(int fd, bool owned, size_t limit) : fd(fd), owned(owned), limit(limit) {}
+  ~State() {
+    if (owned && fd >= 0) close(fd);
+  }
+  void run();
+
+  const int fd;
+  const bool owned;
+  const size_t limit;
+  std::mutex mu;
+  std::condition_variable wake;     // for the writer: lines queued, drops to report, or stop
+  std::condition_variable stopped;  // for stop(): the writer is done
+  std::string queue;
+  uint64_t unreported = 0;  // dropped lines the log has not been told of yet
+  uint64_t dropped = 0;
+  bool stopping = false;
+  bool done = false;
+};
+
+// The writer: takes the whole queue at once (a swap), writes it with the mutex released, then
+// reports what was dropped meanwhile, which came after those lines and before the next ones.
+void LogSink::State::run() {
+  std::string out;
+  std::unique_lock lock(mu);
+  for (;;) {
+    wake.wait(lock, [&] { return !queue.empty() || unreported || stopping; });
+    if (queue.empty() && !unreported) break;  // stopping, and everything written
+    out.swap(queue);
+    const uint64_t lost = std::exchange(unreported, 0);
+    lock.unlock();
+    const uint64_t failed =
+        count_lines(std::string_view(out).substr(out.size() - write_all(fd, out)));
+    if (lost)
+      write_all(fd,
+                fmt::format("ringtunnel: log: dropped {} lines (the log output did not keep up)\n",
+                            lost));
+    out.clear();
+    lock.lock();
+    unreported += failed;
+    dropped += failed;
+  }
+  done = true;
+  stopped.notify_all();
+}
+
+LogSink::LogSink(int fd, bool owned, size_t limit)
+    : state_(std::make_shared<State>(fd, owned, limit)) {}
+
+LogSink::~LogSink() {
+  if (writer_.joinable()) stop(kStopTimeoutMs);
+}
+
+std::string LogSink::start() {
+  // Signals go to the main thread's sigwait, never to the writer: block them all while it starts.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  std::string err;
+  try {
+    writer_ = std::thread([st = state_] { st->run(); });
+  } catch (const std::system_error& e) {
+    err = fmt::format("log writer thread: {}", e.what());
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return err;
+}
+
+void LogSink::submit(std::string& lines) {
+  if (lines.empty()) return;
+  State& st = *state_;
+  bool was_empty, fits;
+  {
+    std::lock_guard lock(st.mu);
+    was_empty = st.queue.empty();
+    fits = st.queue.size() + lines.size() <= st.limit;
+    if (fits && was_empty)
+      st.queue.swap(lines);  // the worker keeps the writer's last (empty) buffer
+    else if (fits)
+      st.queue += lines;
+  }
+  if (!fits) {
+    const uint64_t n = count_lines(lines);
+    std::lock_guard lock(st.mu);
+    st.unreported += n;
+    st.dropped += n;
+  }
+  // The writer sleeps only on an empty queue.
+  if (was_empty) st.wake.notify_one();
+  lines.clear();
+}
+
+bool LogSink::stop(int timeout_ms) {
+  if (!writer_.joinable()) return true;
+  State& st = *state_;
+  std::unique_lock lock(st.mu);
+  st.stopping = true;
+  st.wake.notify_one();
+  const bool done =
+      st.stopped.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return st.done; });
+  lock.unlock();
+  if (done)
+    writer_.join();
+  else
+    writer_.detach();  // it holds the state (and the descriptor) until its write returns
+  return done;
+}
+
+uint64_t LogSink::dropped() const {
+  std::lock_guard lock(state_->mu);
+  return state_->dropped;
+}
+
+void log_line(std::string_view message) {
+  std::string line;
+  line.reserve(message.size() + 1);
+  for (const char c : message) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f)
+      fmt::format_to(std::back_inserter(line), "\\x{:02x}", byte);
+    else
+      line += c;
+  }
+  line += '\n';
+  if (LogSink* sink = g_sink.load(std::memory_order_acquire))
+    sink->submit(line);
+  else
+    write_all(STDERR_FILENO, line);
+}
+
+void set_log_sink(LogSink* sink) {
+  g_sink.store(sink, std::memory_order_release);
+}
+
+}  // namespace ringtunnel::proxy
