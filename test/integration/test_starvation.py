@@ -483,6 +483,10 @@ def hbone_inbound():
               " on B: %s" % (N_HBONE, r))
         hostile.close()
         hostile = None
+        r2 = h2_echo(B.hbone_addr, echo.addr, 3)
+        log("fresh HTTP/2 client after the hostile connection closed: %s" % r2)
+        check(r2.ok(), "after the hostile client closed its %d streams, B did not serve a fresh"
+              " stream: %s" % (N_HBONE, r2))
         src.close()
         B.stop_ok()
     finally:
@@ -516,6 +520,13 @@ def pooled_outbound():
         log("fresh client on A's echo route (same peer, same pooled connection): %s" % r)
         check(r.ok(), "%d non-reading targets behind one pooled HBONE connection starved a"
               " fresh stream on it: %s" % (N_POOLED, r))
+        st.shutdown_wr()
+        time.sleep(1.0)
+        r2 = tcp_echo(le, 3)
+        log("fresh client after the %d stallers sent FIN (targets still not reading): %s"
+            % (N_POOLED, r2))
+        check(r2.ok(), "after %d stallers sent FIN, a fresh stream on the pooled connection was"
+              " starved: %s" % (N_POOLED, r2))
         st.close()
         sink.close()
         A.stop_ok()
