@@ -216,6 +216,8 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
   if (cqe.res >= 0) {
     if (draining_)
       close(cqe.res);
+    else if (!admit_connection(cqe.res, l.route))
+      return;  // reset and closed: over --max-connections or --max-streams
     else if (l.route == kHboneListener)
       open_inbound_conn(cqe.res);
     else if (config_.routes[l.route].kind == config::Route::Kind::hbone)
@@ -383,6 +385,7 @@ void Worker::run() {
       }
       timeout = std::min(timeout.value_or(INT64_MAX), int64_t(drain_deadline_ns_ - now));
     }
+    budget_timers(monotonic_ns(), timeout);
     if (!todo_.empty() || !stream_todo_.empty() || !conn_todo_.empty()) timeout = 0;
     unsigned wait_nr = 1;
     if (quiet_sends_) {
