@@ -148,6 +148,34 @@ const std::vector<Flag>& flags() {
          c.tls_record_size = uint32_t(s);
          return {};
        }},
+      {"--hbone-idle-timeout", "DURATION",
+       "An inbound HBONE connection with no stream for this long is closed gracefully (GOAWAY), "
+       "even if its peer answers every keepalive PING. Default: 60s.",
+       [](std::string_view v, Config& c) -> std::string {
+         if (std::string err = parse_duration_ms(v, c.hbone_idle_timeout_ms); !err.empty())
+           return err;
+         return c.hbone_idle_timeout_ms > 0 ? "" : "must be more than 0";
+       }},
+      {"--max-handshakes", "N",
+       "Inbound HBONE connections per worker whose TLS handshake is still in progress (from "
+       "accept until the handshake completes or the connection closes). A connection accepted "
+       "beyond it is closed at once, before any state is allocated for it; such closes are "
+       "counted in one log line per second. Default: 256.",
+       [](std::string_view v, Config& c) {
+         uint64_t n;
+         std::string err = parse_uint(v, 1, 1u << 20, n);
+         c.max_handshakes = static_cast<uint32_t>(n);
+         return err;
+       }},
+      {"--max-handshakes-per-source", "N",
+       "The same as --max-handshakes, per worker and client IP address: one source cannot take "
+       "every handshake slot. Default: 32.",
+       [](std::string_view v, Config& c) {
+         uint64_t n;
+         std::string err = parse_uint(v, 1, 1u << 20, n);
+         c.max_handshakes_per_source = static_cast<uint32_t>(n);
+         return err;
+       }},
       {"--workers", "N",
        "Worker threads, each with its own io_uring and listeners. Default: one per online CPU.",
        [](std::string_view v, Config& c) {
@@ -267,6 +295,28 @@ const std::vector<Flag>& flags() {
          uint64_t n;
          std::string err = parse_uint(v, 1, 1u << 20, n);
          c.listen_backlog = static_cast<unsigned>(n);
+         return err;
+       }},
+      {"--max-connections", "N",
+       "Client connections per worker, of every listener together: TCP relays, inbound HBONE "
+       "connections, and clients of --forward hbone:// listeners. A connection accepted beyond it "
+       "is reset at once; open connections carry on. Refusals are counted in one log line per "
+       "second. Default: 16384.",
+       [](std::string_view v, Config& c) {
+         uint64_t n;
+         std::string err = parse_uint(v, 1, 1u << 20, n);
+         c.max_connections = static_cast<uint32_t>(n);
+         return err;
+       }},
+      {"--max-streams", "N",
+       "HBONE streams per worker, both directions together (counted until their TCP side is "
+       "closed too). Beyond it a client of a --forward hbone:// listener is reset and an inbound "
+       "CONNECT is answered 503; open streams carry on. Refusals are counted in one log line per "
+       "second. Default: 16384.",
+       [](std::string_view v, Config& c) {
+         uint64_t n;
+         std::string err = parse_uint(v, 1, 1u << 20, n);
+         c.max_streams = static_cast<uint32_t>(n);
          return err;
        }},
       {"--access-log", "PATH|-|off",

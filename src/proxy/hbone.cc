@@ -163,20 +163,37 @@ void Worker::on_hbone_completion(OpKind kind, const ring::OpTag& tag, const io_u
 
 // ---- connections ----
 
+// Nothing but the slot is allocated until the first byte arrives (conn_received): a client that
+// opens the port and says nothing costs no TLS or HTTP/2 state.
 void Worker::open_inbound_conn(int fd) {
-  HboneConn* slot = new_conn(true);
+  sockaddr_storage peer{};
+  socklen_t len = sizeof peer;
+  getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len);
+  std::string source;
+  if (peer.ss_family == AF_INET)
+    source.assign(reinterpret_cast<const char*>(&reinterpret_cast<sockaddr_in*>(&peer)->sin_addr),
+                  sizeof(in_addr));
+  else if (peer.ss_family == AF_INET6)
+    source.assign(reinterpret_cast<const char*>(&reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr),
+                  sizeof(in6_addr));
+  HboneConn* slot = admit_handshake(source) ? new_conn(true) : nullptr;
   if (!slot) {
-    close(fd);  // 2^24 connections in this worker: refuse
+    // Over a handshake cap (counted), or 2^24 connections in this worker: refuse.
+    net::arm_reset_on_close(fd);
+    close(fd);
+    --accepted_live_;
     return;
   }
   HboneConn& c = *slot;
   c.fd = fd;
-  sockaddr_storage peer{};
-  socklen_t len = sizeof peer;
-  getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len);
   c.peer_text = net::format_sockaddr(reinterpret_cast<sockaddr*>(&peer), len);
+  c.source = std::move(source);
+  c.in_handshake = true;
+  ++handshakes_;
+  ++handshakes_by_source_[c.source];
   net::tune_relay_socket(fd);
-  start_tls(c);
+  c.state = HboneConn::State::handshaking;
+  arm_conn_recv(c);
 }
 
 // A connection to the route's peer that expects the same identity (the node's own identity is
@@ -223,6 +240,12 @@ void Worker::conn_connected(HboneConn& c, int res) {
 
 void Worker::start_tls(HboneConn& c) {
   c.state = HboneConn::State::handshaking;
+  create_sessions(c);
+  drive_conn(c);  // the client's ClientHello
+  arm_conn_recv(c);
+}
+
+void Worker::create_sessions(HboneConn& c) {
   tls::SessionOptions options;
   options.record_size = config_.tls_record_size;
   c.tls = std::make_unique<tls::TlsSession>(
@@ -238,8 +261,6 @@ void Worker::start_tls(HboneConn& c) {
   h2o.stream_window = config_.h2_stream_window;
   h2o.connection_window = config_.h2_connection_window;
   c.h2 = std::make_unique<h2::H2Session>(h2o, c);
-  drive_conn(c);  // the client's ClientHello
-  arm_conn_recv(c);
 }
 
 void Worker::arm_conn_recv(HboneConn& c) {
@@ -258,6 +279,7 @@ void Worker::conn_received(HboneConn& c, const io_uring_cqe& cqe) {
   if (cqe.flags & IORING_CQE_F_BUFFER) {
     const auto bid = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
     tls_pool_.taken(c.armed_cls);
+    if (cqe.res > 0 && !c.tls && c.state == HboneConn::State::handshaking) create_sessions(c);
     // The session copies: the buffer goes back at once.
     if (cqe.res > 0 && c.state != HboneConn::State::closing)
       c.tls->feed(tls_pool_.data(c.armed_cls, bid), size_t(cqe.res));
@@ -276,6 +298,8 @@ void Worker::conn_received(HboneConn& c, const io_uring_cqe& cqe) {
     }
   }
   if (c.state == HboneConn::State::closing) return;
+  if (cqe.res == 0 && c.inbound && !c.tls)
+    return close_before_handshake(c, refused_.client_gone, "closed by the client before a byte");
   if (cqe.res == 0) return fail_conn(c, "the peer closed the connection");
   if (cqe.res < 0 && cqe.res != -ENOBUFS && cqe.res != -ECANCELED)
     return fail_conn(c, fmt::format("receive: {}", strerror(-cqe.res)));
@@ -308,6 +332,7 @@ void Worker::drive_conn(HboneConn& c) {
 
 void Worker::conn_established(HboneConn& c) {
   c.state = HboneConn::State::open;
+  end_handshake(c);
   c.idle_since_ns = monotonic_ns();  // idle until a stream is counted
   c.peer_identity = c.tls->peer_identity().to_string();
   std::vector<HboneStream*> waiting;
@@ -319,6 +344,10 @@ void Worker::conn_established(HboneConn& c) {
 void Worker::service_conn(HboneConn& c) {
   c.scheduled = false;
   if (c.state == HboneConn::State::free || c.state == HboneConn::State::connecting) return;
+  if (!c.tls && c.state == HboneConn::State::handshaking) {  // inbound, before its first byte
+    if (c.recv == RecvMode::off) arm_conn_recv(c);
+    return;
+  }
   if (c.state != HboneConn::State::closing) {
     pump_h2(c);
     if (c.h2->failed()) return fail_conn(c, "HTTP/2: " + c.h2->failure().reason);
@@ -418,6 +447,7 @@ void Worker::maybe_release_conn(HboneConn& c) {
     c.fd = -1;
     return;
   }
+  conn_released(c);
   c.h2.reset();
   c.tls.reset();
   c.state = HboneConn::State::free;
@@ -432,6 +462,7 @@ void Worker::open_outbound_stream(int fd, uint16_t route) {
   if (!slot) {
     net::arm_reset_on_close(fd);
     close(fd);
+    --accepted_live_;
     return;
   }
   HboneStream& s = *slot;
@@ -487,6 +518,7 @@ void Worker::h2_response(HboneConn& c, int32_t id, int status) {
 
 void Worker::h2_connect_request(HboneConn& c, int32_t id, const net::Endpoint& target,
                                 std::span<const h2::Header> headers) {
+  if (!admit_inbound_stream(c, id)) return;
   // Decided before any socket exists: a refused target is never dialled.
   Admission admission = admit(target, config_, c.tls->peer_identity(), identity_->identity());
   HboneStream* slot = new_stream(true);
@@ -785,6 +817,7 @@ void Worker::release_stream(HboneStream& s) {
     rec.dst_identity = s.dst_identity;
     append_access_line(log_batch_, rec, s.refusal);
   }
+  stream_released(s);
   s.state = HboneStream::State::free;
   streams_.release(s);
   accept_blocked_ = false;
@@ -811,7 +844,7 @@ void Worker::hbone_timers(uint64_t now) {
       return;
     }
     if (c.state == HboneConn::State::connecting || c.state == HboneConn::State::handshaking) {
-      if (now >= c.handshake_deadline_ns) fail_conn(c, "TLS handshake timed out");
+      if (now >= c.handshake_deadline_ns) handshake_timed_out(c);
       return;
     }
     if (c.state != HboneConn::State::open) return;
@@ -819,6 +852,7 @@ void Worker::hbone_timers(uint64_t now) {
       close_conn_gracefully(c);
       return;
     }
+    if (inbound_idle(c, now)) return;
     if (!c.inbound && !c.streams && c.waiting.empty() && c.idle_since_ns &&
         now - c.idle_since_ns >= uint64_t(config_.pool_idle_timeout_ms) * 1'000'000u) {
       close_conn_gracefully(c);
@@ -834,6 +868,7 @@ void Worker::hbone_timers(uint64_t now) {
       schedule_conn(c);
     }
   });
+  opening_deadlines(now);
   next_tick_ns_ = now + kTickNs;
 }
 

@@ -77,6 +77,7 @@ void Worker::open_relay(int client_fd, uint16_t route_index) {
                          relays_.live()));
     net::arm_reset_on_close(client_fd);
     close(client_fd);
+    --accepted_live_;
     return;
   }
   Relay& r = *slot;
@@ -500,6 +501,7 @@ void Worker::release(Relay& r) {
                                     {},
                                     {}});
   }
+  --accepted_live_;
   r.state = RelayState::free;
   relays_.release(r);
   accept_blocked_ = false;

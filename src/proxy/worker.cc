@@ -236,6 +236,8 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
   if (cqe.res >= 0) {
     if (draining_)
       close(cqe.res);
+    else if (!admit_connection(cqe.res, l.route))
+      return;  // reset and closed: over --max-connections or --max-streams
     else if (l.route == kHboneListener)
       open_inbound_conn(cqe.res);
     else if (config_.routes[l.route].kind == config::Route::Kind::hbone)
@@ -447,6 +449,7 @@ void Worker::run() {
     // Stalled holders of receive buffers are found by time: look again soon while the pool is low.
     if (pool_under_pressure())
       timeout = std::min(timeout.value_or(int64_t(kPressureScanNs)), int64_t(kPressureScanNs));
+    budget_timers(monotonic_ns(), timeout);
     if (!todo_.empty() || !stream_todo_.empty() || !conn_todo_.empty()) timeout = 0;
     unsigned wait_nr = 1;
     if (quiet_sends_) {

@@ -57,6 +57,10 @@ struct Config {
   uint32_t splice_pipe_size = 1u << 20;
   unsigned listen_backlog = 4096;
   std::string access_log = "-";  // "-": stderr, "off", or a file appended to
+  // Budgets, per worker: accepted client connections of every listener, and HBONE streams
+  // (both directions).
+  uint32_t max_connections = 16384;
+  uint32_t max_streams = 16384;
   std::vector<Route> routes;
 
   // HBONE
@@ -72,6 +76,11 @@ struct Config {
   uint32_t tls_record_size = 16384;
   // Where inbound CONNECTs may go (see proxy/admission.h). Empty: nowhere.
   std::vector<AllowDest> allow_dests;
+  // Inbound HBONE connections whose TLS handshake is in progress, per worker, and per worker and
+  // client IP address.
+  uint32_t max_handshakes = 256;
+  uint32_t max_handshakes_per_source = 32;
+  int64_t hbone_idle_timeout_ms = 60000;  // an inbound connection with no stream closes after it
 
   bool needs_identity() const {
     if (hbone_listen) return true;

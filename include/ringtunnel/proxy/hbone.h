@@ -65,6 +65,11 @@ struct HboneConn final : h2::SessionEvents {
   msghdr msg{};
   std::vector<HboneStream*> waiting;  // outbound streams waiting for the handshake
   uint32_t streams = 0;               // streams with an owner here
+  // Inbound: streams accepted here and not yet released (their TCP side may still be draining
+  // after the session closed them), counted against the session's stream limit.
+  uint32_t held_streams = 0;
+  bool in_handshake = false;  // inbound: counted in the worker's handshakes in progress
+  std::string source;         // inbound: the client's IP address (raw bytes), for that count
   uint64_t idle_since_ns = 0;
   uint64_t next_ping_ns = 0;
   uint64_t handshake_deadline_ns = 0;

@@ -8,7 +8,9 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "ringtunnel/config/config.h"
@@ -268,6 +270,24 @@ class Worker {
   void log_bug(const std::string& what);
   void relieve_pool_pressure();
   void stream_to_heap(HboneStream& s);
+  // The sessions of an HBONE connection (inbound: when its first byte arrives).
+  void create_sessions(HboneConn& c);
+
+  // budget.cc: admission against the budgets (connections, streams, handshakes in progress),
+  // the idle and opening deadlines they need, and one log line per second for what was refused.
+  bool admit_connection(int fd, uint16_t route);  // false: refused, and fd reset and closed
+  bool admit_handshake(const std::string& source);
+  bool admit_inbound_stream(HboneConn& c, int32_t id);  // false: answered 503
+  void end_handshake(HboneConn& c);
+  void conn_released(HboneConn& c);
+  void stream_released(HboneStream& s);
+  void close_before_handshake(HboneConn& c, uint64_t& count, const char* reason);
+  void handshake_timed_out(HboneConn& c);
+  bool inbound_idle(HboneConn& c, uint64_t now);
+  void opening_deadlines(uint64_t now);
+  void budget_timers(uint64_t now, std::optional<int64_t>& timeout);
+  void count_refusal(uint64_t& count);
+  void write_refusals();
   bool adopt_fixed(Relay& r);
   SendQueue* take_queue();
   void return_queue(SendQueue* q);
@@ -320,6 +340,18 @@ class Worker {
   // Sends submitted this iteration whose completion will need no action (see submit_send).
   unsigned quiet_sends_ = 0;  // out of file descriptors: re-arm accepts when a relay closes
   uint64_t drain_deadline_ns_ = 0;
+  // Budgets (budget.cc).
+  uint32_t accepted_live_ = 0;  // client connections accepted and not yet released
+  uint32_t handshakes_ = 0;     // inbound HBONE handshakes in progress
+  std::unordered_map<std::string, uint32_t> handshakes_by_source_;
+  uint64_t accept_retry_ns_ = 0;  // accepts blocked (out of descriptors): when to try again
+  struct Refusals {
+    // HBONE connections closed before their handshake completed
+    uint64_t over_source = 0, over_handshakes = 0, handshake_timeouts = 0, client_gone = 0;
+    // refused over a limit
+    uint64_t connections = 0, streams = 0, conn_streams = 0;
+  } refused_;
+  uint64_t refusals_due_ns_ = 0;  // when the counts above go to the log (0: none counted)
 };
 
 uint64_t monotonic_ns();

@@ -127,6 +127,47 @@ TEST_CASE("more --forward listeners than the workers can number is a usage error
   CHECK(parse_flags(args).action == Action::run);
 }
 
+TEST_CASE("budgets: defaults, values and errors") {
+  const FlagsResult d = parse({});
+  REQUIRE(d.action == Action::run);
+  CHECK(d.config.max_connections == 16384);
+  CHECK(d.config.max_streams == 16384);
+  CHECK(d.config.max_handshakes == 256);
+  CHECK(d.config.max_handshakes_per_source == 32);
+  CHECK(d.config.hbone_idle_timeout_ms == 60000);
+  const FlagsResult r =
+      parse({"--max-connections", "100", "--max-streams=50", "--max-handshakes", "64",
+             "--max-handshakes-per-source", "8", "--hbone-idle-timeout", "1500ms"});
+  REQUIRE(r.action == Action::run);
+  CHECK(r.config.max_connections == 100);
+  CHECK(r.config.max_streams == 50);
+  CHECK(r.config.max_handshakes == 64);
+  CHECK(r.config.max_handshakes_per_source == 8);
+  CHECK(r.config.hbone_idle_timeout_ms == 1500);
+  struct Case {
+    std::initializer_list<std::string_view> args;
+    const char* error;
+  };
+  const Case cases[] = {
+      {{"--max-connections", "0"}, "--max-connections \"0\": must be from 1 to 1048576"},
+      {{"--max-connections", "many"}, "--max-connections \"many\": not a whole number"},
+      {{"--max-streams", "2000000"}, "--max-streams \"2000000\": must be from 1 to 1048576"},
+      {{"--max-streams"}, "--max-streams needs a value: N"},
+      {{"--max-handshakes", "-1"}, "--max-handshakes \"-1\": not a whole number"},
+      {{"--max-handshakes-per-source", "0"},
+       "--max-handshakes-per-source \"0\": must be from 1 to 1048576"},
+      {{"--hbone-idle-timeout", "0s"}, "--hbone-idle-timeout \"0s\": must be more than 0"},
+      {{"--hbone-idle-timeout", "60"},
+       "--hbone-idle-timeout \"60\": must be a number with a unit: ms, s or m (e.g. 500ms, 5s)"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.error);
+    const FlagsResult e = parse(c.args);
+    CHECK(e.action == Action::usage_error);
+    CHECK(e.error == c.error);
+  }
+}
+
 TEST_CASE("--help and --version stop parsing") {
   CHECK(parse({"--help"}).action == Action::help);
   CHECK(parse({"--workers", "2", "--version"}).action == Action::version);
@@ -137,8 +178,10 @@ TEST_CASE("--help explains every flag") {
   for (const char* flag :
        {"--forward", "--workers", "--ring-entries", "--sqpoll", "--buffer-sizes",
         "--buffer-ring-entries", "--registered-buffers", "--fixed-files", "--max-queued",
-        "--connect-timeout", "--drain-timeout", "--tcp-splice", "--splice-pipe-size",
-        "--listen-backlog", "--access-log", "--allow-dest", "--help", "--version"})
+        "--memory-budget", "--debug-poison-buffers", "--connect-timeout", "--drain-timeout",
+        "--tcp-splice", "--splice-pipe-size", "--listen-backlog", "--access-log", "--allow-dest",
+        "--max-connections", "--max-streams", "--max-handshakes", "--max-handshakes-per-source",
+        "--hbone-idle-timeout", "--help", "--version"})
     CHECK_MESSAGE(help.find(std::string("  ") + flag) != std::string::npos, flag);
 }
 
