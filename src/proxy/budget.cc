@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "ringtunnel/net/socket.h"
+#include "ringtunnel/proxy/log.h"
 #include "ringtunnel/proxy/worker.h"
 
 namespace ringtunnel::proxy {
@@ -28,6 +29,8 @@ bool Worker::admit_connection(int fd, uint16_t route) {
   uint64_t* refused = nullptr;
   if (accepted_live_ >= config_.max_connections)
     refused = &refused_.connections;
+  else if (over_memory_budget())
+    refused = &refused_.memory;
   else if (route != kHboneListener && config_.routes[route].kind == config::Route::Kind::hbone &&
            streams_.live() >= config_.max_streams)
     refused = &refused_.streams;
@@ -39,6 +42,14 @@ bool Worker::admit_connection(int fd, uint16_t route) {
   }
   ++accepted_live_;
   return true;
+}
+
+// The heap the worker holds for others' bytes (data moved out of the pool, tunnel bytes whose
+// window came back early) has reached --memory-budget: new connections and streams are refused
+// until it drains; the ones open go on.
+bool Worker::over_memory_budget() const {
+  // Spent once not even one more largest receive buffer could move out of the pool.
+  return heap_bytes_ + early_credit_bytes_ + config_.buffer_sizes.back() > config_.memory_budget;
 }
 
 bool Worker::admit_handshake(const std::string& source) {
@@ -74,6 +85,8 @@ bool Worker::admit_inbound_stream(HboneConn& c, int32_t id) {
   uint64_t* refused = nullptr;
   if (c.held_streams >= h2::SessionOptions{}.server_max_streams)
     refused = &refused_.conn_streams;
+  else if (over_memory_budget())
+    refused = &refused_.memory;
   else if (streams_.live() >= config_.max_streams)
     refused = &refused_.streams;
   if (refused) {
@@ -153,19 +166,21 @@ void Worker::write_refusals() {
          fmt::format("over the handshake cap (--max-handshakes {})", config_.max_handshakes));
     part(r.handshake_timeouts, "handshake timeouts");
     part(r.client_gone, "closed by the client before sending a byte");
-    fmt::print(stderr,
-               "ringtunnel: worker {}: hbone: {} connections closed before the handshake in the "
-               "last 1 s: {}\n",
-               id_, before, parts);
+    log_line(fmt::format(
+        "ringtunnel: worker {}: hbone: {} connections closed before the handshake in the last "
+        "1 s: {}",
+        id_, before, parts));
   }
   parts.clear();
   part(r.connections,
        fmt::format("connections over --max-connections {}", config_.max_connections));
   part(r.streams, fmt::format("HBONE streams over --max-streams {}", config_.max_streams));
+  part(r.memory, fmt::format("connections and streams over --memory-budget {} ({} bytes held)",
+                             config_.memory_budget, heap_bytes_ + early_credit_bytes_));
   part(r.conn_streams, fmt::format("CONNECTs over their connection's {} streams",
                                    h2::SessionOptions{}.server_max_streams));
   if (!parts.empty())
-    fmt::print(stderr, "ringtunnel: worker {}: limits: refused in the last 1 s: {}\n", id_, parts);
+    log_line(fmt::format("ringtunnel: worker {}: limits: refused in the last 1 s: {}", id_, parts));
   r = {};
   refusals_due_ns_ = 0;
 }

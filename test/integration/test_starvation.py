@@ -41,7 +41,7 @@ import time
 
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CHUNK, Proxy, TargetServer, binary, check, echo_handler,  # noqa: E402
+from harness import (CHUNK, Proxy, TargetServer, binary, check, echo_handler, wait_until,  # noqa: E402
                      fmt_addr, forward_arg, free_port, gen_bytes, log, raise_nofile,
                      run_tests, set_linger0)
 import hbone_h2 as h2  # noqa: E402
@@ -436,6 +436,50 @@ def tcp_relay():
         echo.close()
 
 
+def memory_budget():
+    """With a tiny pool and --memory-budget 4m, stallers move their bytes to the
+    heap until the budget is reached; then new connections are refused with a
+    log line, and served again once the stallers are gone."""
+    raise_nofile(4096)
+    sink = SinkServer()
+    echo = TargetServer(echo_handler, conn_timeout=10)
+    st = None
+    try:
+        ls, le = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
+        P = Proxy(COMMON + ["--memory-budget", "4m", "--buffer-ring-entries", "16,8,4",
+                            "--forward", forward_arg(ls, sink.addr),
+                            "--forward", forward_arg(le, echo.addr)], listens=[ls, le])
+        first = tcp_echo(le, 1)
+        check(first.ok(), "before any staller, the echo route is not served: %s" % first)
+        st = Stallers(ls, 16)
+        total, secs = st.wait_stuck()
+        log("16 stallers pushed %.1f MiB in %.1f s, then stopped moving" % (total / MIB, secs))
+        r1 = tcp_echo(le, 2)
+        log("fresh client with the budget spent: %s" % r1)
+        check(not r1.ok(), "a new connection was served although the stalled ones hold the whole"
+              " --memory-budget: %s" % r1)
+        wait_until(lambda: "over --memory-budget" in P.stderr_text(), 3.0,
+                   what="a log line naming --memory-budget")
+        line = [x for x in P.stderr_text().splitlines() if "over --memory-budget" in x][0]
+        log("log: %s" % line.strip())
+        # The stalled relays end (their target resets), and the heap they held is freed.
+        st.close()
+        st = None
+        sink.close()
+        wait_until(lambda: P.stderr_text().count("end=target_reset") >= 16, 5.0,
+                   what="the 16 stalled relays to end")
+        r2 = tcp_echo(le, 3)
+        log("fresh client after the stalled relays ended: %s" % r2)
+        check(r2.ok(), "once the stalled relays ended, a new connection was still refused: %s"
+              % r2)
+        P.stop_ok()
+    finally:
+        if st is not None:
+            st.close()
+        sink.close()
+        echo.close()
+
+
 def hbone_inbound():
     require_hbone()
     src = DataSource()
@@ -543,6 +587,7 @@ if __name__ == "__main__":
         ("tcp-relay", tcp_relay),
         ("hbone-inbound", hbone_inbound),
         ("pooled-outbound", pooled_outbound),
+        ("memory-budget", memory_budget),
     ]
     only = [n for n in os.environ.get("STARVE_ONLY", "").split(",") if n]   # development
     run_tests("starvation", [t for t in TESTS if not only or t[0] in only], 85)

@@ -277,6 +277,7 @@ class Worker {
   // the idle and opening deadlines they need, and one log line per second for what was refused.
   bool admit_connection(int fd, uint16_t route);  // false: refused, and fd reset and closed
   bool admit_handshake(const std::string& source);
+  bool over_memory_budget() const;
   bool admit_inbound_stream(HboneConn& c, int32_t id);  // false: answered 503
   void end_handshake(HboneConn& c);
   void conn_released(HboneConn& c);
@@ -336,9 +337,9 @@ class Worker {
   uint64_t wake_value_ = 0;
   bool draining_ = false;
   bool drain_expired_ = false;
-  bool accept_blocked_ = false;
+  bool accept_blocked_ = false;  // out of descriptors: accepts wait (re-armed on release or timer)
   // Sends submitted this iteration whose completion will need no action (see submit_send).
-  unsigned quiet_sends_ = 0;  // out of file descriptors: re-arm accepts when a relay closes
+  unsigned quiet_sends_ = 0;
   uint64_t drain_deadline_ns_ = 0;
   // Budgets (budget.cc).
   uint32_t accepted_live_ = 0;  // client connections accepted and not yet released
@@ -350,6 +351,7 @@ class Worker {
     uint64_t over_source = 0, over_handshakes = 0, handshake_timeouts = 0, client_gone = 0;
     // refused over a limit
     uint64_t connections = 0, streams = 0, conn_streams = 0;
+    uint64_t memory = 0;  // over --memory-budget
   } refused_;
   uint64_t refusals_due_ns_ = 0;  // when the counts above go to the log (0: none counted)
 };
