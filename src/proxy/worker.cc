@@ -247,11 +247,13 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
   } else if (!draining_ && (cqe.res == -EMFILE || cqe.res == -ENFILE || cqe.res == -ENOBUFS ||
                             cqe.res == -ENOMEM)) {
     if (!accept_blocked_)
-      log_line(fmt::format(
-          "ringtunnel: worker {}: accept on {}: {}; accepting again when a connection closes", id_,
-          l.route == kHboneListener ? config_.hbone_listen_text
-                                    : config_.routes[l.route].listen_text,
-          strerror(-cqe.res)));
+      log_line(
+          fmt::format("ringtunnel: worker {}: accept on {}: {}; accepting again when descriptors "
+                      "are free (tried every 100 ms)",
+                      id_,
+                      l.route == kHboneListener ? config_.hbone_listen_text
+                                                : config_.routes[l.route].listen_text,
+                      strerror(-cqe.res)));
     accept_blocked_ = true;
   }
   if (draining_ && !l.armed && !l.closed) {

@@ -16,9 +16,11 @@ opening-stream-times-out: an outbound stream whose CONNECT is never answered (a 
   peer) is reset after --connect-timeout (end=connect_timeout).
 max-connections: over --max-connections a new client is reset, the others carry on.
 max-streams: over --max-streams an outbound client is reset and an inbound CONNECT gets 503.
-accept-resumes-after-emfile: --workers 2 --fixed-files off at RLIMIT_NOFILE 256: once
-  accepting fails with EMFILE, descriptors that become free without any connection of the
-  proxy closing (the limit raised with prlimit) let waiting and new clients be served.
+accept-resumes-after-emfile: --workers 2 --fixed-files off, started with RLIMIT_NOFILE
+  64-67: clients steered by source port to one worker's listener fill every descriptor, and
+  a client of the other worker (no connection of its own) makes its accept fail with EMFILE;
+  once two of the first worker's relays close, the waiting client and a new one of the
+  blocked worker are served within 5 s.
 
 Flags the binary does not know (an older build) are left out, so that such a build runs the
 same scenario and fails on its behaviour, not on its command line."""
@@ -36,9 +38,10 @@ import time
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hbone_h2 as h2  # noqa: E402
-from harness import (CHUNK, Proxy, TargetServer, binary, check, connect, echo_handler,  # noqa: E402
-                     echo_roundtrip, fail, fmt_addr, forward_arg, free_port, log, raise_nofile,
-                     recv_exact, run_tests, wait_until)
+import harness  # noqa: E402
+from harness import (CHUNK, Proxy, TargetServer, TestFailure, binary, check, connect,  # noqa: E402
+                     echo_handler, echo_roundtrip, fail, fmt_addr, forward_arg, free_port, log,
+                     raise_nofile, recv_exact, reset_close, run_tests, wait_until)
 from hbone_common import (ID_B, ca, cert, entries_for, key, require_hbone,  # noqa: E402
                           sanitized, start_inbound, start_outbound)
 
@@ -574,87 +577,186 @@ def max_streams():
         echo.close()
 
 
-def fill_descriptors(echo, relays, extra):
-    """A relay proxy (--workers 2 --fixed-files off) whose RLIMIT_NOFILE leaves room for
-    `relays` relays (+ `extra` descriptors), and relays + 20 clients connected one at a time.
-    Returns (proxy, clients, served, waiting)."""
-    la = ("127.0.0.1", free_port())
-    P = Proxy(["--forward", forward_arg(la, echo.addr), "--workers", "2",
-               "--fixed-files", "off"], listens=[la])
-    P.la = la
-    time.sleep(0.3)
-    base = P.fd_count()
-    P.nofile = resource.prlimit(P.pid, resource.RLIMIT_NOFILE)
-    resource.prlimit(P.pid, resource.RLIMIT_NOFILE, (base + 2 * relays + extra, P.nofile[1]))
-    before = echo.accepted
-    clients = []
-    for _ in range(relays + 20):
+def steered_ports(port, n):
+    """n source ports on 127.0.0.1, split by the listener of a 2-socket SO_REUSEPORT group on
+    `port` that their connection lands on. The kernel picks the listener from a hash of the
+    4-tuple (no program attached), so a client bound to one of these ports later lands on the
+    same one of the 2 listeners that ringtunnel's 2 workers have on `port`. The probes close
+    with a reset: no TIME_WAIT holds their ports."""
+    ls = []
+    groups = ([], [])
+    try:
+        for _ in range(2):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            ls.append(s)
+            s.bind(("127.0.0.1", port))
+            s.listen(64)
+        for _ in range(n):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.settimeout(5)
+            c.bind(("127.0.0.1", 0))
+            c.connect(("127.0.0.1", port))
+            r, _, _ = select.select(ls, [], [], 5)
+            check(r, "a probe connection to a SO_REUSEPORT listener was never accepted")
+            a, _ = r[0].accept()
+            groups[ls.index(r[0])].append(c.getsockname()[1])
+            reset_close(c)
+            a.close()
+    finally:
+        for s in ls:
+            s.close()
+    return groups
+
+
+def connect_from(addr, ports, timeout=5.0):
+    """A client bound to the first port of `ports` (taken from the list) that is free."""
+    while ports:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        clients.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.connect(la)
+            s.bind(("127.0.0.1", ports.pop(0)))
+        except OSError:     # taken meanwhile
+            s.close()
+            continue
+        s.settimeout(timeout)
+        try:
+            s.connect(addr)
+        except BaseException:
+            s.close()
+            raise
+        return s
+    fail("no steered source port left")
+
+
+def start_with_nofile(args, listens, nofile):
+    """A Proxy whose process starts with RLIMIT_NOFILE `nofile` (soft and hard), set in the
+    child before exec: ringtunnel raises its soft limit to the hard one at startup, and an
+    io_uring accept takes the limit when it is armed, so a limit lowered later (prlimit) makes
+    the target's socket() fail, never the accept."""
+    setup = harness._child_setup
+
+    def limited():
+        setup()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    harness._child_setup = limited
+    try:
+        return Proxy(args, listens=listens)
+    finally:
+        harness._child_setup = setup
+
+
+def answer(s, data, timeout):
+    """Sends data; 'served' (echoed), 'waiting' (nothing within timeout), 'reset' or 'eof'."""
+    s.settimeout(timeout)
+    try:
+        s.sendall(data)
+        got = recv_exact(s, len(data))
+    except socket.timeout:
+        return "waiting"
+    except (ConnectionResetError, BrokenPipeError):
+        return "reset"
+    except TestFailure:     # EOF
+        return "eof"
+    check(got == data, "echo %r, expected %r" % (got, data))
+    return "served"
+
+
+def block_one_worker(la, echo, fills, others, nofile):
+    """ringtunnel (--workers 2 --fixed-files off) started with RLIMIT_NOFILE `nofile`; clients
+    from `fills` (worker Y's listener), connected one at a time and each served, until Y's
+    relays (2 descriptors each) hold every descriptor; then a client from `others` (worker X's
+    listener, X has no connection): X's accept fails with EMFILE and the client waits.
+    Returns (proxy, fill clients, waiting client), or None (logged) where the descriptors
+    did not come out even."""
+    P = start_with_nofile(["--forward", forward_arg(la, echo.addr), "--workers", "2",
+                           "--fixed-files", "off"], [la], nofile)
+    held = []
+    ok = False
+    try:
+        time.sleep(0.3)
+        base = P.fd_count()
+        if (nofile - base) % 2:
+            return None
+        n = (nofile - base) // 2
+        for i in range(n):
+            s = connect_from(la, fills)
+            held.append(s)
+            st = answer(s, b"y", 5)
+            if st != "served":
+                log("(RLIMIT_NOFILE %d, %d descriptors at rest: fill client %d of %d %s: "
+                    "again with %d)" % (nofile, base, i + 1, n, st, nofile + 1))
+                return None
+        try:
+            xa = connect_from(la, others)
         except ConnectionResetError:
-            pass
-        time.sleep(0.01)
-    last = -1
-    while echo.accepted != last:      # until the proxy stops taking clients
-        last = echo.accepted
-        time.sleep(0.5)
-    served = echo.accepted - before
-    states = [closed_state(s) for s in clients]
-    closed = states.count("reset") + states.count("eof")
-    log("RLIMIT_NOFILE %d (%d descriptors at start): %d of %d clients served, %d reset, "
-        "%d waiting" % (base + 2 * relays + extra, base, served, len(clients), closed,
-                        len(clients) - served - closed))
-    return P, clients, served, len(clients) - served - closed
+            xa, st = None, "reset"
+        else:
+            held.append(xa)
+            st = answer(xa, b"a", 1.0)
+        if st != "waiting":
+            log("(RLIMIT_NOFILE %d, %d descriptors at rest, %d after %d relays: the other "
+                "worker's client %s, not waiting: again with %d)"
+                % (nofile, base, P.fd_count(), n, st, nofile + 1))
+            return None
+        ok = True
+        return P, held[:-1], xa
+    finally:
+        if not ok:
+            for s in held:
+                s.close()
+            P.stop()
 
 
 def accept_resumes_after_emfile():
-    """Out of descriptors, accepting resumes when descriptors are free again, even if no
-    connection of the proxy closed."""
-    raise_nofile(4096)
+    """A worker whose accept failed with EMFILE, and that has no connection of its own to
+    release, accepts again once another worker's connections free descriptors."""
     echo = TargetServer(echo_handler, backlog=1024)
-    clients = []
+    held = []
     try:
-        # The accept must be what fails (EMFILE), not the target's socket() after it (that
-        # resets the client and frees the descriptor at once): leave an even number of free
-        # descriptors. /proc/PID/fd may list one more than the proxy holds at rest, so try
-        # both parities.
-        for extra in (0, 1, -1):
-            P, clients, served, waiting = fill_descriptors(echo, 60, extra)
-            if stderr_lines(P, "accept on") and waiting > 0:
+        la = ("127.0.0.1", free_port())
+        fills, others = steered_ports(la[1], 240)
+        check(min(len(fills), len(others)) >= 80, "the probes all but avoided one listener: "
+              "%d and %d of 240" % (len(fills), len(others)))
+        for nofile in (64, 65, 66, 67):
+            got = block_one_worker(la, echo, fills, others, nofile)
+            if got:
                 break
-            if extra == -1:
-                log("NOTE: the target's socket() failed before the accept did (clients reset, "
-                    "none waiting) at every limit tried: checking only that new clients are "
-                    "served once descriptors are free")
-                break
-            log("(the limit did not stop the accepts with clients waiting: again, %+d)"
-                % (extra + 1))
-            for s in clients:
-                s.close()
-            clients = []
-            P.stop()
-        # descriptors become free without any connection of the proxy closing: the limit is
-        # raised back
-        resource.prlimit(P.pid, resource.RLIMIT_NOFILE, P.nofile)
-        t0 = time.monotonic()
-        fresh = connect(P.la)
-        clients.append(fresh)
-        fresh.settimeout(5)
-        try:
-            echo_once(fresh, b"new")
-        except (socket.timeout, OSError) as e:
-            fail("a new client was not served within 5 s of descriptors being free (%s); "
-                 "%d clients were waiting" % (e, waiting))
-        log("descriptors free again: a new client served after %.2f s"
-            % (time.monotonic() - t0))
-        for s in clients:
+        check(got, "no RLIMIT_NOFILE tried (64 to 67) left one worker's accept failing while "
+              "the other's relays held every descriptor")
+        P, fill, xa = got
+        held = fill + [xa]
+        lines = wait_log(P, "the log line of the failed accept", "accept on")
+        check(len(lines) == 1, "accept failures logged: %r (expected one worker's)" % lines)
+        log("RLIMIT_NOFILE %d: %d relays of one worker hold every descriptor; a client of the "
+            "other waits: %s" % (nofile, len(fill), lines[0]))
+        # 4 descriptors become free: two of Y's relays close (no client waits on Y's listener)
+        for s in fill[:2]:
             s.close()
-        clients = []
+        wait_until(lambda: P.fd_count() < nofile, 5, what="the closed relays' descriptors")
+        t0 = time.monotonic()
+        xa.settimeout(5)
+        try:
+            got = recv_exact(xa, 1)
+        except socket.timeout:
+            fail("the client waiting on the worker whose accept failed was not served within "
+                 "5 s of descriptors being free (%d of %d in use); that worker had no "
+                 "connection to release" % (P.fd_count(), nofile))
+        check(got == b"a", "the waiting client got %r, expected its echo" % got)
+        log("descriptors free: the waiting client served after %.2f s"
+            % (time.monotonic() - t0))
+        xb = connect_from(la, others)
+        held.append(xb)
+        st = answer(xb, b"new", 5)
+        check(st == "served", "a new client of that worker: %s within 5 s" % st)
+        log("a new client of that worker served")
+        for s in held:
+            s.close()
+        held = []
         P.stop_ok(timeout=20)
     finally:
-        for s in clients:
+        for s in held:
             s.close()
         echo.close()
 
