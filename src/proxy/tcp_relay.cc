@@ -279,7 +279,9 @@ void Worker::on_send(Relay& r, uint8_t d, int res) {
   const bool spill_now = dir.send_cancelled;
   dir.send_cancelled = false;
   if (r.state != RelayState::relaying) return;
-  if (res == -ECANCELED && spill_now) res = 0;  // our own cancel (spill) before a byte went out
+  // Our own cancel (spill) before a byte went out: -ECANCELED if the send was still waiting,
+  // -EINTR if the kernel was already running it (the cancel then says -EALREADY).
+  if ((res == -ECANCELED || res == -EINTR) && spill_now) res = 0;
   if (res < 0 || (res == 0 && !spill_now)) {
     // The receiving side of this direction is the far end: d == up sends to the target.
     return end_relay(r, res < 0 && is_reset(-res)

@@ -41,7 +41,8 @@ import time
 
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CHUNK, Proxy, TargetServer, binary, check, echo_handler, wait_until,  # noqa: E402
+from harness import (CHUNK, Proxy, TargetServer, Threads, binary, check, echo_handler,  # noqa: E402
+                     gen_chunks, parse_access_log, wait_until,
                      fmt_addr, forward_arg, free_port, gen_bytes, log, raise_nofile,
                      run_tests, set_linger0)
 import hbone_h2 as h2  # noqa: E402
@@ -480,6 +481,116 @@ def memory_budget():
         echo.close()
 
 
+def stall_and_drain(extra=()):
+    """Readers that alternate short reads with 30-120 ms stalls, both ways, with a
+    tiny pool and never-reading holders keeping it under pressure: their queued
+    bytes move to the heap while sends are in flight (cancelled, maybe mid-way),
+    and every byte must still arrive, in order, with no relay reset."""
+    import hashlib
+    import random
+    total, n_conns, n_holders = 6 * MIB, 4, 4
+    digests, errors = {}, []
+
+    def slow_read(sock, tag, seed):
+        rng = random.Random(seed)
+        h, n = hashlib.sha256(), 0
+        sock.settimeout(30)
+        try:
+            while True:
+                end = time.monotonic() + rng.uniform(0.02, 0.08)
+                while time.monotonic() < end:
+                    b = sock.recv(65536)
+                    if not b:
+                        digests[tag] = (n, h.hexdigest())
+                        return
+                    h.update(b)
+                    n += len(b)
+                time.sleep(rng.uniform(0.03, 0.12))
+        except OSError as e:
+            errors.append("%s: %r after %d bytes" % (tag, e, n))
+
+    def send(sock, seed, tag):
+        try:
+            for c in gen_chunks(seed, total):
+                sock.sendall(c)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            errors.append("%s: send %r" % (tag, e))
+
+    def handler(conn, peer):
+        hdr = b""
+        while len(hdr) < 5:
+            b = conn.recv(5 - len(hdr))
+            if not b:
+                return
+            hdr += b
+        cid, holder = int.from_bytes(hdr[:4], "big"), hdr[4]
+        if holder:                      # never reads; writes until it blocks
+            try:
+                conn.settimeout(30)
+                while True:
+                    conn.sendall(b"h" * 65536)
+            except OSError:
+                return
+        t = threading.Thread(target=send, args=(conn, 1000 + cid, "down-send%d" % cid))
+        t.start()
+        slow_read(conn, "up%d" % cid, cid)
+        t.join(30)
+        conn.close()
+
+    def want(seed):
+        h = hashlib.sha256()
+        for c in gen_chunks(seed, total):
+            h.update(c)
+        return total, h.hexdigest()
+
+    target = TargetServer(handler, conn_timeout=40)
+    holders, socks = [], []
+    try:
+        L = ("127.0.0.1", free_port())
+        P = Proxy(COMMON + ["--buffer-ring-entries", "16,16,4", "--max-queued", "512k",
+                            "--forward", forward_arg(L, target.addr)] + list(extra),
+                  listens=[L])
+        for i in range(n_holders):
+            h = socket.create_connection(L, timeout=5)
+            h.sendall((100 + i).to_bytes(4, "big") + b"\x01")
+            holders.append(h)
+        time.sleep(0.5)
+        th = Threads()
+        for i in range(n_conns):
+            c = socket.socket()
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            c.connect(L)
+            c.sendall(i.to_bytes(4, "big") + b"\x00")
+            socks.append(c)
+            th.start(lambda c=c, i=i: send(c, i, "up-send%d" % i), name="send%d" % i)
+            th.start(lambda c=c, i=i: slow_read(c, "down%d" % i, 1000 + i), name="read%d" % i)
+        th.join(60, "stall-and-drain transfers")
+        # the targets' readers (upstream) finish on their own threads
+        # the targets' readers (upstream) finish on their own threads
+        wait_until(lambda: len(digests) + len(errors) >= 2 * n_conns, 30,
+                   what="every direction to finish")
+        target.check_errors()
+        bad = [tag for tag, seed in [("up%d" % i, i) for i in range(n_conns)]
+               + [("down%d" % i, 1000 + i) for i in range(n_conns)]
+               if digests.get(tag) != want(seed)]
+        def ends():
+            return [e["end"] for e in parse_access_log(P.stderr_text())
+                    if e["bytes_up"] == total + 5 and e["bytes_down"] == total]  # + header
+        if not bad and not errors:
+            wait_until(lambda: len(ends()) == n_conns, 10, what="the relays' access lines")
+        log("%d connections x 2 directions x %d MiB with stalling readers: %d directions"
+            " wrong, errors %s; relays ended %s" % (n_conns, total // MIB, len(bad), errors[:3],
+                                                     ends()))
+        check(not bad and not errors, "bytes lost or a relay reset while stalled data moved out"
+              " of the pool: %s %s" % (bad, errors[:3]))
+        check(ends() == ["closed"] * n_conns, "relays did not end cleanly: %s" % ends())
+    finally:
+        for s in holders + socks:
+            s.close()
+        target.close()
+
+
 def hbone_inbound():
     require_hbone()
     src = DataSource()
@@ -588,6 +699,8 @@ if __name__ == "__main__":
         ("hbone-inbound", hbone_inbound),
         ("pooled-outbound", pooled_outbound),
         ("memory-budget", memory_budget),
+        ("stall-and-drain", stall_and_drain),
+        ("stall-and-drain-sendmsg", lambda: stall_and_drain(["--registered-buffers", "off"])),
     ]
     only = [n for n in os.environ.get("STARVE_ONLY", "").split(",") if n]   # development
     run_tests("starvation", [t for t in TESTS if not only or t[0] in only], 85)
