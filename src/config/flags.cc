@@ -253,9 +253,10 @@ const std::vector<Flag>& flags() {
        "Heap memory per worker for bytes buffered outside the receive-buffer pool: the data of "
        "stalled connections moved out of the pool (so that slow readers never starve the others "
        "of receive buffers), and HBONE tunnel bytes whose connection window was handed back on "
-       "arrival (so that stalled streams never stop their siblings). Past it, stalled "
-       "connections keep their pool buffers and tunnel windows come back only when bytes leave. "
-       "Default: 256m.",
+       "arrival (so that stalled streams never stop their siblings); each of the two has this "
+       "budget. Past the first, new connections and streams are refused and stalled connections "
+       "keep their pool buffers; past the second, tunnel windows come back only when bytes "
+       "leave. At least twice the largest buffer size. Default: 256m.",
        [](std::string_view v, Config& c) -> std::string {
          uint64_t s;
          if (std::string err = parse_size(v, s); !err.empty()) return err;
@@ -563,6 +564,13 @@ FlagsResult parse_flags(const std::vector<std::string_view>& args) {
   if (c.max_queued < c.buffer_sizes.back())
     return usage(fmt::format("--max-queued {} is smaller than the largest buffer size {}",
                              c.max_queued, c.buffer_sizes.back()));
+  // Moving stalled data out of the pool goes a buffer at a time: a smaller budget could never
+  // move one, and would refuse every connection.
+  if (c.memory_budget < 2 * uint64_t{c.buffer_sizes.back()})
+    return usage(fmt::format(
+        "--memory-budget {} is smaller than twice the largest buffer size {}: it could never "
+        "hold a stalled connection's data",
+        c.memory_budget, c.buffer_sizes.back()));
   if (c.routes.empty() && !c.hbone_listen) {
     Route r;
     parse_forward(Config::kDefaultForward, r);

@@ -44,12 +44,14 @@ bool Worker::admit_connection(int fd, uint16_t route) {
   return true;
 }
 
-// The heap the worker holds for others' bytes (data moved out of the pool, tunnel bytes whose
-// window came back early) has reached --memory-budget: new connections and streams are refused
-// until it drains; the ones open go on.
+// The heap the worker holds for stalled connections' bytes (moved out of the pool) has reached
+// --memory-budget: new connections and streams are refused until it drains; the ones open go on.
+// Tunnel bytes whose window came back early are not counted here: they are bytes on their way
+// to a target that reads more slowly than its peer sends, which is healthy traffic, and they have
+// a cap of their own (h2_data).
 bool Worker::over_memory_budget() const {
   // Spent once not even one more largest receive buffer could move out of the pool.
-  return heap_bytes_ + early_credit_bytes_ + config_.buffer_sizes.back() > config_.memory_budget;
+  return heap_bytes_ + config_.buffer_sizes.back() > config_.memory_budget;
 }
 
 bool Worker::admit_handshake(const std::string& source) {
@@ -176,7 +178,7 @@ void Worker::write_refusals() {
        fmt::format("connections over --max-connections {}", config_.max_connections));
   part(r.streams, fmt::format("HBONE streams over --max-streams {}", config_.max_streams));
   part(r.memory, fmt::format("connections and streams over --memory-budget {} ({} bytes held)",
-                             config_.memory_budget, heap_bytes_ + early_credit_bytes_));
+                             config_.memory_budget, heap_bytes_));
   part(r.conn_streams, fmt::format("CONNECTs over their connection's {} streams",
                                    h2::SessionOptions{}.server_max_streams));
   if (!parts.empty())

@@ -593,7 +593,7 @@ void Worker::h2_data(HboneConn& c, int32_t id, const uint8_t* data, size_t size)
   // The bytes now sit in this stream's own queue, bounded by its stream window: the connection
   // window they took comes back at once, so a few stalled streams cannot hold the window that
   // their siblings share. Past the memory budget, it comes back only when they leave.
-  if (heap_bytes_ + early_credit_bytes_ + size <= config_.memory_budget) {
+  if (early_credit_bytes_ + size <= config_.memory_budget) {
     c.h2->consume_connection(size);
     s->early_credit += size;
     early_credit_bytes_ += size;

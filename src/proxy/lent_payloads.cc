@@ -61,6 +61,13 @@ void LentPayloads::trim() {
     buffers_.pop_back();
 }
 
+size_t LentPayloads::pool_length() const {
+  size_t n = 0;
+  for (const Buffer& b : buffers_)
+    if (b.data && !b.heap) n += b.length;
+  return n;
+}
+
 void LentPayloads::release_all(const GiveBack& give_back) {
   for (Buffer& b : buffers_)
     if (b.data) drop(b, give_back);

@@ -371,7 +371,7 @@ void Worker::relieve_pool_pressure() {
 }
 
 void Worker::stream_to_heap(HboneStream& s) {
-  if (!s.conn || s.h2_closed || heap_bytes_ + s.lent.pool_bytes() > config_.memory_budget) return;
+  if (!s.conn || s.h2_closed || heap_bytes_ + s.lent.pool_length() > config_.memory_budget) return;
   h2::H2Session& session = *s.conn->h2;
   const int32_t id = s.id;
   heap_bytes_ += s.lent.to_heap(

@@ -591,6 +591,55 @@ def stall_and_drain(extra=()):
         target.close()
 
 
+def healthy_upload():
+    """Uploads through A to a target behind B that reads, but more slowly than
+    its client sends: B holds their tunnel bytes in stream queues (their
+    connection window came back on arrival). That is healthy traffic: with a
+    small --memory-budget, B must still serve new connections."""
+    require_hbone()
+
+    def slow_reader(conn, peer):
+        try:
+            while conn.recv(65536):
+                time.sleep(0.005)          # about 10 MB/s
+        except OSError:
+            pass
+        conn.close()
+
+    target = TargetServer(slow_reader, conn_timeout=30)
+    echo = TargetServer(echo_handler, conn_timeout=10)
+    stop = threading.Event()
+
+    def upload():
+        try:
+            with socket.create_connection(lu, timeout=10) as s:
+                while not stop.is_set():
+                    s.sendall(b"u" * 65536)
+        except OSError:
+            pass
+
+    try:
+        le, lu = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
+        B = start_inbound(inbound_extra() + ["--memory-budget", "8m",
+                                             "--forward", forward_arg(le, echo.addr)])
+        A = start_outbound([(lu, B.hbone_addr, target.addr, ID_B)], COMMON)
+        for i in range(2):
+            threading.Thread(target=upload, daemon=True, name="upload%d" % i).start()
+        time.sleep(2.0)
+        results = [tcp_echo(le, 10 + i) for i in range(5)]
+        log("fresh relays on B during two uploads to a slow target: %s"
+            % ", ".join("ok" if r.ok() else str(r) for r in results))
+        check(all(r.ok() for r in results), "healthy uploads made B refuse new connections: %s"
+              % [str(r) for r in results if not r.ok()][:2])
+        stop.set()
+        A.stop_ok()
+        B.stop_ok()
+    finally:
+        stop.set()
+        target.close()
+        echo.close()
+
+
 def hbone_inbound():
     require_hbone()
     src = DataSource()
@@ -700,6 +749,7 @@ if __name__ == "__main__":
         ("pooled-outbound", pooled_outbound),
         ("memory-budget", memory_budget),
         ("stall-and-drain", stall_and_drain),
+        ("healthy-upload", healthy_upload),
         ("stall-and-drain-sendmsg", lambda: stall_and_drain(["--registered-buffers", "off"])),
     ]
     only = [n for n in os.environ.get("STARVE_ONLY", "").split(",") if n]   # development

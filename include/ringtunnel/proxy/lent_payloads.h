@@ -58,6 +58,8 @@ class LentPayloads {
   size_t heap_bytes() const { return heap_; }
   // Pool bytes still referenced.
   uint32_t pool_bytes() const { return live_ - uint32_t(heap_live_); }
+  // The heap to_heap() would take: the whole length of every pool buffer still lent.
+  size_t pool_length() const;
   bool empty() const { return buffers_.empty(); }
 
  private:

@@ -104,6 +104,9 @@ TEST_CASE("bad usage names the flag, the value and the reason") {
        "--forward: 127.0.0.1:1 is named twice as a listen address"},
       {{"--max-queued", "16k"},
        "--max-queued 16384 is smaller than the largest buffer size 262144"},
+      {{"--memory-budget", "100k"},
+       "--memory-budget 102400 is smaller than twice the largest buffer size 262144: it could "
+       "never hold a stalled connection's data"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.error);
@@ -175,13 +178,31 @@ TEST_CASE("--help and --version stop parsing") {
 
 TEST_CASE("--help explains every flag") {
   const std::string help = help_text();
-  for (const char* flag :
-       {"--forward", "--workers", "--ring-entries", "--sqpoll", "--buffer-sizes",
-        "--buffer-ring-entries", "--registered-buffers", "--fixed-files", "--max-queued",
-        "--memory-budget", "--debug-poison-buffers", "--connect-timeout", "--drain-timeout",
-        "--tcp-splice", "--splice-pipe-size", "--listen-backlog", "--access-log", "--allow-dest",
-        "--max-connections", "--max-streams", "--max-handshakes", "--max-handshakes-per-source",
-        "--hbone-idle-timeout", "--help", "--version"})
+  for (const char* flag : {"--forward",
+                           "--workers",
+                           "--ring-entries",
+                           "--sqpoll",
+                           "--buffer-sizes",
+                           "--buffer-ring-entries",
+                           "--registered-buffers",
+                           "--fixed-files",
+                           "--max-queued",
+                           "--memory-budget",
+                           "--debug-poison-buffers",
+                           "--connect-timeout",
+                           "--drain-timeout",
+                           "--tcp-splice",
+                           "--splice-pipe-size",
+                           "--listen-backlog",
+                           "--access-log",
+                           "--allow-dest",
+                           "--max-connections",
+                           "--max-streams",
+                           "--max-handshakes",
+                           "--max-handshakes-per-source",
+                           "--hbone-idle-timeout",
+                           "--help",
+                           "--version"})
     CHECK_MESSAGE(help.find(std::string("  ") + flag) != std::string::npos, flag);
 }
 
