@@ -467,7 +467,8 @@ def memory_budget():
         st.close()
         st = None
         sink.close()
-        wait_until(lambda: P.stderr_text().count("end=target_reset") >= 16, 5.0,
+        wait_until(lambda: sum(1 for e in parse_access_log(P.stderr_text())
+                               if e["listener"] == fmt_addr(*ls)) >= 16, 10.0,
                    what="the 16 stalled relays to end")
         r2 = tcp_echo(le, 3)
         log("fresh client after the stalled relays ended: %s" % r2)
