@@ -40,6 +40,8 @@ std::string_view to_string(EndReason reason) {
       return "bad_request";
     case EndReason::peer_error:
       return "peer_error";
+    case EndReason::overload:
+      return "overload";
   }
   return "?";
 }

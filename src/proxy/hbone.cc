@@ -614,9 +614,10 @@ void Worker::h2_reset(HboneConn& c, int32_t id, uint32_t code) {
   if (s->state == HboneStream::State::opening && !s->inbound && code == h2::kRefusedStream)
     return end_stream(*s, EndReason::refused, true);
   // A reset of the tunnel is a reset of the TCP side: the far end reset (or failed).
-  const EndReason reason = c.state == HboneConn::State::closing ? EndReason::peer_error
-                           : s->inbound                         ? EndReason::client_reset
-                                                                : EndReason::target_reset;
+  const EndReason reason = c.overloaded                           ? EndReason::overload
+                           : c.state == HboneConn::State::closing ? EndReason::peer_error
+                           : s->inbound                           ? EndReason::client_reset
+                                                                  : EndReason::target_reset;
   end_stream(*s, reason, true);
 }
 

@@ -393,7 +393,7 @@ void Worker::end_relay(Relay& r, EndReason reason) {
   r.reset_client = reason != EndReason::closed && reason != EndReason::client_reset;
   r.reset_target = r.fds[Relay::kTarget] >= 0 &&
                    (reason == EndReason::client_reset || reason == EndReason::drain_timeout ||
-                    reason == EndReason::error);
+                    reason == EndReason::error || reason == EndReason::overload);
   if (r.pending) {
     // Every operation of this relay is on one of its sockets or, for splices, one of its pipes.
     for (int side : {Relay::kClient, Relay::kTarget}) {

@@ -8,10 +8,12 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
 #include "ringtunnel/net/socket.h"
+#include "ringtunnel/proxy/log.h"
 
 namespace ringtunnel::proxy {
 
@@ -368,6 +370,48 @@ void Worker::relieve_pool_pressure() {
   streams_.for_each([&](HboneStream& s) {
     if (s.lent.pool_bytes() && now_ns_ - s.lent_progress_ns >= kStallNs) stream_to_heap(s);
   });
+  if (over_memory_budget()) shed_stalled_holder();
+}
+
+// The heap budget is spent and the pool is still low: the stalled holders left keep their
+// buffers, and every other connection of the worker would starve. The one holding the most of the
+// pool goes (both sides reset, end=overload): a relay, or an HBONE connection with its streams
+// (closing the connection drops every reference into the pool at once; a stream's own reset may
+// wait behind output its peer does not read). One per scan, so the rest are spared if that was
+// enough.
+void Worker::shed_stalled_holder() {
+  size_t most = 0;
+  Relay* relay = nullptr;
+  HboneConn* conn = nullptr;
+  relays_.for_each([&](Relay& r) {
+    if (r.state != RelayState::relaying) return;
+    size_t held = 0;
+    for (const Direction& dir : r.dirs) {
+      if (!dir.queue || now_ns_ - dir.progress_ns < kStallNs) continue;
+      for (uint32_t i = 0; i < dir.queue->count; ++i)
+        if (!dir.queue->at(i).heap) held += dir.queue->at(i).length;
+    }
+    if (held > most) most = held, relay = &r, conn = nullptr;
+  });
+  std::unordered_map<HboneConn*, size_t> by_conn;
+  streams_.for_each([&](HboneStream& s) {
+    if (!s.conn || !s.lent.pool_bytes() || now_ns_ - s.lent_progress_ns < kStallNs) return;
+    const size_t held = by_conn[s.conn] += s.lent.pool_bytes();
+    if (held > most) most = held, conn = s.conn, relay = nullptr;
+  });
+  if (relay) {
+    log_line(fmt::format(
+        "ringtunnel: worker {}: overload: receive pool low and --memory-budget {} spent; "
+        "resetting the stalled connection from {} holding {} bytes of the pool",
+        id_, config_.memory_budget, net::format_sockaddr(&relay->client.sa, sizeof relay->client),
+        most));
+    end_relay(*relay, EndReason::overload);
+  } else if (conn) {
+    conn->overloaded = true;
+    fail_conn(*conn, fmt::format("overload: receive pool low and --memory-budget {} spent; its "
+                                 "stalled streams held {} bytes of the pool",
+                                 config_.memory_budget, most));
+  }
 }
 
 void Worker::stream_to_heap(HboneStream& s) {

@@ -622,7 +622,7 @@ ACCESS_RE = re.compile(
     r" bytes_up=(?P<bytes_up>\d+) bytes_down=(?P<bytes_down>\d+)"
     r" duration_ms=(?P<duration_ms>\d+)"
     r" end=(?P<end>closed|client_reset|target_reset|connect_refused|connect_timeout"
-    r"|connect_error|drain_timeout|error|refused|denied|bad_request|peer_error)"
+    r"|connect_error|drain_timeout|error|refused|denied|bad_request|peer_error|overload)"
     r'(?P<extra>(?: [a-z_]+=(?:"(?:[^"\\]|\\.)*"|\S*))*)$')
 
 # The documented line has the seven fields above, in that order, then the

@@ -437,10 +437,32 @@ def tcp_relay():
         echo.close()
 
 
+def echo_on(sock, nbytes, seed, timeout):
+    """An echo round trip of `nbytes` on an open connection: (ok, bytes back, seconds)."""
+    data = gen_bytes(seed, nbytes)
+    sock.settimeout(timeout)
+    t0 = time.monotonic()
+    sender = threading.Thread(target=lambda: sock.sendall(data), daemon=True)
+    sender.start()
+    got = b""
+    try:
+        while len(got) < nbytes and time.monotonic() - t0 < timeout:
+            b = sock.recv(nbytes - len(got))
+            if not b:
+                break
+            got += b
+    except OSError:
+        pass
+    return got == data, len(got), time.monotonic() - t0
+
+
 def memory_budget():
     """With a tiny pool and --memory-budget 4m, stallers move their bytes to the
-    heap until the budget is reached; then new connections are refused with a
-    log line, and served again once the stallers are gone."""
+    heap until the budget is spent; then the stalled holders with the most of the
+    pool are reset (end=overload, with a log line) until the rest fit, so that a
+    connection that was already open is still served; and new ones are served
+    once the stallers are gone. (New connections arriving while the budget is
+    spent are refused; whether one arrives in that window is timing.)"""
     raise_nofile(4096)
     sink = SinkServer()
     echo = TargetServer(echo_handler, conn_timeout=10)
@@ -452,17 +474,24 @@ def memory_budget():
                             "--forward", forward_arg(le, echo.addr)], listens=[ls, le])
         first = tcp_echo(le, 1)
         check(first.ok(), "before any staller, the echo route is not served: %s" % first)
+        victim = socket.create_connection(le, timeout=5)
+        ok, _, _ = echo_on(victim, 1000, 4, 5.0)
+        check(ok, "the open victim connection does not echo before the stallers")
         st = Stallers(ls, 16)
         total, secs = st.wait_stuck()
         log("16 stallers pushed %.1f MiB in %.1f s, then stopped moving" % (total / MIB, secs))
-        r1 = tcp_echo(le, 2)
-        log("fresh client with the budget spent: %s" % r1)
-        check(not r1.ok(), "a new connection was served although the stalled ones hold the whole"
-              " --memory-budget: %s" % r1)
-        wait_until(lambda: "over --memory-budget" in P.stderr_text(), 3.0,
-                   what="a log line naming --memory-budget")
-        line = [x for x in P.stderr_text().splitlines() if "over --memory-budget" in x][0]
-        log("log: %s" % line.strip())
+        ok, n, took = echo_on(victim, ECHO_BYTES, 5, SERVE_WITHIN)
+        log("the connection open since before the stallers: %d of %d bytes echoed in %.2f s"
+            % (n, ECHO_BYTES, took))
+        check(ok, "a connection open before the stallers starved once they spent the pool and the"
+              " budget: %d of %d bytes in %.1f s" % (n, ECHO_BYTES, took))
+        victim.close()
+        shed = [e for e in parse_access_log(P.stderr_text()) if e["end"] == "overload"]
+        log("stalled relays reset for overload: %d; log: %s" % (len(shed), next(
+            (x for x in P.stderr_text().splitlines() if "overload:" in x), "none")))
+        check(shed, "no stalled relay was reset although the pool and the budget were spent")
+        refusals = [x for x in P.stderr_text().splitlines() if "over --memory-budget" in x]
+        log("new connections refused at the budget meanwhile: %s" % (refusals[:1] or "none"))
         # The stalled relays end (their target resets), and the heap they held is freed.
         st.close()
         st = None
@@ -641,6 +670,68 @@ def healthy_upload():
         echo.close()
 
 
+def open_hostile_streams(B, src, n):
+    """A raw mTLS HTTP/2 client on B with `n` CONNECT streams to `src`, all
+    answered 200; from then on it never reads and never sends WINDOW_UPDATE."""
+    hostile = h2.H2Conn(B.hbone_addr, h2_ctx(), timeout=10.0)
+    hostile.start(settings=())           # default windows: 65,535 bytes
+    f = hostile.wait_for(lambda f: f.type == h2.SETTINGS and not f.flags & h2.ACK, 5.0)
+    check(f is not None, "hostile client: no SETTINGS from B: %s" % hostile.summary())
+    blob = h2.settings_frame(ack=True)
+    for i in range(n):
+        blob += h2.headers_frame(1 + 2 * i, h2.connect_headers(fmt_addr(*src.addr)))
+    hostile.send(blob)
+    sids = [1 + 2 * i for i in range(n)]
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end and not all(hostile.status(s) or hostile.rst(s) for s in sids):
+        try:
+            hostile.read_some(0.1)
+        except h2.Closed:
+            break
+    ok = sum(1 for s in sids if hostile.status(s) == "200")
+    check(ok == n, "hostile client: %d of %d CONNECTs answered 200: %s"
+          % (ok, n, hostile.summary()))
+    return hostile
+
+
+def hbone_overload():
+    """One authenticated peer's 24 non-reading streams spend B's pool and its
+    --memory-budget: B closes that peer's connection (the holder with the most
+    of the pool, end=overload), and a connection that was open before is still
+    served."""
+    require_hbone()
+    src = DataSource()
+    echo = TargetServer(echo_handler, conn_timeout=10)
+    hostile = None
+    try:
+        le = ("127.0.0.1", free_port())
+        B = start_inbound(inbound_extra() + ["--memory-budget", "3m", "--max-queued", "512k",
+                                             "--buffer-ring-entries", "64,64,16",
+                                             "--forward", forward_arg(le, echo.addr)])
+        victim = socket.create_connection(le, timeout=5)
+        ok, _, _ = echo_on(victim, 1000, 6, 5.0)
+        check(ok, "the open victim connection does not echo before the hostile streams")
+        hostile = open_hostile_streams(B, src, 24)
+        time.sleep(2.0)
+        ok, n, took = echo_on(victim, ECHO_BYTES, 7, SERVE_WITHIN)
+        log("24 non-reading streams, data source wrote %.1f MiB; the connection open since"
+            " before: %d of %d bytes echoed in %.2f s" % (src.sent / MIB, n, ECHO_BYTES, took))
+        check(ok, "one peer's stalled streams starved a connection that was already open: %d"
+              " of %d bytes in %.1f s" % (n, ECHO_BYTES, took))
+        victim.close()
+        line = next((x for x in B.stderr_text().splitlines() if "overload" in x), None)
+        log("B: %s" % line)
+        check(line is not None, "B logged no overload although its pool and budget were spent")
+        hostile.close()
+        hostile = None
+        B.stop_ok()
+    finally:
+        if hostile is not None:
+            hostile.close()
+        src.close()
+        echo.close()
+
+
 def hbone_inbound():
     require_hbone()
     src = DataSource()
@@ -751,7 +842,8 @@ if __name__ == "__main__":
         ("memory-budget", memory_budget),
         ("stall-and-drain", stall_and_drain),
         ("healthy-upload", healthy_upload),
+        ("hbone-overload", hbone_overload),
         ("stall-and-drain-sendmsg", lambda: stall_and_drain(["--registered-buffers", "off"])),
     ]
     only = [n for n in os.environ.get("STARVE_ONLY", "").split(",") if n]   # development
-    run_tests("starvation", [t for t in TESTS if not only or t[0] in only], 85)
+    run_tests("starvation", [t for t in TESTS if not only or t[0] in only], 240)

@@ -24,6 +24,8 @@ enum class EndReason : uint8_t {
   denied,           // HBONE: the peer proxy answered 401 (policy); the client was reset
   bad_request,      // HBONE: the peer proxy answered 400; the client was reset
   peer_error,       // HBONE: the tunnel connection failed under the stream (TLS, HTTP/2, socket)
+  overload,  // the receive pool and --memory-budget were both spent, and this stalled connection
+             // (or the HBONE connection under it) held the most of the pool; both were reset
 };
 
 std::string_view to_string(EndReason reason);

@@ -53,6 +53,7 @@ struct HboneConn final : h2::SessionEvents {
   bool final_send_done = false;  // closing: what was pending (alert, GOAWAY) has been sent
   bool graceful = false;         // closing without failure (idle, drain)
   bool cancel_sent = false;
+  bool overloaded = false;  // failed to free the receive pool (its streams end with overload)
   int fd = -1;
   uint32_t pending = 0;
   uint16_t route = 0;  // outbound: the route whose peer and identity this connection serves

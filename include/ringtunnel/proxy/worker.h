@@ -270,6 +270,7 @@ class Worker {
   void log_bug(const std::string& what);
   void relieve_pool_pressure();
   void stream_to_heap(HboneStream& s);
+  void shed_stalled_holder();
   // The sessions of an HBONE connection (inbound: when its first byte arrives).
   void create_sessions(HboneConn& c);
 

@@ -42,7 +42,8 @@ TEST_CASE("every end reason has its own name") {
       EndReason::closed,          EndReason::client_reset,    EndReason::target_reset,
       EndReason::connect_refused, EndReason::connect_timeout, EndReason::connect_error,
       EndReason::drain_timeout,   EndReason::error,           EndReason::refused,
-      EndReason::denied,          EndReason::bad_request,     EndReason::peer_error};
+      EndReason::denied,          EndReason::bad_request,     EndReason::peer_error,
+      EndReason::overload};
   for (EndReason a : all)
     for (EndReason b : all)
       if (a != b) CHECK(to_string(a) != to_string(b));
