@@ -254,9 +254,10 @@ const std::vector<Flag>& flags() {
        "stalled connections moved out of the pool (so that slow readers never starve the others "
        "of receive buffers), and HBONE tunnel bytes whose connection window was handed back on "
        "arrival (so that stalled streams never stop their siblings); each of the two has this "
-       "budget. Past the first, new connections and streams are refused and stalled connections "
-       "keep their pool buffers; past the second, tunnel windows come back only when bytes "
-       "leave. At least twice the largest buffer size. Default: 256m.",
+       "budget. Past the first, new connections and streams are refused, and while the pool stays "
+       "low the stalled connection holding the most of it is reset (end=overload); past the "
+       "second, tunnel windows come back only when bytes leave. At least twice the largest "
+       "buffer size. Default: 256m.",
        [](std::string_view v, Config& c) -> std::string {
          uint64_t s;
          if (std::string err = parse_size(v, s); !err.empty()) return err;
