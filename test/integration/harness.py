@@ -14,7 +14,18 @@ Ground rules implemented here:
   * every process started through this module is registered and killed by PID
     (SIGTERM, wait, SIGKILL, wait) at the end of each sub-test, on failure and
     at exit; children also get PR_SET_PDEATHSIG=SIGKILL so they cannot outlive
-    the test process even if it is SIGKILLed itself.
+    the test process even if it is SIGKILLed itself;
+  * every temporary file of a run lives in one directory, RUN_DIR (tempfile's
+    default directory and TMPDIR of every child point there); cleanups
+    registered with add_cleanup() run (last in, first out) before the process
+    exits -- at the end of run_tests, on the watchdog's path and at exit --
+    and then RUN_DIR is removed. A run that fails keeps the logs of its
+    failed sub-tests there and prints where; a passing run leaves nothing
+    behind and fails if it would.
+
+Environment: RINGTUNNEL_IT_ONLY=a,b runs only the named sub-tests;
+RINGTUNNEL_IT_ORDER=reverse runs them last first, =random (seed from
+RINGTUNNEL_IT_SEED, else printed) in a shuffled order.
 """
 
 import atexit
@@ -24,6 +35,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,6 +89,129 @@ def binary():
             sys.exit(1)
         _BINARY = path
     return _BINARY
+
+
+# ---------------------------------------------------------------------------
+# The run's directory and the cleanup registry
+# ---------------------------------------------------------------------------
+
+# Every temporary file of this run (proxy logs, certificates, access-log files,
+# TemporaryFiles, what children write to $TMPDIR) goes here.
+_OUTER_TMPDIR = os.environ.get("TMPDIR")
+RUN_DIR = tempfile.mkdtemp(prefix="ringtunnel-it-")
+tempfile.tempdir = RUN_DIR
+os.environ["TMPDIR"] = RUN_DIR
+
+_cleanup_lock = threading.Lock()
+_cleanups = []          # (fn, args), run last first
+_cleanups_done = False
+_keep_run_dir = False   # a failed sub-test's logs are in RUN_DIR
+
+
+def add_cleanup(fn, *args):
+    """Run fn(*args) before the process exits (however it exits, short of
+    SIGKILL): cleanups run last registered first, each guarded."""
+    with _cleanup_lock:
+        _cleanups.append((fn, args))
+
+
+def _remove_run_dir():
+    """Remove RUN_DIR; returns the paths that could not be removed."""
+    left = []
+
+    def onerror(func, path, exc):
+        left.append("%s (%s)" % (path, exc[1]))
+
+    if os.path.lexists(RUN_DIR):
+        shutil.rmtree(RUN_DIR, onerror=onerror)
+    if os.path.lexists(RUN_DIR) and not left:
+        left.append(RUN_DIR)
+    return left
+
+
+def _run_cleanups(lock_timeout=-1):
+    """Kill every child, run the registered cleanups, then remove RUN_DIR
+    (unless a failed sub-test's logs are kept in it). Runs once; returns the
+    paths left behind that should not be (None if it already ran or could not
+    take the lock)."""
+    global _cleanups_done
+    if not _cleanup_lock.acquire(timeout=lock_timeout):
+        return None
+    try:
+        if _cleanups_done:
+            return None
+        _cleanups_done = True
+        todo = list(reversed(_cleanups))
+        del _cleanups[:]
+    finally:
+        _cleanup_lock.release()
+    _kill_all_now()    # children first: they may write into what is removed next
+    for fn, args in todo:
+        try:
+            fn(*args)
+        except Exception as e:  # keep going: the others still run
+            print("    cleanup %s%r failed: %s: %s"
+                  % (getattr(fn, "__name__", fn), args, type(e).__name__, e), flush=True)
+    if _keep_run_dir and os.path.isdir(RUN_DIR) and os.listdir(RUN_DIR):
+        print("    logs kept in %s" % RUN_DIR, flush=True)
+        return []
+    return _remove_run_dir()
+
+
+def _exit(code):
+    """Clean up, then os._exit (a stuck daemon thread must not block the exit).
+    A passing run fails if anything of it is left behind."""
+    left = _run_cleanups()
+    if code == 0 and (left or os.path.lexists(RUN_DIR)):
+        print("FAIL: left behind: %s" % ", ".join(left or [RUN_DIR]), flush=True)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def exec_self(argv):
+    """Replace this process with argv (say, this test again under unshare):
+    exec skips every cleanup, so they run first, and the new process gets the
+    TMPDIR this one was given (its own harness makes its own RUN_DIR)."""
+    _run_cleanups()
+    if _OUTER_TMPDIR is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = _OUTER_TMPDIR
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(argv[0], argv)
+
+
+def run_to_exit(args, timeout=5.0, must_exit=True, program=None, env=None):
+    """Run `program` (default: the binary under test) with args to completion,
+    registered like every child; returns (rc, stdout, stderr). If it does not
+    exit within timeout it is killed, and the test fails (must_exit) or rc is
+    None."""
+    argv = [program or binary()] + list(args)
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    try:
+        p = spawn(argv, stdout=out, stderr=err, env=env)
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            reap(p, term_timeout=2)
+            err.seek(0)
+            if not must_exit:
+                return None, "", err.read().decode(errors="replace")
+            fail("`%s` did not exit within %.0f s (accepted the command line?); "
+                 "stderr: %r" % (" ".join(argv), timeout,
+                                 err.read().decode(errors="replace")[-500:]))
+        reap(p)
+        out.seek(0)
+        err.seek(0)
+        return (p.returncode, out.read().decode(errors="replace"),
+                err.read().decode(errors="replace"))
+    finally:
+        out.close()
+        err.close()
 
 
 # ---------------------------------------------------------------------------
@@ -163,7 +298,7 @@ def _kill_all_now():
             pass
 
 
-atexit.register(_kill_all_now)
+atexit.register(_run_cleanups, 10)
 
 
 # ---------------------------------------------------------------------------
@@ -179,6 +314,7 @@ def start_watchdog(seconds):
     _deadline = time.monotonic() + seconds
 
     def run():
+        global _keep_run_dir
         while True:
             left = _deadline - time.monotonic()
             if left <= 0:
@@ -188,9 +324,13 @@ def start_watchdog(seconds):
               % seconds, flush=True)
         try:
             _dump_proxy_logs()
+            _keep_run_dir = bool(_proxies)
+            for p in list(_proxies):
+                print("    (logs kept: %s %s)" % (p.out_path, p.err_path), flush=True)
         except Exception:
             pass
-        _kill_all_now()
+        # The main thread may be inside a cleanup already: wait for it a while.
+        _run_cleanups(lock_timeout=10)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
@@ -220,9 +360,42 @@ def wait_until(pred, timeout, interval=0.05, what="condition"):
 # ---------------------------------------------------------------------------
 
 
-def run_tests(title, tests, deadline):
-    """tests: list of (name, function). Runs all, reports each, exits."""
+def _select(tests, only_alias):
+    """The sub-tests RINGTUNNEL_IT_ONLY (or the file's older alias variable)
+    names, in the order RINGTUNNEL_IT_ORDER asks for."""
+    tests = list(tests)
+    var = "RINGTUNNEL_IT_ONLY"
+    if not os.environ.get(var) and only_alias and os.environ.get(only_alias):
+        var = only_alias
+    only = [n for n in os.environ.get(var, "").split(",") if n]
+    if only:
+        names = [n for n, _ in tests]
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            print("%s names no sub-test of this file: %s (there are: %s)"
+                  % (var, ", ".join(unknown), ", ".join(names)), file=sys.stderr, flush=True)
+            _exit(2)
+        tests = [t for t in tests if t[0] in only]
+    order = os.environ.get("RINGTUNNEL_IT_ORDER", "")
+    if order == "reverse":
+        tests.reverse()
+    elif order == "random":
+        seed = os.environ.get("RINGTUNNEL_IT_SEED") or str(random.randrange(1 << 32))
+        random.Random(seed).shuffle(tests)
+        print("   (order shuffled with RINGTUNNEL_IT_SEED=%s)" % seed, flush=True)
+    elif order:
+        print("RINGTUNNEL_IT_ORDER=%s: expected reverse or random" % order, file=sys.stderr,
+              flush=True)
+        _exit(2)
+    return tests
+
+
+def run_tests(title, tests, deadline, only_alias=None):
+    """tests: list of (name, function). Runs all (see _select), reports each,
+    cleans up and exits."""
+    global _keep_run_dir
     binary()
+    tests = _select(tests, only_alias)
     start_watchdog(deadline)
     print("== %s  (binary: %s, deadline %d s)" % (title, binary(), deadline), flush=True)
     failed = []
@@ -241,6 +414,7 @@ def run_tests(title, tests, deadline):
         if not ok:
             _dump_proxy_logs()
             failed.append(name)
+            _keep_run_dir = True
         try:
             kill_all_children()
         finally:
@@ -250,11 +424,9 @@ def run_tests(title, tests, deadline):
     if failed:
         print("== %s: %d of %d FAILED: %s" % (title, len(failed), len(tests), ", ".join(failed)),
               flush=True)
-        sys.stdout.flush()
-        os._exit(1)
+        _exit(1)
     print("== %s: all %d passed" % (title, len(tests)), flush=True)
-    sys.stdout.flush()
-    os._exit(0)
+    _exit(0)
 
 
 # ---------------------------------------------------------------------------
@@ -666,9 +838,9 @@ class Proxy:
     def __init__(self, args, listens=(), wait=True, timeout=15.0, cwd=None):
         self.args = list(args)
         self.listens = list(listens)
-        fd, self.out_path = tempfile.mkstemp(prefix="ringtunnel-it-", suffix=".stdout")
+        fd, self.out_path = tempfile.mkstemp(prefix="proxy-", suffix=".stdout")
         self._out = os.fdopen(fd, "wb")
-        fd, self.err_path = tempfile.mkstemp(prefix="ringtunnel-it-", suffix=".stderr")
+        fd, self.err_path = tempfile.mkstemp(prefix="proxy-", suffix=".stderr")
         self._err = os.fdopen(fd, "wb")
         self.proc = spawn([binary()] + self.args, stdout=self._out, stderr=self._err, cwd=cwd)
         self.pid = self.proc.pid

@@ -702,5 +702,5 @@ if __name__ == "__main__":
         ("stall-and-drain", stall_and_drain),
         ("stall-and-drain-sendmsg", lambda: stall_and_drain(["--registered-buffers", "off"])),
     ]
-    only = [n for n in os.environ.get("STARVE_ONLY", "").split(",") if n]   # development
-    run_tests("starvation", [t for t in TESTS if not only or t[0] in only], 85)
+    # STARVE_ONLY=name1,name2 (or RINGTUNNEL_IT_ONLY) runs only those sub-tests
+    run_tests("starvation", TESTS, 85, only_alias="STARVE_ONLY")
