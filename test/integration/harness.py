@@ -948,6 +948,13 @@ class Proxy:
     def fd_count(self):
         return len(os.listdir("/proc/%d/fd" % self.pid))
 
+    def sockets_held(self):
+        """(descriptors in /proc/PID/fd, sockets in the rings' file tables or
+        None when no ring has one): a socket the proxy holds shows in one of
+        the two, a relayed one with --fixed-files (the default) only in the
+        second."""
+        return self.fd_count(), self.ring_sockets()
+
     def ring_sockets(self):
         """Sockets held as direct descriptors in the proxy's io_uring file tables
         (listed per slot in /proc/PID/fdinfo of each ring fd), or None when no
