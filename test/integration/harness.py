@@ -789,46 +789,24 @@ def echo_roundtrip(listen, nbytes=100000, seed=7, timeout=10.0):
 
 _proxies = []
 
-ACCESS_RE = re.compile(
+# The access-log line, as documented: "access" then listener, client, target,
+# bytes_up, bytes_down, duration_ms and end, in that order; then (HBONE)
+# src_identity and dst_identity, a quoted reason="...", and last the
+# connection's start time (UTC, milliseconds). parse_access_kv_line() (below)
+# is the one parser: it reads every key=value and fails on a line that lacks
+# one of these keys, has them out of order, has a counter that is not an
+# integer or an unknown end. test_cli's and test_logging's exact-format checks
+# add STRICT_ACCESS_RE: the seven keys, then start=, nothing else.
+ACCESS_KEYS = ("listener", "client", "target", "bytes_up", "bytes_down", "duration_ms", "end")
+ACCESS_ENDS = ("closed", "client_reset", "target_reset", "connect_refused", "connect_timeout",
+               "connect_error", "drain_timeout", "error", "refused", "denied", "bad_request",
+               "peer_error")
+_START_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+STRICT_ACCESS_RE = re.compile(
     r"^access listener=(?P<listener>\S+) client=(?P<client>\S+) target=(?P<target>\S+)"
     r" bytes_up=(?P<bytes_up>\d+) bytes_down=(?P<bytes_down>\d+)"
-    r" duration_ms=(?P<duration_ms>\d+)"
-    r" end=(?P<end>closed|client_reset|target_reset|connect_refused|connect_timeout"
-    r"|connect_error|drain_timeout|error|refused|denied|bad_request|peer_error)"
-    r'(?P<extra>(?: [a-z_]+=(?:"(?:[^"\\]|\\.)*"|\S*))*)$')
-
-# The documented line has the seven fields above, in that order, then the
-# connection's start time (UTC, milliseconds). ACCESS_RE tolerates extra trailing
-# key=value fields, a value either without spaces or quoted (reason="..."), so
-# that one format deviation does not fail every behavioural test; test_cli's
-# access-log-format sub-test asserts the exact form with STRICT_ACCESS_RE.
-STRICT_ACCESS_RE = re.compile(ACCESS_RE.pattern.replace(
-    r'(?P<extra>(?: [a-z_]+=(?:"(?:[^"\\]|\\.)*"|\S*))*)$',
-    r" start=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"))
-
-
-def parse_access_line(line):
-    """dict for an access line; None for a line that is not an access line;
-    TestFailure for a line that starts with 'access ' but is malformed."""
-    line = line.rstrip("\r\n")
-    if not line.startswith("access "):
-        return None
-    m = ACCESS_RE.match(line)
-    if not m:
-        fail("malformed access-log line: %r" % line)
-    d = m.groupdict()
-    for k in ("bytes_up", "bytes_down", "duration_ms"):
-        d[k] = int(d[k])
-    return d
-
-
-def parse_access_log(text):
-    out = []
-    for line in text.splitlines():
-        d = parse_access_line(line)
-        if d is not None:
-            out.append(d)
-    return out
+    r" duration_ms=(?P<duration_ms>\d+) end=(?P<end>%s) start=%s$"
+    % ("|".join(ACCESS_ENDS), _START_RE))
 
 
 class Proxy:
@@ -913,7 +891,7 @@ class Proxy:
         else:
             with open(path, "rb") as f:
                 text = f.read().decode("utf-8", "replace")
-        return parse_access_log(text)
+        return parse_access_kv(text)
 
     def mark(self, path=None):
         """Number of access-log entries so far; pass as since= to wait_access
@@ -995,13 +973,6 @@ class Proxy:
         return None
 
 
-def check_entry(e, **want):
-    """Assert access-log entry fields."""
-    for k, v in want.items():
-        check(e[k] == v, "access log for client %s: %s=%r, expected %r (line: %r)"
-              % (e["client"], k, e[k], v, e))
-
-
 def _dump_proxy_logs():
     for p in list(_proxies):
         try:
@@ -1030,34 +1001,59 @@ def _forget_proxies(keep_logs):
 
 
 # ---------------------------------------------------------------------------
-# Lenient access-log parsing by key (HBONE lines carry more keys, and more
-# `end` values, than ACCESS_RE knows), and TCP connection counting
+# Access-log parsing (the one parser), and TCP connection counting
 # ---------------------------------------------------------------------------
 
-# A quoted value (reason="...", with \" and \\ escaped) is one value, quotes
-# included: what it holds is not read as more fields.
-_KV_RE = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|\S*)')
+# One field: " key=value", the value either without spaces or quoted (with \"
+# and \\ escaped); a quoted value is one value, quotes included: what it holds
+# is not read as more fields.
+_KV_RE = re.compile(r' ([a-z_]+)=("(?:[^"\\]|\\.)*"|\S*)')
 _KV_INTS = ("bytes_up", "bytes_down", "duration_ms")
 
 
 def parse_access_kv_line(line):
     """dict of every key=value of an 'access ...' line (the three counters as
-    int when they are numbers); None for any other line. Never fails: the
-    assertions check the keys they need."""
+    int; '_line' is the line itself); None for any other line. A line that
+    starts with 'access ' but is malformed fails the test: a field that is
+    not ` key=value`, a key twice, the documented keys (ACCESS_KEYS) missing
+    or out of order, an empty listener/client/target, a counter that is not a
+    number, an unknown end, or no start= time."""
     line = line.rstrip("\r\n")
     if not line.startswith("access "):
         return None
-    d = {k: v for k, v in _KV_RE.findall(line[len("access "):])}
+    d, keys, pos = {}, [], len("access")
+    while pos < len(line):
+        m = _KV_RE.match(line, pos)
+        if not m:
+            fail("malformed access-log line (no key=value at column %d): %r" % (pos, line))
+        k, v = m.groups()
+        check(k not in d, "malformed access-log line (%s twice): %r" % (k, line))
+        d[k] = v
+        keys.append(k)
+        pos = m.end()
+    check(tuple(keys[:len(ACCESS_KEYS)]) == ACCESS_KEYS,
+          "malformed access-log line (expected the keys %s first, in that order): %r"
+          % (", ".join(ACCESS_KEYS), line))
+    for k in ("listener", "client", "target"):
+        check(d[k], "malformed access-log line (empty %s): %r" % (k, line))
     for k in _KV_INTS:
-        if k in d and d[k].isdigit():
-            d[k] = int(d[k])
+        check(d[k].isdigit() and d[k].isascii(),
+              "malformed access-log line (%s is not a number): %r" % (k, line))
+        d[k] = int(d[k])
+    check(d["end"] in ACCESS_ENDS, "malformed access-log line (unknown end=%s): %r"
+          % (d["end"], line))
+    check(re.fullmatch(_START_RE, d.get("start", "")),
+          "malformed access-log line (no start=YYYY-MM-DDTHH:MM:SS.mmmZ): %r" % line)
     d["_line"] = line
     return d
 
 
 def parse_access_kv(text):
+    """The access entries of a log's text, in order. A last line without its
+    newline is still being written and is left for the next read."""
+    lines = text.split("\n")[:-1]
     out = []
-    for line in text.splitlines():
+    for line in lines:
         d = parse_access_kv_line(line)
         if d is not None:
             out.append(d)
@@ -1086,10 +1082,13 @@ def wait_access_kv(proxy, pred, count, timeout=5.0, since=0, what="access-log en
 
 
 def check_kv(e, **want):
-    """Assert fields of a key-parsed access entry (a missing key fails too)."""
+    """Assert fields of an access entry (a missing key fails too)."""
     for k, v in want.items():
-        check(k in e and e[k] == v, "access log: %s=%r, expected %r (line: %r)"
-              % (k, e.get(k, "<missing>"), v, e.get("_line")))
+        check(k in e and e[k] == v, "access log for client %s: %s=%r, expected %r (line: %r)"
+              % (e.get("client"), k, e.get(k, "<missing>"), v, e.get("_line")))
+
+
+check_entry = check_kv
 
 
 TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",

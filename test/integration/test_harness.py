@@ -16,7 +16,11 @@ failing-run-keeps-logs: a sub-test fails after its proxy relayed; exit 1, the
 watchdog-cleans-up: a sub-test hangs past the program's deadline; exit 1 from
   the watchdog, the proxy is dead, its logs are kept, the certificates are gone.
 early-exit-cleans-up: the program exits before any test runs (no binary given,
-  or RINGTUNNEL_IT_ONLY names no sub-test): exit 2 and the directory is empty."""
+  or RINGTUNNEL_IT_ONLY names no sub-test): exit 2 and the directory is empty.
+
+access-parser: the one access-log parser reads a documented line (HBONE keys
+  and a quoted reason included) and fails on each kind of malformed line.
+  (The program needs no binary of its own here.)"""
 
 import os
 import re
@@ -26,7 +30,8 @@ sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import harness  # noqa: E402
-from harness import binary, check, log, run_tests, run_to_exit  # noqa: E402
+from harness import (TestFailure, binary, check, log, parse_access_kv,  # noqa: E402
+                     parse_access_kv_line, run_tests, run_to_exit)
 
 PROGRAM = r'''
 import os, shutil, sys, tempfile, time
@@ -171,10 +176,45 @@ def early_exit_cleans_up():
         "exit 2 and leave nothing behind")
 
 
+GOOD = ('access listener=127.0.0.1:15001 client=127.0.0.1:40000 target=127.0.0.1:8080'
+        ' bytes_up=12 bytes_down=34 duration_ms=5 end=closed src_identity=spiffe://a/b'
+        ' dst_identity=- reason="a \\"quoted\\" x=y" start=2026-01-02T03:04:05.678Z')
+
+
+def access_parser():
+    e = parse_access_kv_line(GOOD)
+    check(e["client"] == "127.0.0.1:40000" and e["bytes_up"] == 12 and e["bytes_down"] == 34
+          and e["duration_ms"] == 5 and e["end"] == "closed"
+          and e["reason"] == '"a \\"quoted\\" x=y"' and "x" not in e
+          and e["start"] == "2026-01-02T03:04:05.678Z", "parsed %r" % e)
+    check(parse_access_kv_line("ringtunnel: listening") is None, "a log line parsed as access")
+    check(len(parse_access_kv(GOOD + "\n" + GOOD[:60])) == 1,
+          "a last line without its newline was parsed")
+    bad = {
+        "unknown end": GOOD.replace("end=closed", "end=finished"),
+        "counter not a number": GOOD.replace("bytes_up=12", "bytes_up=1x"),
+        "key missing": GOOD.replace(" duration_ms=5", ""),
+        "keys out of order": GOOD.replace("client=127.0.0.1:40000 target=127.0.0.1:8080",
+                                          "target=127.0.0.1:8080 client=127.0.0.1:40000"),
+        "key twice": GOOD.replace(" end=closed", " end=closed end=closed"),
+        "empty client": GOOD.replace("client=127.0.0.1:40000", "client="),
+        "not key=value": GOOD + " trailing",
+        "no start": GOOD[:GOOD.index(" start=")],
+    }
+    for what, line in bad.items():
+        try:
+            parse_access_kv_line(line)
+        except TestFailure:
+            continue
+        check(False, "the parser accepted a line with %s: %r" % (what, line))
+    log("the parser reads a documented line and fails on: %s" % ", ".join(bad))
+
+
 if __name__ == "__main__":
     run_tests("harness", [
         ("passing-run-leaves-nothing", passing_run_leaves_nothing),
         ("failing-run-keeps-logs", failing_run_keeps_logs),
         ("watchdog-cleans-up", watchdog_cleans_up),
         ("early-exit-cleans-up", early_exit_cleans_up),
+        ("access-parser", access_parser),
     ], 200)

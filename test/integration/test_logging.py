@@ -28,8 +28,9 @@ import time
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (STRICT_ACCESS_RE, TargetServer, Threads, binary, check,  # noqa: E402
-                     echo_handler, fail, fmt_addr, forward_arg, free_port, log, reap,
-                     run_tests, sock_addr_str, spawn, tcp_listen_ports)
+                     check_kv, echo_handler, fail, fmt_addr, forward_arg, free_port, log,
+                     parse_access_kv_line, reap, run_tests, sock_addr_str, spawn,
+                     tcp_listen_ports)
 
 CONNECTIONS = 3000
 CLIENT_THREADS = 8
@@ -126,17 +127,16 @@ def unread_stderr():
     seen, dropped, messages = set(), 0, 0
     for line in text.split("\n")[:-1]:
         if line.startswith("access "):
-            m = STRICT_ACCESS_RE.match(line)
-            check(m, "malformed access line: %r" % line)
-            c = m.group("client")
+            e = parse_access_kv_line(line)
+            check(STRICT_ACCESS_RE.match(line), "access line not of the documented form: %r"
+                  % line)
+            c = e["client"]
             check(c in clients, "access line for an unknown client: %r" % line)
             check(c not in seen, "two access lines for client %s" % c)
             seen.add(c)
             size = len(b"connection %d\n" % clients[c])
-            check(m.group("end") == "closed" and int(m.group("bytes_up")) == size
-                  and int(m.group("bytes_down")) == size
-                  and m.group("target") == fmt_addr(*target.addr),
-                  "access line %r: expected end=closed, %d bytes each way" % (line, size))
+            check_kv(e, end="closed", bytes_up=size, bytes_down=size,
+                     target=fmt_addr(*target.addr))
         elif line.startswith("ringtunnel: "):
             messages += 1
             m = DROPPED_RE.match(line)

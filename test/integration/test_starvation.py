@@ -42,7 +42,7 @@ import time
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (CHUNK, Proxy, TargetServer, Threads, binary, check, echo_handler,  # noqa: E402
-                     gen_chunks, parse_access_log, wait_until,
+                     gen_chunks, parse_access_kv, wait_until,
                      fmt_addr, forward_arg, free_port, gen_bytes, log, raise_nofile,
                      run_tests, set_linger0)
 import hbone_h2 as h2  # noqa: E402
@@ -575,7 +575,7 @@ def stall_and_drain(extra=()):
                + [("down%d" % i, 1000 + i) for i in range(n_conns)]
                if digests.get(tag) != want(seed)]
         def ends():
-            return [e["end"] for e in parse_access_log(P.stderr_text())
+            return [e["end"] for e in parse_access_kv(P.stderr_text())
                     if e["bytes_up"] == total + 5 and e["bytes_down"] == total]  # + header
         if not bad and not errors:
             wait_until(lambda: len(ends()) == n_conns, 10, what="the relays' access lines")
