@@ -39,7 +39,6 @@ flag and the cases fail: it dials them."""
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
