@@ -14,7 +14,18 @@ Ground rules implemented here:
   * every process started through this module is registered and killed by PID
     (SIGTERM, wait, SIGKILL, wait) at the end of each sub-test, on failure and
     at exit; children also get PR_SET_PDEATHSIG=SIGKILL so they cannot outlive
-    the test process even if it is SIGKILLed itself.
+    the test process even if it is SIGKILLed itself;
+  * every temporary file of a run lives in one directory, RUN_DIR (tempfile's
+    default directory and TMPDIR of every child point there); cleanups
+    registered with add_cleanup() run (last in, first out) before the process
+    exits -- at the end of run_tests, on the watchdog's path and at exit --
+    and then RUN_DIR is removed. A run that fails keeps the logs of its
+    failed sub-tests there and prints where; a passing run leaves nothing
+    behind and fails if it would.
+
+Environment: RINGTUNNEL_IT_ONLY=a,b runs only the named sub-tests;
+RINGTUNNEL_IT_ORDER=reverse runs them last first, =random (seed from
+RINGTUNNEL_IT_SEED, else printed) in a shuffled order.
 """
 
 import atexit
@@ -24,6 +35,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,6 +89,129 @@ def binary():
             sys.exit(1)
         _BINARY = path
     return _BINARY
+
+
+# ---------------------------------------------------------------------------
+# The run's directory and the cleanup registry
+# ---------------------------------------------------------------------------
+
+# Every temporary file of this run (proxy logs, certificates, access-log files,
+# TemporaryFiles, what children write to $TMPDIR) goes here.
+_OUTER_TMPDIR = os.environ.get("TMPDIR")
+RUN_DIR = tempfile.mkdtemp(prefix="ringtunnel-it-")
+tempfile.tempdir = RUN_DIR
+os.environ["TMPDIR"] = RUN_DIR
+
+_cleanup_lock = threading.Lock()
+_cleanups = []          # (fn, args), run last first
+_cleanups_done = False
+_keep_run_dir = False   # a failed sub-test's logs are in RUN_DIR
+
+
+def add_cleanup(fn, *args):
+    """Run fn(*args) before the process exits (however it exits, short of
+    SIGKILL): cleanups run last registered first, each guarded."""
+    with _cleanup_lock:
+        _cleanups.append((fn, args))
+
+
+def _remove_run_dir():
+    """Remove RUN_DIR; returns the paths that could not be removed."""
+    left = []
+
+    def onerror(func, path, exc):
+        left.append("%s (%s)" % (path, exc[1]))
+
+    if os.path.lexists(RUN_DIR):
+        shutil.rmtree(RUN_DIR, onerror=onerror)
+    if os.path.lexists(RUN_DIR) and not left:
+        left.append(RUN_DIR)
+    return left
+
+
+def _run_cleanups(lock_timeout=-1):
+    """Kill every child, run the registered cleanups, then remove RUN_DIR
+    (unless a failed sub-test's logs are kept in it). Runs once; returns the
+    paths left behind that should not be (None if it already ran or could not
+    take the lock)."""
+    global _cleanups_done
+    if not _cleanup_lock.acquire(timeout=lock_timeout):
+        return None
+    try:
+        if _cleanups_done:
+            return None
+        _cleanups_done = True
+        todo = list(reversed(_cleanups))
+        del _cleanups[:]
+    finally:
+        _cleanup_lock.release()
+    _kill_all_now()    # children first: they may write into what is removed next
+    for fn, args in todo:
+        try:
+            fn(*args)
+        except Exception as e:  # keep going: the others still run
+            print("    cleanup %s%r failed: %s: %s"
+                  % (getattr(fn, "__name__", fn), args, type(e).__name__, e), flush=True)
+    if _keep_run_dir and os.path.isdir(RUN_DIR) and os.listdir(RUN_DIR):
+        print("    logs kept in %s" % RUN_DIR, flush=True)
+        return []
+    return _remove_run_dir()
+
+
+def _exit(code):
+    """Clean up, then os._exit (a stuck daemon thread must not block the exit).
+    A passing run fails if anything of it is left behind."""
+    left = _run_cleanups()
+    if code == 0 and (left or os.path.lexists(RUN_DIR)):
+        print("FAIL: left behind: %s" % ", ".join(left or [RUN_DIR]), flush=True)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def exec_self(argv):
+    """Replace this process with argv (say, this test again under unshare):
+    exec skips every cleanup, so they run first, and the new process gets the
+    TMPDIR this one was given (its own harness makes its own RUN_DIR)."""
+    _run_cleanups()
+    if _OUTER_TMPDIR is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = _OUTER_TMPDIR
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(argv[0], argv)
+
+
+def run_to_exit(args, timeout=5.0, must_exit=True, program=None, env=None):
+    """Run `program` (default: the binary under test) with args to completion,
+    registered like every child; returns (rc, stdout, stderr). If it does not
+    exit within timeout it is killed, and the test fails (must_exit) or rc is
+    None."""
+    argv = [program or binary()] + list(args)
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    try:
+        p = spawn(argv, stdout=out, stderr=err, env=env)
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            reap(p, term_timeout=2)
+            err.seek(0)
+            if not must_exit:
+                return None, "", err.read().decode(errors="replace")
+            fail("`%s` did not exit within %.0f s (accepted the command line?); "
+                 "stderr: %r" % (" ".join(argv), timeout,
+                                 err.read().decode(errors="replace")[-500:]))
+        reap(p)
+        out.seek(0)
+        err.seek(0)
+        return (p.returncode, out.read().decode(errors="replace"),
+                err.read().decode(errors="replace"))
+    finally:
+        out.close()
+        err.close()
 
 
 # ---------------------------------------------------------------------------
@@ -163,7 +298,7 @@ def _kill_all_now():
             pass
 
 
-atexit.register(_kill_all_now)
+atexit.register(_run_cleanups, 10)
 
 
 # ---------------------------------------------------------------------------
@@ -179,6 +314,7 @@ def start_watchdog(seconds):
     _deadline = time.monotonic() + seconds
 
     def run():
+        global _keep_run_dir
         while True:
             left = _deadline - time.monotonic()
             if left <= 0:
@@ -188,9 +324,13 @@ def start_watchdog(seconds):
               % seconds, flush=True)
         try:
             _dump_proxy_logs()
+            _keep_run_dir = bool(_proxies)
+            for p in list(_proxies):
+                print("    (logs kept: %s %s)" % (p.out_path, p.err_path), flush=True)
         except Exception:
             pass
-        _kill_all_now()
+        # The main thread may be inside a cleanup already: wait for it a while.
+        _run_cleanups(lock_timeout=10)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
@@ -220,9 +360,42 @@ def wait_until(pred, timeout, interval=0.05, what="condition"):
 # ---------------------------------------------------------------------------
 
 
-def run_tests(title, tests, deadline):
-    """tests: list of (name, function). Runs all, reports each, exits."""
+def _select(tests, only_alias):
+    """The sub-tests RINGTUNNEL_IT_ONLY (or the file's older alias variable)
+    names, in the order RINGTUNNEL_IT_ORDER asks for."""
+    tests = list(tests)
+    var = "RINGTUNNEL_IT_ONLY"
+    if not os.environ.get(var) and only_alias and os.environ.get(only_alias):
+        var = only_alias
+    only = [n for n in os.environ.get(var, "").split(",") if n]
+    if only:
+        names = [n for n, _ in tests]
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            print("%s names no sub-test of this file: %s (there are: %s)"
+                  % (var, ", ".join(unknown), ", ".join(names)), file=sys.stderr, flush=True)
+            _exit(2)
+        tests = [t for t in tests if t[0] in only]
+    order = os.environ.get("RINGTUNNEL_IT_ORDER", "")
+    if order == "reverse":
+        tests.reverse()
+    elif order == "random":
+        seed = os.environ.get("RINGTUNNEL_IT_SEED") or str(random.randrange(1 << 32))
+        random.Random(seed).shuffle(tests)
+        print("   (order shuffled with RINGTUNNEL_IT_SEED=%s)" % seed, flush=True)
+    elif order:
+        print("RINGTUNNEL_IT_ORDER=%s: expected reverse or random" % order, file=sys.stderr,
+              flush=True)
+        _exit(2)
+    return tests
+
+
+def run_tests(title, tests, deadline, only_alias=None):
+    """tests: list of (name, function). Runs all (see _select), reports each,
+    cleans up and exits."""
+    global _keep_run_dir
     binary()
+    tests = _select(tests, only_alias)
     start_watchdog(deadline)
     print("== %s  (binary: %s, deadline %d s)" % (title, binary(), deadline), flush=True)
     failed = []
@@ -241,6 +414,7 @@ def run_tests(title, tests, deadline):
         if not ok:
             _dump_proxy_logs()
             failed.append(name)
+            _keep_run_dir = True
         try:
             kill_all_children()
         finally:
@@ -250,11 +424,9 @@ def run_tests(title, tests, deadline):
     if failed:
         print("== %s: %d of %d FAILED: %s" % (title, len(failed), len(tests), ", ".join(failed)),
               flush=True)
-        sys.stdout.flush()
-        os._exit(1)
+        _exit(1)
     print("== %s: all %d passed" % (title, len(tests)), flush=True)
-    sys.stdout.flush()
-    os._exit(0)
+    _exit(0)
 
 
 # ---------------------------------------------------------------------------
@@ -617,46 +789,24 @@ def echo_roundtrip(listen, nbytes=100000, seed=7, timeout=10.0):
 
 _proxies = []
 
-ACCESS_RE = re.compile(
+# The access-log line, as documented: "access" then listener, client, target,
+# bytes_up, bytes_down, duration_ms and end, in that order; then (HBONE)
+# src_identity and dst_identity, a quoted reason="...", and last the
+# connection's start time (UTC, milliseconds). parse_access_kv_line() (below)
+# is the one parser: it reads every key=value and fails on a line that lacks
+# one of these keys, has them out of order, has a counter that is not an
+# integer or an unknown end. test_cli's and test_logging's exact-format checks
+# add STRICT_ACCESS_RE: the seven keys, then start=, nothing else.
+ACCESS_KEYS = ("listener", "client", "target", "bytes_up", "bytes_down", "duration_ms", "end")
+ACCESS_ENDS = ("closed", "client_reset", "target_reset", "connect_refused", "connect_timeout",
+               "connect_error", "drain_timeout", "error", "refused", "denied", "bad_request",
+               "peer_error", "overload")
+_START_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+STRICT_ACCESS_RE = re.compile(
     r"^access listener=(?P<listener>\S+) client=(?P<client>\S+) target=(?P<target>\S+)"
     r" bytes_up=(?P<bytes_up>\d+) bytes_down=(?P<bytes_down>\d+)"
-    r" duration_ms=(?P<duration_ms>\d+)"
-    r" end=(?P<end>closed|client_reset|target_reset|connect_refused|connect_timeout"
-    r"|connect_error|drain_timeout|error|refused|denied|bad_request|peer_error|overload)"
-    r'(?P<extra>(?: [a-z_]+=(?:"(?:[^"\\]|\\.)*"|\S*))*)$')
-
-# The documented line has the seven fields above, in that order, then the
-# connection's start time (UTC, milliseconds). ACCESS_RE tolerates extra trailing
-# key=value fields, a value either without spaces or quoted (reason="..."), so
-# that one format deviation does not fail every behavioural test; test_cli's
-# access-log-format sub-test asserts the exact form with STRICT_ACCESS_RE.
-STRICT_ACCESS_RE = re.compile(ACCESS_RE.pattern.replace(
-    r'(?P<extra>(?: [a-z_]+=(?:"(?:[^"\\]|\\.)*"|\S*))*)$',
-    r" start=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"))
-
-
-def parse_access_line(line):
-    """dict for an access line; None for a line that is not an access line;
-    TestFailure for a line that starts with 'access ' but is malformed."""
-    line = line.rstrip("\r\n")
-    if not line.startswith("access "):
-        return None
-    m = ACCESS_RE.match(line)
-    if not m:
-        fail("malformed access-log line: %r" % line)
-    d = m.groupdict()
-    for k in ("bytes_up", "bytes_down", "duration_ms"):
-        d[k] = int(d[k])
-    return d
-
-
-def parse_access_log(text):
-    out = []
-    for line in text.splitlines():
-        d = parse_access_line(line)
-        if d is not None:
-            out.append(d)
-    return out
+    r" duration_ms=(?P<duration_ms>\d+) end=(?P<end>%s) start=%s$"
+    % ("|".join(ACCESS_ENDS), _START_RE))
 
 
 class Proxy:
@@ -666,9 +816,9 @@ class Proxy:
     def __init__(self, args, listens=(), wait=True, timeout=15.0, cwd=None):
         self.args = list(args)
         self.listens = list(listens)
-        fd, self.out_path = tempfile.mkstemp(prefix="ringtunnel-it-", suffix=".stdout")
+        fd, self.out_path = tempfile.mkstemp(prefix="proxy-", suffix=".stdout")
         self._out = os.fdopen(fd, "wb")
-        fd, self.err_path = tempfile.mkstemp(prefix="ringtunnel-it-", suffix=".stderr")
+        fd, self.err_path = tempfile.mkstemp(prefix="proxy-", suffix=".stderr")
         self._err = os.fdopen(fd, "wb")
         self.proc = spawn([binary()] + self.args, stdout=self._out, stderr=self._err, cwd=cwd)
         self.pid = self.proc.pid
@@ -741,7 +891,7 @@ class Proxy:
         else:
             with open(path, "rb") as f:
                 text = f.read().decode("utf-8", "replace")
-        return parse_access_log(text)
+        return parse_access_kv(text)
 
     def mark(self, path=None):
         """Number of access-log entries so far; pass as since= to wait_access
@@ -775,6 +925,13 @@ class Proxy:
     # -- /proc -----------------------------------------------------------
     def fd_count(self):
         return len(os.listdir("/proc/%d/fd" % self.pid))
+
+    def sockets_held(self):
+        """(descriptors in /proc/PID/fd, sockets in the rings' file tables or
+        None when no ring has one): a socket the proxy holds shows in one of
+        the two, a relayed one with --fixed-files (the default) only in the
+        second."""
+        return self.fd_count(), self.ring_sockets()
 
     def ring_sockets(self):
         """Sockets held as direct descriptors in the proxy's io_uring file tables
@@ -816,13 +973,6 @@ class Proxy:
         return None
 
 
-def check_entry(e, **want):
-    """Assert access-log entry fields."""
-    for k, v in want.items():
-        check(e[k] == v, "access log for client %s: %s=%r, expected %r (line: %r)"
-              % (e["client"], k, e[k], v, e))
-
-
 def _dump_proxy_logs():
     for p in list(_proxies):
         try:
@@ -851,34 +1001,59 @@ def _forget_proxies(keep_logs):
 
 
 # ---------------------------------------------------------------------------
-# Lenient access-log parsing by key (HBONE lines carry more keys, and more
-# `end` values, than ACCESS_RE knows), and TCP connection counting
+# Access-log parsing (the one parser), and TCP connection counting
 # ---------------------------------------------------------------------------
 
-# A quoted value (reason="...", with \" and \\ escaped) is one value, quotes
-# included: what it holds is not read as more fields.
-_KV_RE = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|\S*)')
+# One field: " key=value", the value either without spaces or quoted (with \"
+# and \\ escaped); a quoted value is one value, quotes included: what it holds
+# is not read as more fields.
+_KV_RE = re.compile(r' ([a-z_]+)=("(?:[^"\\]|\\.)*"|\S*)')
 _KV_INTS = ("bytes_up", "bytes_down", "duration_ms")
 
 
 def parse_access_kv_line(line):
     """dict of every key=value of an 'access ...' line (the three counters as
-    int when they are numbers); None for any other line. Never fails: the
-    assertions check the keys they need."""
+    int; '_line' is the line itself); None for any other line. A line that
+    starts with 'access ' but is malformed fails the test: a field that is
+    not ` key=value`, a key twice, the documented keys (ACCESS_KEYS) missing
+    or out of order, an empty listener/client/target, a counter that is not a
+    number, an unknown end, or no start= time."""
     line = line.rstrip("\r\n")
     if not line.startswith("access "):
         return None
-    d = {k: v for k, v in _KV_RE.findall(line[len("access "):])}
+    d, keys, pos = {}, [], len("access")
+    while pos < len(line):
+        m = _KV_RE.match(line, pos)
+        if not m:
+            fail("malformed access-log line (no key=value at column %d): %r" % (pos, line))
+        k, v = m.groups()
+        check(k not in d, "malformed access-log line (%s twice): %r" % (k, line))
+        d[k] = v
+        keys.append(k)
+        pos = m.end()
+    check(tuple(keys[:len(ACCESS_KEYS)]) == ACCESS_KEYS,
+          "malformed access-log line (expected the keys %s first, in that order): %r"
+          % (", ".join(ACCESS_KEYS), line))
+    for k in ("listener", "client", "target"):
+        check(d[k], "malformed access-log line (empty %s): %r" % (k, line))
     for k in _KV_INTS:
-        if k in d and d[k].isdigit():
-            d[k] = int(d[k])
+        check(d[k].isdigit() and d[k].isascii(),
+              "malformed access-log line (%s is not a number): %r" % (k, line))
+        d[k] = int(d[k])
+    check(d["end"] in ACCESS_ENDS, "malformed access-log line (unknown end=%s): %r"
+          % (d["end"], line))
+    check(re.fullmatch(_START_RE, d.get("start", "")),
+          "malformed access-log line (no start=YYYY-MM-DDTHH:MM:SS.mmmZ): %r" % line)
     d["_line"] = line
     return d
 
 
 def parse_access_kv(text):
+    """The access entries of a log's text, in order. A last line without its
+    newline is still being written and is left for the next read."""
+    lines = text.split("\n")[:-1]
     out = []
-    for line in text.splitlines():
+    for line in lines:
         d = parse_access_kv_line(line)
         if d is not None:
             out.append(d)
@@ -907,10 +1082,13 @@ def wait_access_kv(proxy, pred, count, timeout=5.0, since=0, what="access-log en
 
 
 def check_kv(e, **want):
-    """Assert fields of a key-parsed access entry (a missing key fails too)."""
+    """Assert fields of an access entry (a missing key fails too)."""
     for k, v in want.items():
-        check(k in e and e[k] == v, "access log: %s=%r, expected %r (line: %r)"
-              % (k, e.get(k, "<missing>"), v, e.get("_line")))
+        check(k in e and e[k] == v, "access log for client %s: %s=%r, expected %r (line: %r)"
+              % (e.get("client"), k, e.get(k, "<missing>"), v, e.get("_line")))
+
+
+check_entry = check_kv
 
 
 TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",

@@ -3,7 +3,6 @@ scripts/gen-certs.sh into a temporary directory (once per test file), the
 SPIFFE IDs, the command lines of an outbound proxy (A) and an inbound one (B),
 and small checks on their logs."""
 
-import atexit
 import os
 import re
 import shutil
@@ -13,8 +12,8 @@ import tempfile
 import threading
 import time
 
-from harness import (CHUNK, Proxy, binary, check, fail, fmt_addr, free_port,
-                     proxy_access_kv)
+from harness import (CHUNK, Proxy, add_cleanup, binary, check, fail, fmt_addr, free_port,
+                     proxy_access_kv, run_to_exit)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -34,17 +33,15 @@ _certs = None
 def certs():
     """Directory with ca.crt, node-a.crt/.key, node-b.crt/.key, other-ca.crt,
     other-node.crt/.key, other-td.crt/.key, ... made by scripts/gen-certs.sh
-    (removed at exit)."""
+    (removed by the harness's cleanup before the run exits)."""
     global _certs
     if _certs is None:
         d = tempfile.mkdtemp(prefix="ringtunnel-hbone-certs-")
-        atexit.register(shutil.rmtree, d, True)
+        add_cleanup(shutil.rmtree, d, True)
         script = os.path.join(ROOT, "scripts", "gen-certs.sh")
-        r = subprocess.run(["bash", script, d, TD], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=60)
-        if r.returncode != 0:
-            fail("test setup: %s %s failed (%d): %s" % (script, d, r.returncode,
-                                                         r.stdout.decode(errors="replace")[-800:]))
+        rc, out, err = run_to_exit([script, d, TD], timeout=60, program="bash")
+        if rc != 0:
+            fail("test setup: %s %s failed (%d): %s" % (script, d, rc, (out + err)[-800:]))
         _certs = d
     return _certs
 

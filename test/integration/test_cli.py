@@ -26,33 +26,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Proxy, TargetServer, binary, check, check_entry, echo_handler,  # noqa: E402
                      echo_roundtrip, fail, fmt_addr, forward_arg, free_port, log, reap,
                      run_tests, spawn, wait_until)
+from harness import run_to_exit as run_binary  # noqa: E402
 
 FLAGS = ["--forward", "--workers", "--ring-entries", "--sqpoll", "--buffer-sizes",
          "--buffer-ring-entries", "--registered-buffers", "--fixed-files", "--connect-timeout",
          "--drain-timeout", "--tcp-splice", "--access-log", "--help", "--version"]
-
-
-def run_binary(args, timeout=5.0, must_exit=True):
-    """Run the binary to completion; returns (rc, stdout, stderr). If it does
-    not exit within timeout it is killed, and the test fails (must_exit) or
-    rc is None."""
-    out = tempfile.TemporaryFile()
-    err = tempfile.TemporaryFile()
-    p = spawn([binary()] + args, stdout=out, stderr=err)
-    try:
-        p.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        reap(p, term_timeout=2)
-        err.seek(0)
-        if not must_exit:
-            return None, "", err.read().decode(errors="replace")
-        fail("`ringtunnel %s` did not exit within %.0f s (accepted the command line?); "
-             "stderr: %r" % (" ".join(args), timeout, err.read().decode(errors="replace")[-500:]))
-    reap(p)
-    out.seek(0)
-    err.seek(0)
-    return (p.returncode, out.read().decode(errors="replace"),
-            err.read().decode(errors="replace"))
 
 
 def flag_re(flag):

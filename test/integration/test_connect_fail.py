@@ -10,8 +10,12 @@ One ringtunnel with --connect-timeout 300ms and three listeners:
 Asserts: 5 clients of L1 each see EOF or reset within 3 s, access log
 end=connect_refused, bytes 0/0, target = the refused address; a client of L2
 is closed within 3 s, end=connect_timeout; afterwards L3 still relays
-byte-exact (end=closed); the proxy's fd count is back to its value before the
-failures (no socket left behind); exit code 0 on SIGTERM."""
+byte-exact (end=closed); one relay held open through L3 shows as 2 more sockets
+(in the rings' file tables with --fixed-files, the default, where
+/proc/PID/fd does not move; else as 2 more fds), so the measurement sees
+relayed sockets; once it closes, the proxy's fd count and the rings' file
+tables are back to their values before the failures (no socket left behind);
+exit code 0 on SIGTERM."""
 
 import os
 import select
@@ -21,9 +25,10 @@ import time
 
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Proxy, TargetServer, check, check_entry, connect_bound, echo_handler,  # noqa: E402
-                     echo_roundtrip, expect_eof_or_reset, fail, fmt_addr, forward_arg,
-                     free_port, log, run_tests, tcp_listen_ports, wait_until)
+from harness import (Proxy, TargetServer, TestFailure, check, check_entry, connect,  # noqa: E402
+                     connect_bound, echo_handler, echo_roundtrip, expect_eof_or_reset, fail,
+                     fmt_addr, forward_arg, free_port, log, recv_exact, run_tests,
+                     sock_addr_str, tcp_listen_ports, wait_until)
 
 PROMPT = 3.0
 
@@ -69,11 +74,14 @@ def connect_failures():
                        "--forward", forward_arg(l1, refused),
                        "--forward", forward_arg(l2, hole_addr),
                        "--forward", forward_arg(l3, good.addr)], listens=[l1, l2, l3])
-        # warm up, then take the fd baseline
+        # warm up, then take the baseline: fds, and sockets in the rings' file tables
         me = echo_roundtrip(l3)
         proxy.wait_access([me])
-        base_fds = proxy.fd_count()
-        log("proxy has %d fds after a warm-up connection" % base_fds)
+        wait_until(lambda: proxy.ring_sockets() in (None, 0), PROMPT,
+                   what="the rings' file tables to empty after the warm-up connection")
+        base_fds, base_ring = proxy.sockets_held()
+        log("proxy has %d fds after a warm-up connection; rings' file tables: %s"
+            % (base_fds, "none" if base_ring is None else "%d sockets" % base_ring))
 
         # 1. refused target
         names = []
@@ -118,13 +126,46 @@ def connect_failures():
         log("afterwards %s still relays 500000 bytes each way byte-exact, end=closed"
             % fmt_addr(*l3))
 
-        # 4. nothing left behind
+        # 3b. the measurement sees a relay's sockets: hold one open through L3
+        held = connect(l3)
         try:
-            wait_until(lambda: proxy.fd_count() == base_fds, PROMPT, what="fd count")
-        except Exception:
-            fail("proxy fd count is %d, was %d before the failed connects (fd leak?)"
-                 % (proxy.fd_count(), base_fds))
-        log("proxy fd count back to %d" % base_fds)
+            me = sock_addr_str(held.getsockname())
+            held.sendall(b"x")
+            check(recv_exact(held, 1) == b"x", "the held relay did not echo its byte")
+            if base_ring is None:
+                def moved():
+                    return proxy.fd_count() == base_fds + 2
+            else:
+                def moved():
+                    return proxy.ring_sockets() == base_ring + 2
+            try:
+                wait_until(moved, PROMPT, what="2 more sockets held")
+            except TestFailure:
+                fail("with one relay open the proxy holds (fds, ring sockets) = %r, before "
+                     "(%d, %s): 2 more were expected in %s, else the check below would not see "
+                     "a relay left behind" % (proxy.sockets_held(), base_fds, base_ring,
+                                              "the fd table" if base_ring is None
+                                              else "the rings' file tables"))
+            log("one relay open: %s (fds %d -> %d)"
+                % ("2 more sockets in the rings' file tables" if base_ring is not None
+                   else "2 more fds", base_fds, proxy.fd_count()))
+            mark = proxy.mark()
+        finally:
+            held.close()
+        e = proxy.wait_access([me], since=mark)[me]
+        check_entry(e, end="closed", bytes_up=1, bytes_down=1)
+
+        # 4. nothing left behind
+        def back():
+            fds, ring = proxy.sockets_held()
+            return fds == base_fds and ring in (None, base_ring)
+        try:
+            wait_until(back, PROMPT, what="fd count and the rings' file tables")
+        except TestFailure:
+            fail("proxy holds %d fds and %s sockets in the rings' file tables, %d and %s before "
+                 "the failed connects (socket leak?)"
+                 % (proxy.fd_count(), proxy.ring_sockets(), base_fds, base_ring))
+        log("proxy fd count back to %d, rings' file tables back to %s" % (base_fds, base_ring))
         proxy.stop_ok()
         log("ringtunnel exited 0 on SIGTERM")
     finally:

@@ -729,6 +729,5 @@ if __name__ == "__main__":
         ("drain-finishes-streams", drain_finishes_streams),
         ("silent-client-timed-out", silent_client_timed_out),
     ]
-    # HBONE_ONLY=name1,name2 runs only those sub-tests (for development)
-    only = [n for n in os.environ.get("HBONE_ONLY", "").split(",") if n]
-    run_tests("hbone", [t for t in TESTS if not only or t[0] in only], 280)
+    # HBONE_ONLY=name1,name2 (or RINGTUNNEL_IT_ONLY) runs only those sub-tests
+    run_tests("hbone", TESTS, 280, only_alias="HBONE_ONLY")

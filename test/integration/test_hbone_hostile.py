@@ -653,6 +653,5 @@ if __name__ == "__main__":
     TESTS = [
         ("hostile-cases", hostile_cases),
     ]
-    # HBONE_ONLY=name1,name2 runs only those sub-tests (for development)
-    only = [n for n in os.environ.get("HBONE_ONLY", "").split(",") if n]
-    run_tests("hbone-hostile", [t for t in TESTS if not only or t[0] in only], 280)
+    # HBONE_ONLY=name1,name2 (or RINGTUNNEL_IT_ONLY) runs only those sub-tests
+    run_tests("hbone-hostile", TESTS, 280, only_alias="HBONE_ONLY")

@@ -309,6 +309,5 @@ if __name__ == "__main__":
         ("outbound-to-node-server", outbound_to_node_server),
         ("outbound-node-refuses", outbound_node_refuses),
     ]
-    # HBONE_ONLY=name1,name2 runs only those sub-tests (for development)
-    only = [n for n in os.environ.get("HBONE_ONLY", "").split(",") if n]
-    run_tests("hbone-interop", [t for t in TESTS if not only or t[0] in only], 200)
+    # HBONE_ONLY=name1,name2 (or RINGTUNNEL_IT_ONLY) runs only those sub-tests
+    run_tests("hbone-interop", TESTS, 200, only_alias="HBONE_ONLY")

@@ -39,7 +39,6 @@ flag and the cases fail: it dials them."""
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -47,8 +46,8 @@ import time
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (TargetServer, binary, check, echo_handler, established_to,  # noqa: E402
-                     fail, fmt_addr, free_port, gen_bytes, log, proxy_access_kv, run_tests,
-                     wait_access_kv)
+                     exec_self, fail, fmt_addr, free_port, gen_bytes, log, proxy_access_kv,
+                     run_tests, wait_access_kv)
 import hbone_h2 as h2  # noqa: E402
 from hbone_common import ca, cert, key, require_hbone, start_inbound  # noqa: E402
 
@@ -75,9 +74,8 @@ def enter_private_netns():
     if probe.returncode != 0:
         return False
     os.environ[NETNS_ENV] = os.readlink("/proc/self/ns/net")
-    sys.stdout.flush()
-    os.execvp("unshare", ["unshare", "--net", "--", sys.executable,
-                          os.path.abspath(__file__)] + sys.argv[1:])
+    exec_self(["unshare", "--net", "--", sys.executable, os.path.abspath(__file__)]
+              + sys.argv[1:])
     return False  # not reached
 
 

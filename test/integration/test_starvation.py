@@ -42,7 +42,7 @@ import time
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (CHUNK, Proxy, TargetServer, Threads, binary, check, echo_handler,  # noqa: E402
-                     gen_chunks, parse_access_log, wait_until,
+                     gen_chunks, parse_access_kv, wait_until,
                      fmt_addr, forward_arg, free_port, gen_bytes, log, raise_nofile,
                      run_tests, set_linger0)
 import hbone_h2 as h2  # noqa: E402
@@ -486,7 +486,7 @@ def memory_budget():
         check(ok, "a connection open before the stallers starved once they spent the pool and the"
               " budget: %d of %d bytes in %.1f s" % (n, ECHO_BYTES, took))
         victim.close()
-        shed = [e for e in parse_access_log(P.stderr_text()) if e["end"] == "overload"]
+        shed = [e for e in parse_access_kv(P.stderr_text()) if e["end"] == "overload"]
         log("stalled relays reset for overload: %d; log: %s" % (len(shed), next(
             (x for x in P.stderr_text().splitlines() if "overload:" in x), "none")))
         check(shed, "no stalled relay was reset although the pool and the budget were spent")
@@ -496,7 +496,7 @@ def memory_budget():
         st.close()
         st = None
         sink.close()
-        wait_until(lambda: sum(1 for e in parse_access_log(P.stderr_text())
+        wait_until(lambda: sum(1 for e in parse_access_kv(P.stderr_text())
                                if e["listener"] == fmt_addr(*ls)) >= 16, 10.0,
                    what="the 16 stalled relays to end")
         r2 = tcp_echo(le, 3)
@@ -605,7 +605,7 @@ def stall_and_drain(extra=()):
                + [("down%d" % i, 1000 + i) for i in range(n_conns)]
                if digests.get(tag) != want(seed)]
         def ends():
-            return [e["end"] for e in parse_access_log(P.stderr_text())
+            return [e["end"] for e in parse_access_kv(P.stderr_text())
                     if e["bytes_up"] == total + 5 and e["bytes_down"] == total]  # + header
         if not bad and not errors:
             wait_until(lambda: len(ends()) == n_conns, 10, what="the relays' access lines")
@@ -845,5 +845,5 @@ if __name__ == "__main__":
         ("hbone-overload", hbone_overload),
         ("stall-and-drain-sendmsg", lambda: stall_and_drain(["--registered-buffers", "off"])),
     ]
-    only = [n for n in os.environ.get("STARVE_ONLY", "").split(",") if n]   # development
-    run_tests("starvation", [t for t in TESTS if not only or t[0] in only], 240)
+    # STARVE_ONLY=name1,name2 (or RINGTUNNEL_IT_ONLY) runs only those sub-tests
+    run_tests("starvation", TESTS, 240, only_alias="STARVE_ONLY")
