@@ -46,27 +46,37 @@ std::string_view to_string(EndReason reason) {
   return "?";
 }
 
-void append_log_value(std::string& out, std::string_view value) {
-  auto plain = [](unsigned char c) {
-    return c > ' ' && c < 0x7f && c != '"' && c != '\\' && c != '=';
-  };
-  if (std::all_of(value.begin(), value.end(), plain)) {
-    out += value;
-    return;
-  }
+namespace {
+
+// Appends `value` in double quotes: '"' and '\' escaped by a backslash, every byte that `kept`
+// refuses as \xNN.
+template <typename Kept>
+void append_quoted(std::string& out, std::string_view value, Kept kept) {
   out += '"';
   for (const char c : value) {
     const auto byte = static_cast<unsigned char>(c);
     if (c == '"' || c == '\\') {
       out += '\\';
       out += c;
-    } else if (plain(byte)) {
+    } else if (kept(byte)) {
       out += c;
     } else {
       fmt::format_to(std::back_inserter(out), "\\x{:02x}", byte);
     }
   }
   out += '"';
+}
+
+}  // namespace
+
+void append_log_value(std::string& out, std::string_view value) {
+  auto plain = [](unsigned char c) {
+    return c > ' ' && c < 0x7f && c != '"' && c != '\\' && c != '=';
+  };
+  if (std::all_of(value.begin(), value.end(), plain))
+    out += value;
+  else
+    append_quoted(out, value, plain);
 }
 
 void append_access_line(std::string& out, const AccessRecord& r, std::string_view reason) {
@@ -88,19 +98,8 @@ void append_access_line(std::string& out, const AccessRecord& r, std::string_vie
     append_log_value(out, r.dst_identity.empty() ? "-" : r.dst_identity);
   }
   if (!reason.empty()) {
-    out += " reason=\"";
-    for (const char ch : reason) {
-      const auto c = static_cast<unsigned char>(ch);
-      if (c == '"' || c == '\\') {
-        out += '\\';
-        out += ch;
-      } else if (c < 0x20 || c >= 0x7f) {
-        fmt::format_to(std::back_inserter(out), "\\x{:02x}", c);
-      } else {
-        out += ch;
-      }
-    }
-    out += '"';
+    out += " reason=";
+    append_quoted(out, reason, [](unsigned char c) { return c >= ' ' && c < 0x7f; });
   }
   fmt::format_to(std::back_inserter(out), " start={:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\n",
                  utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,

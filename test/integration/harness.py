@@ -752,6 +752,53 @@ class TargetServer:
         self.close()
 
 
+class SinkServer:
+    """A target that accepts every connection and never reads from it. `rcvbuf`
+    (inherited by accepted sockets) and `mss` keep the kernel's buffering small,
+    so that a sender stalls soon; `shut_wr` half-closes each at once; close()
+    resets them (`reset`) or closes them."""
+
+    def __init__(self, rcvbuf=None, mss=None, shut_wr=False, reset=True):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if mss:     # a small MSS keeps the sender's buffer small: loopback's is 64 KiB
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1024)
+        self.sock.settimeout(0.2)
+        self.addr = self.sock.getsockname()
+        self.shut_wr, self.reset = shut_wr, reset
+        self.conns = []
+        self._stop = False
+        self._t = threading.Thread(target=self._loop, daemon=True, name="sink-accept")
+        self._t.start()
+
+    def _loop(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if self.shut_wr:
+                c.shutdown(socket.SHUT_WR)
+            self.conns.append(c)
+
+    def close(self):
+        self._stop = True
+        self._t.join(2)
+        self.sock.close()
+        for c in self.conns:
+            try:
+                if self.reset:
+                    set_linger0(c)
+                c.close()
+            except OSError:
+                pass
+
+
 def echo_handler(conn, peer):
     """Echo until EOF, then half-close and close."""
     while True:

@@ -39,9 +39,9 @@ sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hbone_h2 as h2  # noqa: E402
 import harness  # noqa: E402
-from harness import (CHUNK, Proxy, TargetServer, TestFailure, binary, check, connect,  # noqa: E402
-                     echo_handler, echo_roundtrip, fail, fmt_addr, forward_arg, free_port, log,
-                     raise_nofile, recv_exact, reset_close, run_tests, wait_until)
+from harness import (CHUNK, Proxy, SinkServer, TargetServer, TestFailure, binary, check,  # noqa: E402
+                     connect, echo_handler, echo_roundtrip, fail, fmt_addr, forward_arg,
+                     free_port, log, raise_nofile, recv_exact, reset_close, run_tests, wait_until)
 from hbone_common import (ID_B, ca, cert, entries_for, key, require_hbone,  # noqa: E402
                           sanitized, start_inbound, start_outbound)
 
@@ -138,45 +138,6 @@ def stderr_lines(proxy, *words):
 def wait_log(proxy, what, *words, timeout=4.0):
     wait_until(lambda: stderr_lines(proxy, *words), timeout, interval=0.1, what=what)
     return stderr_lines(proxy, *words)
-
-
-class Holder:
-    """A target that accepts and keeps every connection (no reading)."""
-
-    def __init__(self, rcvbuf=None, mss=None, shut_wr=False):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if mss:     # a small MSS keeps the sender's buffer small: loopback's is 64 KiB
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
-        self.sock.settimeout(0.2)
-        self.addr = self.sock.getsockname()
-        self.shut_wr = shut_wr
-        self.conns = []
-        self._stop = False
-        self._t = threading.Thread(target=self._loop, daemon=True, name="holder")
-        self._t.start()
-
-    def _loop(self):
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if self.shut_wr:
-                c.shutdown(socket.SHUT_WR)
-            self.conns.append(c)
-
-    def close(self):
-        self._stop = True
-        self._t.join(2)
-        self.sock.close()
-        for c in self.conns:
-            c.close()
 
 
 # ---------------------------------------------------------------------------
@@ -323,7 +284,7 @@ def stream_cap_counts_draining():
     # EOF at once, never reads; with a tiny receive buffer and MSS the kernel takes ~50 KiB
     # of what B sends it, so 80 KiB per stream (16 MB in all: within B's connection window,
     # which it widens only once 8 MiB are consumed) keep B's send to the target pending
-    target = Holder(rcvbuf=1024, mss=88, shut_wr=True)
+    target = SinkServer(rcvbuf=1024, mss=88, shut_wr=True, reset=False)
     B = start_inbound(["--workers", "1"])
     c = open_h2(B.hbone_addr)
     try:

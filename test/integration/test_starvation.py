@@ -41,7 +41,7 @@ import time
 
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CHUNK, Proxy, TargetServer, Threads, binary, check, echo_handler,  # noqa: E402
+from harness import (CHUNK, Proxy, SinkServer, TargetServer, Threads, binary, check, echo_handler,  # noqa: E402
                      gen_chunks, parse_access_kv, wait_until,
                      fmt_addr, forward_arg, free_port, gen_bytes, log, raise_nofile,
                      run_tests, set_linger0)
@@ -77,43 +77,6 @@ def inbound_extra():
 # ---------------------------------------------------------------------------
 # Targets
 # ---------------------------------------------------------------------------
-
-
-class SinkServer:
-    """Accepts connections and never reads them (small receive buffer)."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)   # inherited
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
-        self.sock.settimeout(0.2)
-        self.addr = self.sock.getsockname()
-        self.conns = []
-        self._stop = False
-        self._t = threading.Thread(target=self._loop, daemon=True, name="sink-accept")
-        self._t.start()
-
-    def _loop(self):
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.conns.append(c)
-
-    def close(self):
-        self._stop = True
-        self._t.join(2)
-        self.sock.close()
-        for c in self.conns:
-            try:
-                set_linger0(c)
-                c.close()
-            except OSError:
-                pass
 
 
 class DataSource:
@@ -400,7 +363,7 @@ def wait_count(fn, want, timeout):
 
 def tcp_relay():
     raise_nofile(4096)
-    sink = SinkServer()
+    sink = SinkServer(rcvbuf=SOCK_BUF)
     echo = TargetServer(echo_handler, conn_timeout=10)
     st = None
     try:
@@ -464,7 +427,7 @@ def memory_budget():
     once the stallers are gone. (New connections arriving while the budget is
     spent are refused; whether one arrives in that window is timing.)"""
     raise_nofile(4096)
-    sink = SinkServer()
+    sink = SinkServer(rcvbuf=SOCK_BUF)
     echo = TargetServer(echo_handler, conn_timeout=10)
     st = None
     try:
@@ -742,25 +705,7 @@ def hbone_inbound():
         first = h2_echo(B.hbone_addr, echo.addr, 1)
         check(first.ok(), "before the hostile client, B does not serve an echo stream: %s"
               % first)
-        hostile = h2.H2Conn(B.hbone_addr, h2_ctx(), timeout=10.0)
-        hostile.start(settings=())           # default windows: 65,535 bytes
-        f = hostile.wait_for(lambda f: f.type == h2.SETTINGS and not f.flags & h2.ACK, 5.0)
-        check(f is not None, "hostile client: no SETTINGS from B: %s" % hostile.summary())
-        blob = h2.settings_frame(ack=True)
-        for i in range(N_HBONE):
-            blob += h2.headers_frame(1 + 2 * i, h2.connect_headers(fmt_addr(*src.addr)))
-        hostile.send(blob)
-        sids = [1 + 2 * i for i in range(N_HBONE)]
-        end = time.monotonic() + 5.0
-        while time.monotonic() < end and not all(hostile.status(s) or hostile.rst(s)
-                                                 for s in sids):
-            try:
-                hostile.read_some(0.1)
-            except h2.Closed:
-                break
-        ok = sum(1 for s in sids if hostile.status(s) == "200")
-        check(ok == N_HBONE, "hostile client: %d of %d CONNECTs answered 200: %s"
-              % (ok, N_HBONE, hostile.summary()))
+        hostile = open_hostile_streams(B, src, N_HBONE)
         # from here on it never reads again and never sends a WINDOW_UPDATE
         t0 = time.monotonic()
         time.sleep(STALL_MIN)
@@ -794,7 +739,7 @@ def hbone_inbound():
 
 def pooled_outbound():
     require_hbone()
-    sink = SinkServer()
+    sink = SinkServer(rcvbuf=SOCK_BUF)
     echo = TargetServer(echo_handler, conn_timeout=10)
     st = None
     try:
