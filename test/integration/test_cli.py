@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Command line.
 
-help: --help exits 0 and its stdout names every documented flag.
+help: --help exits 0, and it, the flag table (src/config/flags.cc) and README's flag
+      table name the same flags.
 version: --version exits 0 and prints something on stdout.
 bad-usage: each malformed command line exits 2 within 5 s, with a message on
   stderr that names the flag and the offending value.
@@ -28,21 +29,44 @@ from harness import (Proxy, TargetServer, binary, check, check_entry, echo_handl
                      run_tests, spawn, wait_until)
 from harness import run_to_exit as run_binary  # noqa: E402
 
-FLAGS = ["--forward", "--workers", "--ring-entries", "--sqpoll", "--buffer-sizes",
-         "--buffer-ring-entries", "--registered-buffers", "--fixed-files", "--connect-timeout",
-         "--drain-timeout", "--tcp-splice", "--access-log", "--help", "--version"]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def flag_re(flag):
     return re.compile(r"(?<![\w-])%s(?![\w-])" % re.escape(flag))
 
 
+def table_flags():
+    """The flags of the flag table in src/config/flags.cc (each entry starts {"--name", ...)."""
+    with open(os.path.join(ROOT, "src", "config", "flags.cc")) as f:
+        return set(re.findall(r'^\s*\{"(--[a-z0-9-]+)",', f.read(), re.M))
+
+
+def readme_flags():
+    """The flags named in the first column of README.md's flag table."""
+    found = set()
+    with open(os.path.join(ROOT, "README.md")) as f:
+        for line in f:
+            if line.startswith("| `--"):
+                found.update(re.findall(r"`(--[a-z0-9-]+)", line.split("|")[1]))
+    return found
+
+
 def help_test():
+    """--help, the flag table and README's flag table name the same flags."""
     rc, out, err = run_binary(["--help"])
     check(rc == 0, "--help exit code %s, expected 0 (stderr %r)" % (rc, err[-300:]))
-    missing = [f for f in FLAGS if not flag_re(f).search(out)]
-    check(not missing, "--help output (stdout) does not mention %s" % ", ".join(missing))
-    log("--help: exit 0, stdout mentions all %d flags" % len(FLAGS))
+    table = table_flags()
+    check(len(table) >= 20, "found only %d flags in src/config/flags.cc: %s" % (len(table), table))
+    shown = set(re.findall(r"^  (--[a-z0-9-]+)", out, re.M))
+    check(shown == table, "--help and the flag table differ: only in --help %s, only in the"
+          " table %s" % (sorted(shown - table), sorted(table - shown)))
+    readme = readme_flags()
+    documented = table - {"--help", "--version"}
+    check(readme == documented, "README's flag table and the flag table differ: only in README"
+          " %s, missing from README %s" % (sorted(readme - documented),
+                                          sorted(documented - readme)))
+    log("--help: exit 0; --help, the flag table and README name the same %d flags" % len(table))
 
 
 def version_test():
