@@ -39,6 +39,10 @@ summary() {
 # shellcheck source=scripts/build-lib.sh
 source "$root/scripts/build-lib.sh"
 
+# Each build's test output, read back for its summary; removed however the script ends.
+work=$(mktemp -d "${TMPDIR:-/tmp}/ringtunnel-test-sh.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
 # The last value meson printed for a summary field ("Ok:", "Fail:", ...): the summary
 # comes after every test's own output, so a test printing "Fail: 3" cannot fool this.
 summary_field() { # <log> <field>
@@ -75,8 +79,7 @@ run_build() { # <name> <dir> <setup args...> -- <env assignments...>
         return 0
     fi
 
-    local out rc=0
-    out=$(mktemp)
+    local out="$work/$name.log" rc=0
     env "${envs[@]}" meson test -C "$dir" --print-errorlogs "${test_args[@]}" 2>&1 |
         tee "$out" || rc=$?
 
@@ -87,7 +90,6 @@ run_build() { # <name> <dir> <setup args...> -- <env assignments...>
     upass=$(summary_field "$out" 'Unexpected Pass')
     skip=$(summary_field "$out" 'Skipped')
     tout=$(summary_field "$out" 'Timeout')
-    rm -f "$out"
 
     local bad=$((${fail:-0} + ${upass:-0} + ${tout:-0}))
     passed=$((passed + ${ok:-0} + ${xfail:-0}))

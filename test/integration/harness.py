@@ -18,14 +18,16 @@ Ground rules implemented here:
   * every temporary file of a run lives in one directory, RUN_DIR (tempfile's
     default directory and TMPDIR of every child point there); cleanups
     registered with add_cleanup() run (last in, first out) before the process
-    exits -- at the end of run_tests, on the watchdog's path and at exit --
-    and then RUN_DIR is removed. A run that fails keeps the logs of its
-    failed sub-tests there and prints where; a passing run leaves nothing
-    behind and fails if it would.
+    exits -- at the end of run_tests, on the watchdog's path, on SIGTERM or
+    SIGINT (a runner's timeout) and at exit -- and then RUN_DIR is removed.
+    A failed sub-test prints its proxies' logs; with RINGTUNNEL_IT_KEEP=1 a
+    failing run keeps them in RUN_DIR instead of removing it, and says where.
+    A passing run leaves nothing behind and fails if it would.
 
 Environment: RINGTUNNEL_IT_ONLY=a,b runs only the named sub-tests;
 RINGTUNNEL_IT_ORDER=reverse runs them last first, =random (seed from
-RINGTUNNEL_IT_SEED, else printed) in a shuffled order.
+RINGTUNNEL_IT_SEED, else printed) in a shuffled order; RINGTUNNEL_IT_KEEP=1
+keeps a failing run's logs (see above).
 """
 
 import atexit
@@ -106,6 +108,7 @@ _cleanup_lock = threading.Lock()
 _cleanups = []          # (fn, args), run last first
 _cleanups_done = False
 _keep_run_dir = False   # a failed sub-test's logs are in RUN_DIR
+KEEP_LOGS = os.environ.get("RINGTUNNEL_IT_KEEP") == "1"   # ... and are to be kept there
 
 
 def add_cleanup(fn, *args):
@@ -152,9 +155,12 @@ def _run_cleanups(lock_timeout=-1):
         except Exception as e:  # keep going: the others still run
             print("    cleanup %s%r failed: %s: %s"
                   % (getattr(fn, "__name__", fn), args, type(e).__name__, e), flush=True)
-    if _keep_run_dir and os.path.isdir(RUN_DIR) and os.listdir(RUN_DIR):
+    if _keep_run_dir and KEEP_LOGS and os.path.isdir(RUN_DIR) and os.listdir(RUN_DIR):
         print("    logs kept in %s" % RUN_DIR, flush=True)
         return []
+    if _keep_run_dir:
+        print("    (the proxies' logs are printed above; RINGTUNNEL_IT_KEEP=1 keeps them)",
+              flush=True)
     return _remove_run_dir()
 
 
@@ -322,21 +328,31 @@ def start_watchdog(seconds):
             time.sleep(min(left, 0.5))
         print("FAIL: global deadline of %.0f s expired; killing children and exiting"
               % seconds, flush=True)
-        try:
-            _dump_proxy_logs()
-            _keep_run_dir = bool(_proxies)
-            for p in list(_proxies):
-                print("    (logs kept: %s %s)" % (p.out_path, p.err_path), flush=True)
-        except Exception:
-            pass
-        # The main thread may be inside a cleanup already: wait for it a while.
-        _run_cleanups(lock_timeout=10)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+        _abandon_run(1)
 
     t = threading.Thread(target=run, name="watchdog", daemon=True)
     t.start()
+
+
+def _abandon_run(code):
+    """The watchdog's and the signal handler's way out: print the proxies'
+    logs, kill every child, clean up, exit `code` at once."""
+    global _keep_run_dir
+    try:
+        _dump_proxy_logs()
+        _keep_run_dir = bool(_proxies)
+    except Exception:
+        pass
+    # The main thread may be inside a cleanup already: wait for it a while.
+    _run_cleanups(lock_timeout=10)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _on_signal(sig, frame):
+    print("FAIL: stopped by signal %d; killing children and cleaning up" % sig, flush=True)
+    _abandon_run(128 + sig)
 
 
 def time_left():
@@ -396,6 +412,8 @@ def run_tests(title, tests, deadline, only_alias=None):
     global _keep_run_dir
     binary()
     tests = _select(tests, only_alias)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _on_signal)
     start_watchdog(deadline)
     print("== %s  (binary: %s, deadline %d s)" % (title, binary(), deadline), flush=True)
     failed = []
@@ -1024,7 +1042,7 @@ def _dump_proxy_logs():
     for p in list(_proxies):
         try:
             print("    ringtunnel pid %d args %s: exit code %s; stderr tail:\n%s"
-                  % (p.pid, " ".join(p.args), p.proc.poll(), p.stderr_tail(25)), flush=True)
+                  % (p.pid, " ".join(p.args), p.proc.poll(), p.stderr_tail(60)), flush=True)
         except Exception:
             pass
 
@@ -1036,9 +1054,9 @@ def _forget_proxies(keep_logs):
                 f.close()
             except Exception:
                 pass
-        if keep_logs:
+        if keep_logs and KEEP_LOGS:
             print("    (logs kept: %s %s)" % (p.out_path, p.err_path), flush=True)
-        else:
+        elif not keep_logs:
             for path in (p.out_path, p.err_path):
                 try:
                     os.unlink(path)

@@ -9,12 +9,17 @@ that directory:
 
 passing-run-leaves-nothing: the program passes (exit 0; its sub-tests run in
   the order RINGTUNNEL_IT_ORDER=reverse asks for) and the directory is empty.
-failing-run-keeps-logs: a sub-test fails after its proxy relayed; exit 1, the
-  output names the directory the logs are kept in, that directory holds the
-  proxy's stdout and stderr (with its access line), and the certificate
-  directory is gone (registered cleanups ran).
+failing-run-prints-logs: a sub-test fails after its proxy relayed; exit 1, the
+  output has the proxy's log (its access line) and the directory is empty.
+  With RINGTUNNEL_IT_KEEP=1 the output names the directory the logs are kept
+  in, that directory holds the proxy's stdout and stderr (with its access
+  line), and the certificate directory is gone (registered cleanups ran).
 watchdog-cleans-up: a sub-test hangs past the program's deadline; exit 1 from
-  the watchdog, the proxy is dead, its logs are kept, the certificates are gone.
+  the watchdog, the proxy is dead, the directory is empty (with
+  RINGTUNNEL_IT_KEEP=1: its logs are kept, the certificates are gone).
+sigterm-cleans-up: the program is sent SIGTERM while a sub-test runs (as a
+  runner's timeout does); exit 143, the proxy is dead, its log was printed,
+  the directory is empty.
 early-exit-cleans-up: the program exits before any test runs (no binary given,
   or RINGTUNNEL_IT_ONLY names no sub-test): exit 2 and the directory is empty.
 
@@ -24,14 +29,17 @@ access-parser: the one access-log parser reads a documented line (HBONE keys
 
 import os
 import re
+import signal
+import subprocess
 import sys
+import time
 
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import harness  # noqa: E402
 from harness import (TestFailure, binary, check, log, parse_access_kv,  # noqa: E402
-                     parse_access_kv_line, run_tests, run_to_exit)
+                     parse_access_kv_line, reap, run_tests, run_to_exit, spawn)
 
 PROGRAM = r'''
 import os, shutil, sys, tempfile, time
@@ -64,6 +72,7 @@ def work():
         p = Proxy(["--forward", forward_arg(listen, target.addr)], listens=[listen])
         print("PROXY_PID=%d" % p.pid, flush=True)
         p.wait_access([echo_roundtrip(listen, nbytes=1000)])
+        print("RELAYED", flush=True)
         if mode == "fail":
             fail("failing on purpose")
         if mode == "hang":
@@ -74,23 +83,30 @@ def work():
 
 
 run_tests("harness-" + mode, [("work", work), ("second", lambda: None)],
-          20 if mode == "hang" else 60)
+          10 if mode == "hang" else 60)
 '''
 
 
-def run_program(mode, env_extra=(), with_binary=True):
-    """Run PROGRAM in `mode` with TMPDIR an empty directory of its own; returns
-    (rc, output, tmpdir)."""
+def program_env(mode, env_extra, tag=""):
+    """(program path, environment, its own empty TMPDIR) for PROGRAM in `mode`."""
     prog = os.path.join(harness.RUN_DIR, "program.py")
     if not os.path.exists(prog):
         with open(prog, "w") as f:
             f.write(PROGRAM)
-    tmp = os.path.join(harness.RUN_DIR, "tmp-" + mode)
+    tmp = os.path.join(harness.RUN_DIR, "tmp-" + mode + tag)
     os.mkdir(tmp)
     env = dict(os.environ, TMPDIR=tmp, RT_IT_DIR=HERE, RT_IT_MODE=mode)
-    for k in ("RINGTUNNEL_IT_ONLY", "RINGTUNNEL_IT_ORDER", "RINGTUNNEL", "HBONE_ONLY"):
+    for k in ("RINGTUNNEL_IT_ONLY", "RINGTUNNEL_IT_ORDER", "RINGTUNNEL_IT_KEEP", "RINGTUNNEL",
+              "HBONE_ONLY"):
         env.pop(k, None)
     env.update(env_extra)
+    return prog, env, tmp
+
+
+def run_program(mode, env_extra=(), with_binary=True, tag=""):
+    """Run PROGRAM in `mode` with TMPDIR an empty directory of its own; returns
+    (rc, output, tmpdir)."""
+    prog, env, tmp = program_env(mode, dict(env_extra), tag)
     rc, out, err = run_to_exit([prog] + ([binary()] if with_binary else []), timeout=90,
                                program=sys.executable, env=env)
     text = out + err
@@ -139,19 +155,13 @@ def kept_logs(text, tmp):
     return kept
 
 
-def failing_run_keeps_logs():
-    rc, text, tmp = run_program("fail")
-    check(rc == 1 and "failing on purpose" in text,
-          "the program's exit code is %s, expected 1 with its failure" % rc)
-    kept = kept_logs(text, tmp)
-    log("a failing run kept its proxy's logs in %s and nothing else" % kept)
+def printed_logs_nothing_left(text, tmp):
+    check("access listener=" in text,
+          "the output does not show the proxy's log (its access line)")
+    check(not os.listdir(tmp), "left in TMPDIR: %s" % os.listdir(tmp))
 
 
-def watchdog_cleans_up():
-    rc, text, tmp = run_program("hang")
-    check(rc == 1 and "global deadline" in text,
-          "the program's exit code is %s, expected 1 from the watchdog" % rc)
-    pid = int(value(text, "PROXY_PID"))
+def proxy_dead(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
@@ -159,9 +169,62 @@ def watchdog_cleans_up():
         state = "gone"
     check(state in ("gone", "Z"), "the program's proxy (pid %d) is still running (state %s)"
           % (pid, state))
+
+
+def failing_run_prints_logs():
+    rc, text, tmp = run_program("fail")
+    check(rc == 1 and "failing on purpose" in text,
+          "the program's exit code is %s, expected 1 with its failure" % rc)
+    printed_logs_nothing_left(text, tmp)
+    rc, text, tmp = run_program("fail", {"RINGTUNNEL_IT_KEEP": "1"}, tag="-keep")
+    check(rc == 1 and "failing on purpose" in text,
+          "RINGTUNNEL_IT_KEEP=1: the program's exit code is %s, expected 1" % rc)
     kept = kept_logs(text, tmp)
-    log("on the watchdog's path: the proxy was killed, its logs kept in %s, nothing else left"
-        % kept)
+    log("a failing run printed its proxy's log and left nothing; with RINGTUNNEL_IT_KEEP=1"
+        " it kept the logs in %s and nothing else" % kept)
+
+
+def watchdog_cleans_up():
+    for env, tag in (({}, ""), ({"RINGTUNNEL_IT_KEEP": "1"}, "-keep")):
+        rc, text, tmp = run_program("hang", env, tag=tag)
+        check(rc == 1 and "global deadline" in text,
+              "the program's exit code is %s, expected 1 from the watchdog" % rc)
+        proxy_dead(int(value(text, "PROXY_PID")))
+        if tag:
+            kept = kept_logs(text, tmp)
+        else:
+            printed_logs_nothing_left(text, tmp)
+    log("on the watchdog's path: the proxy was killed and nothing was left (with"
+        " RINGTUNNEL_IT_KEEP=1: its logs kept in %s, nothing else)" % kept)
+
+
+def sigterm_cleans_up():
+    prog, env, tmp = program_env("hang", {}, tag="-sigterm")
+    p = spawn([sys.executable, prog, binary()], env=env, stdout=subprocess.PIPE,
+              stderr=subprocess.STDOUT)
+    text = ""
+    end = time.monotonic() + 30
+    while "RELAYED" not in text and time.monotonic() < end:
+        line = p.stdout.readline().decode(errors="replace")
+        if not line:
+            break
+        text += line
+    pid = int(value(text, "PROXY_PID"))
+    p.send_signal(signal.SIGTERM)
+    try:
+        rest, _ = p.communicate(timeout=20)
+    finally:
+        reap(p)
+    text += rest.decode(errors="replace")
+    for line in text.splitlines():
+        log("| " + line)
+    check(p.returncode == 128 + signal.SIGTERM,
+          "after SIGTERM the program exited %s, expected %d" % (p.returncode,
+                                                              128 + signal.SIGTERM))
+    proxy_dead(pid)
+    printed_logs_nothing_left(text, tmp)
+    log("SIGTERM in the middle of a sub-test: exit 143, the proxy killed, its log printed,"
+        " nothing left")
 
 
 def early_exit_cleans_up():
@@ -213,8 +276,9 @@ def access_parser():
 if __name__ == "__main__":
     run_tests("harness", [
         ("passing-run-leaves-nothing", passing_run_leaves_nothing),
-        ("failing-run-keeps-logs", failing_run_keeps_logs),
+        ("failing-run-prints-logs", failing_run_prints_logs),
         ("watchdog-cleans-up", watchdog_cleans_up),
+        ("sigterm-cleans-up", sigterm_cleans_up),
         ("early-exit-cleans-up", early_exit_cleans_up),
         ("access-parser", access_parser),
     ], 200)
