@@ -447,32 +447,39 @@ void Worker::maybe_release(Relay& r) {
 // Moves a stalled direction's queued bytes out of the receive pool (see relieve_pool_pressure).
 // Chunks that the send in flight points at cannot move while it is in flight: it is cancelled,
 // and on_send moves them once it has completed (with what it sent, if anything).
-void Worker::spill(Relay& r, uint8_t d) {
+bool Worker::spill(Relay& r, uint8_t d) {
   Direction& dir = r.dirs[d];
-  if (!dir.queue) return;
-  spill_chunks(dir, dir.sending ? dir.in_flight : 0);
-  if (dir.sending && !dir.send_cancelled && heap_bytes_ + dir.queued <= config_.memory_budget) {
-    for (uint32_t i = 0; i < dir.in_flight; ++i)
-      if (!dir.queue->at(i).heap) {
-        dir.send_cancelled = true;
-        io_uring_prep_cancel64(relay_sqe(r, OpKind::cancel, d),
-                               ring::encode({uint8_t(OpKind::send), d, r.index, r.generation}), 0);
-        break;
-      }
-  }
+  if (!dir.queue) return true;
+  bool moved = spill_chunks(dir, dir.sending ? dir.in_flight : 0);
+  if (!dir.sending || dir.send_cancelled) return moved;
+  size_t in_pool = 0;  // what the send in flight holds of the pool
+  for (uint32_t i = 0; i < dir.in_flight; ++i)
+    if (!dir.queue->at(i).heap) in_pool += dir.queue->at(i).length;
+  if (!in_pool) return moved;
+  if (heap_bytes_ + in_pool > config_.memory_budget) return false;
+  dir.send_cancelled = true;
+  io_uring_prep_cancel64(relay_sqe(r, OpKind::cancel, d),
+                         ring::encode({uint8_t(OpKind::send), d, r.index, r.generation}), 0);
+  return moved;
 }
 
-void Worker::spill_chunks(Direction& dir, uint32_t from) {
+bool Worker::spill_chunks(Direction& dir, uint32_t from) {
   SendQueue& q = *dir.queue;
+  bool moved = true;
   for (uint32_t i = from; i < q.count; ++i) {
     Chunk& c = q.at(i);
-    if (c.heap || heap_bytes_ + c.length > config_.memory_budget) continue;
+    if (c.heap) continue;
+    if (heap_bytes_ + c.length > config_.memory_budget) {
+      moved = false;
+      continue;
+    }
     c.heap = new uint8_t[c.length];
     memcpy(c.heap, pool_.data(c.cls, c.bid) + c.offset, c.length);
     pool_.give_back(c.cls, c.bid);
     c.offset = 0;
     heap_bytes_ += c.length;
   }
+  return moved;
 }
 
 void Worker::free_chunk(const Chunk& c) {

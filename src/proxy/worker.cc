@@ -360,20 +360,23 @@ bool Worker::pool_under_pressure() const {
 void Worker::relieve_pool_pressure() {
   if (now_ns_ < next_pressure_scan_ns_ || !pool_under_pressure()) return;
   next_pressure_scan_ns_ = now_ns_ + kPressureScanNs;
+  bool all_moved = true;  // false: the budget kept a stalled holder's bytes in the pool
   relays_.for_each([&](Relay& r) {
     if (r.state != RelayState::relaying) return;
     for (uint8_t d = 0; d < 2; ++d) {
       const Direction& dir = r.dirs[d];
-      if (dir.queue && dir.queue->count && now_ns_ - dir.progress_ns >= kStallNs) spill(r, d);
+      if (dir.queue && dir.queue->count && now_ns_ - dir.progress_ns >= kStallNs)
+        all_moved &= spill(r, d);
     }
   });
   streams_.for_each([&](HboneStream& s) {
-    if (s.lent.pool_bytes() && now_ns_ - s.lent_progress_ns >= kStallNs) stream_to_heap(s);
+    if (s.lent.pool_bytes() && now_ns_ - s.lent_progress_ns >= kStallNs)
+      all_moved &= stream_to_heap(s);
   });
-  if (over_memory_budget()) shed_stalled_holder();
+  if (!all_moved) shed_stalled_holder();
 }
 
-// The heap budget is spent and the pool is still low: the stalled holders left keep their
+// The pool is low and --memory-budget kept a stalled holder's bytes in it: those holders keep their
 // buffers, and every other connection of the worker would starve. The one holding the most of the
 // pool goes (both sides reset, end=overload): a relay, or an HBONE connection with its streams
 // (closing the connection drops every reference into the pool at once; a stream's own reset may
@@ -414,13 +417,15 @@ void Worker::shed_stalled_holder() {
   }
 }
 
-void Worker::stream_to_heap(HboneStream& s) {
-  if (!s.conn || s.h2_closed || heap_bytes_ + s.lent.pool_length() > config_.memory_budget) return;
+bool Worker::stream_to_heap(HboneStream& s) {
+  if (!s.conn || s.h2_closed) return true;
+  if (heap_bytes_ + s.lent.pool_length() > config_.memory_budget) return false;
   h2::H2Session& session = *s.conn->h2;
   const int32_t id = s.id;
   heap_bytes_ += s.lent.to_heap(
       [&](const uint8_t* from, const uint8_t* to, size_t n) { session.relocate(id, from, to, n); },
       give_back_);
+  return true;
 }
 
 void Worker::after_completions() {

@@ -212,8 +212,9 @@ class Worker {
   void submit_send(Relay& r, uint8_t d);
   void submit_shutdown(Relay& r, uint8_t d);
   void end_relay(Relay& r, EndReason reason);
-  void spill(Relay& r, uint8_t d);
-  void spill_chunks(Direction& dir, uint32_t from);
+  // These three return false when --memory-budget left bytes in the pool that should have moved.
+  bool spill(Relay& r, uint8_t d);
+  bool spill_chunks(Direction& dir, uint32_t from);
   void free_chunk(const Chunk& c);
   void maybe_release(Relay& r);
   void release(Relay& r);
@@ -269,7 +270,7 @@ class Worker {
   bool pool_under_pressure() const;
   void log_bug(const std::string& what);
   void relieve_pool_pressure();
-  void stream_to_heap(HboneStream& s);
+  bool stream_to_heap(HboneStream& s);
   void shed_stalled_holder();
   // The sessions of an HBONE connection (inbound: when its first byte arrives).
   void create_sessions(HboneConn& c);
