@@ -12,40 +12,6 @@
 
 namespace ringtunnel::proxy {
 
-std::string_view to_string(EndReason reason) {
-  switch (reason) {
-    case EndReason::none:
-      return "none";
-    case EndReason::closed:
-      return "closed";
-    case EndReason::client_reset:
-      return "client_reset";
-    case EndReason::target_reset:
-      return "target_reset";
-    case EndReason::connect_refused:
-      return "connect_refused";
-    case EndReason::connect_timeout:
-      return "connect_timeout";
-    case EndReason::connect_error:
-      return "connect_error";
-    case EndReason::drain_timeout:
-      return "drain_timeout";
-    case EndReason::error:
-      return "error";
-    case EndReason::refused:
-      return "refused";
-    case EndReason::denied:
-      return "denied";
-    case EndReason::bad_request:
-      return "bad_request";
-    case EndReason::peer_error:
-      return "peer_error";
-    case EndReason::overload:
-      return "overload";
-  }
-  return "?";
-}
-
 namespace {
 
 // Appends `value` in double quotes: '"' and '\' escaped by a backslash, every byte that `kept`

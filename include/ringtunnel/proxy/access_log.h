@@ -7,28 +7,9 @@
 #include <string_view>
 
 #include "ringtunnel/proxy/log.h"
+#include "ringtunnel/proxy/outcome.h"
 
 namespace ringtunnel::proxy {
-
-enum class EndReason : uint8_t {
-  none,
-  closed,           // both directions ended with a FIN, each forwarded
-  client_reset,     // the client reset; the target was reset too
-  target_reset,     // the target reset; the client was reset too
-  connect_refused,  // the target refused the connection; the client was reset
-  connect_timeout,  // the target did not answer within --connect-timeout; the client was reset
-  connect_error,    // connecting failed otherwise (unreachable, no socket); the client was reset
-  drain_timeout,    // still open when --drain-timeout ran out at shutdown; both were reset
-  error,            // an unexpected socket error; both were reset
-  refused,          // HBONE: the peer proxy answered 503 (target unreachable); the client was reset
-  denied,           // HBONE: the peer proxy answered 401 (policy); the client was reset
-  bad_request,      // HBONE: the peer proxy answered 400; the client was reset
-  peer_error,       // HBONE: the tunnel connection failed under the stream (TLS, HTTP/2, socket)
-  overload,  // the receive pool and --memory-budget were both spent, and this stalled connection
-             // (or the HBONE connection under it) held the most of the pool; both were reset
-};
-
-std::string_view to_string(EndReason reason);
 
 struct AccessRecord {
   std::string_view listener;

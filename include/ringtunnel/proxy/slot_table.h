@@ -7,43 +7,47 @@
 #include <cstdint>
 #include <memory>
 #include <new>
+#include <utility>
 #include <vector>
 
+#include "ringtunnel/proxy/ops.h"
 #include "ringtunnel/ring/op_tag.h"
 
 namespace ringtunnel::proxy {
 
-// T has the members `index`, `generation` and `next_free` (uint32_t).
+// T has a member `Slot slot` and `bool live() const`.
 template <typename T>
 class SlotTable {
  public:
-  // A fresh T in a free slot, with its index and a new generation set. Generation 0 never names
-  // an object: worker-level operations use it. Null when the 2^24 indexes are all in use.
-  T* acquire() {
+  // A fresh T(args...) in a free slot, with its index and a new generation set. Generation 0
+  // never names an object: worker-level operations use it. Null when the 2^24 indexes are all in
+  // use.
+  template <typename... Args>
+  T* acquire(Args&&... args) {
     uint32_t index;
     if (free_ != kNone) {
       index = free_;
-      free_ = slots_[index]->next_free;
+      free_ = slots_[index]->slot.next_free;
     } else if (slots_.size() <= ring::OpTag::kIndexMask) {
       index = uint32_t(slots_.size());
-      slots_.push_back(std::make_unique<T>());
+      slots_.push_back(std::make_unique<T>(args...));
     } else {
       return nullptr;
     }
     T& t = *slots_[index];
-    uint32_t generation = (t.generation + 1) & ring::OpTag::kGenerationMask;
+    uint32_t generation = (t.slot.generation + 1) & ring::OpTag::kGenerationMask;
     if (generation == 0) generation = 1;
     t.~T();
-    new (&t) T();
-    t.index = index;
-    t.generation = generation;
+    new (&t) T(std::forward<Args>(args)...);
+    t.slot.index = index;
+    t.slot.generation = generation;
     ++live_;
     return &t;
   }
 
   void release(T& t) {
-    t.next_free = free_;
-    free_ = t.index;
+    t.slot.next_free = free_;
+    free_ = t.slot.index;
     --live_;
   }
 
@@ -51,8 +55,9 @@ class SlotTable {
   // whether it is live (a released slot keeps its last generation until reused).
   T* find(uint32_t index, uint32_t generation) {
     T* t = index < slots_.size() ? slots_[index].get() : nullptr;
-    return t && t->generation == generation ? t : nullptr;
+    return t && t->slot.generation == generation ? t : nullptr;
   }
+  T* find(const Slot& slot) { return find(slot.index, slot.generation); }
 
   uint32_t live() const { return live_; }
   size_t size() const { return slots_.size(); }
@@ -61,14 +66,6 @@ class SlotTable {
   void for_each(F&& f) {
     for (auto& slot : slots_)
       f(*slot);
-  }
-
-  // The first slot (live or not) for which pred is true, or null.
-  template <typename F>
-  T* find_if(F&& pred) {
-    for (auto& slot : slots_)
-      if (pred(*slot)) return slot.get();
-    return nullptr;
   }
 
  private:

@@ -6,7 +6,11 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
+
+#include "ringtunnel/ring/features.h"
+#include "ringtunnel/ring/submitter.h"
 
 namespace ringtunnel::ring {
 
@@ -24,29 +28,17 @@ void prep_setsockopt(io_uring_sqe* sqe, int fd, int level, int name, const void*
 // an error). MSG_NOSIGNAL: a reset peer gives EPIPE, not a signal.
 void prep_gathered_send(io_uring_sqe* sqe, int fd, msghdr& msg, iovec* iov, size_t count);
 
+// A receive on `fd` into a buffer the kernel picks from provided-buffer group `group`: multishot
+// where the kernel has it, else single-shot (re-armed by the caller after each completion). Add
+// IOSQE_FIXED_FILE afterwards for a direct descriptor.
+void prep_buffer_recv(io_uring_sqe* sqe, int fd, uint16_t group, const RingFeatures& features);
+
 struct RingOptions {
   unsigned entries = 1024;
   bool sqpoll = false;
 };
 
-// What the running kernel gave us; each false entry has a fallback.
-struct RingFeatures {
-  unsigned setup_flags = 0;
-  bool defer_taskrun = false;
-  bool sqpoll = false;
-  bool multishot_recv = false;  // else single-shot recv with buffer select, re-armed each time
-  bool writev_fixed = false;    // gathered sends from registered buffers; else sendmsg
-  bool registered_ring_fd = false;
-  // Sockets live in the ring's file table (direct descriptors), not the process's fd table:
-  // no fd lookup per operation, and the RLIMIT_NOFILE ceiling applies per ring, not per process.
-  bool fixed_files = false;
-  unsigned file_slots = 0;
-
-  std::string describe_ring() const;  // set-up only
-  std::string describe() const;       // set-up and the receive/send features
-};
-
-class Ring {
+class Ring final : public Submitter {
  public:
   Ring() = default;
   Ring(const Ring&) = delete;
@@ -58,13 +50,15 @@ class Ring {
   std::string init(const RingOptions& options);
 
   io_uring* raw() { return &ring_; }
-  RingFeatures& features() { return features_; }
+  const RingFeatures& features() const override { return features_; }
+  RingFeatures& mutable_features() { return features_; }  // for the feature probe
 
   // A free SQE; submits what is queued when the SQ is full, so it never fails.
-  io_uring_sqe* sqe();
+  io_uring_sqe* sqe() override;
   // Makes room for `n` SQEs in a row, so a linked chain is never split across two submissions
   // (the kernel would end the chain at the split).
-  void reserve(unsigned n);
+  void reserve(unsigned n) override;
+  bool update_files(unsigned slot, std::span<const int> fds) override;
 
   // Submits everything queued and waits for at least `wait_nr` completions, or until
   // `timeout_ns` (when set) has passed. One io_uring_enter.
@@ -84,11 +78,6 @@ class Ring {
   }
 
   bool opcode_supported(uint8_t op) const;
-
-  // A receive on `fd` into a buffer the kernel picks from provided-buffer group `group`:
-  // multishot where the kernel has it, else single-shot (re-armed by the caller after each
-  // completion). Add IOSQE_FIXED_FILE afterwards for a direct descriptor.
-  void prep_buffer_recv(io_uring_sqe* sqe, int fd, uint16_t group) const;
 
  private:
   io_uring ring_{};
