@@ -1,20 +1,29 @@
 #!/usr/bin/env python3
 """Graceful shutdown (drain).
 
+The first two cases run directly (one proxy, --forward L=tcp://T: it is the
+one signalled, L the listener that must close) and through an HBONE tunnel
+(A -> B -> T, see topology.py: B is signalled, its HBONE listener must close),
+as direct/<case> and hbone/<case>. "The proxy" below is the signalled one; the
+access-log checks hold for the proxy's entry, for HBONE for A's and B's (each
+also with the listener, the target and src/dst identities node-a/node-b).
+
 drain-finishes-open-connection: a connection exchanges 1 MiB each way; then
 SIGTERM. Within 3 s the listen socket is gone and a new connect to it is
 refused; the process is still running; the open connection then relays 1 MiB
 more each way, both sides half-close, everything arrives byte-exact; the process
 exits 0 within 3 s after the connection closed; access log: 2 MiB each way,
-end=closed.
+end=closed. Then every proxy stops with exit code 0.
 
-drain-timeout-resets-idle: --drain-timeout 500ms with an idle connection held
-open by both ends: after SIGTERM the process exits 0 within 3 s, the client and
-the target each see their connection reset or closed (within 3 s), and the
-access log says end=drain_timeout.
+drain-timeout-resets-idle: --drain-timeout 500ms (on the signalled proxy) with
+an idle connection held open by both ends: after SIGTERM the process exits 0
+within 3 s, the client and the target each see their connection reset or closed
+(within 3 s), and the access log says bytes_up = bytes_down = the 1000 bytes
+echoed, and the signalled proxy's entry end=drain_timeout (A's, whose tunnel
+connection B ended: peer_error or target_reset).
 
 idle-sigterm / idle-sigint: with no connection the process exits 0 within 3 s
-of SIGTERM and of SIGINT, and its listener is gone."""
+of SIGTERM and of SIGINT, and its listener is gone (direct only)."""
 
 import os
 import signal
@@ -29,6 +38,7 @@ from harness import (Proxy, TargetServer, Threads, check, check_entry, connect, 
                      expect_eof_or_reset, fail, fmt_addr, forward_arg, free_port, gen_bytes,
                      is_listening, log, recv_exact, recv_until_eof, run_tests, sha256_hex,
                      sock_addr_str, wait_until)
+from topology import TOPOLOGIES  # noqa: E402
 
 MIB = 1024 * 1024
 TIMEOUT = 20.0
@@ -49,7 +59,7 @@ def assert_refused(listen):
     fail("a new connection to %s was accepted after the signal" % fmt_addr(*listen))
 
 
-def drain_finishes_open_connection():
+def drain_finishes_open_connection(topo):
     a1, a2, b1, b2 = (gen_bytes(s, MIB) for s in (31, 32, 33, 34))
     phase2 = threading.Event()
     res = {}
@@ -72,9 +82,10 @@ def drain_finishes_open_connection():
 
     target = TargetServer(handler, conn_timeout=TIMEOUT)
     try:
-        listen = ("127.0.0.1", free_port())
-        proxy = Proxy(["--forward", forward_arg(listen, target.addr)], listens=[listen])
-        s = connect(listen, TIMEOUT)
+        t = topo.start([target.addr])
+        proxy = t.drained
+        marks = t.marks()
+        s = connect(t.listen, TIMEOUT)
         try:
             me = sock_addr_str(s.getsockname())
             th = Threads()
@@ -86,7 +97,7 @@ def drain_finishes_open_connection():
             check(res["t1"] == a1, "target: first MiB differs")
             log("1 MiB exchanged each way; sending SIGTERM")
             proxy.signal(signal.SIGTERM)
-            assert_refused(listen)
+            assert_refused(t.drained_listen)
             log("after SIGTERM: listener closed, a new connect is refused")
             check(proxy.alive(), "ringtunnel exited (code %s) with a connection still open"
                   % proxy.proc.returncode)
@@ -114,14 +125,16 @@ def drain_finishes_open_connection():
               % (rc, proxy.stderr_tail()))
         log("ringtunnel exited 0, %.2f s after the last connection closed"
             % (time.monotonic() - t_closed))
-        e = proxy.wait_access([me], timeout=1)[me]
-        check_entry(e, bytes_up=2 * MIB, bytes_down=2 * MIB, end="closed")
-        log("access log: bytes_up=bytes_down=%d end=closed" % (2 * MIB))
+        es = t.entries(me, target.addr, marks, timeout=5)
+        for e in es:
+            check_entry(e, bytes_up=2 * MIB, bytes_down=2 * MIB, end="closed")
+        log("access log (%d entries): bytes_up=bytes_down=%d end=closed" % (len(es), 2 * MIB))
+        t.stop_ok()
     finally:
         target.close()
 
 
-def drain_timeout_resets_idle():
+def drain_timeout_resets_idle(topo):
     res = {}
     hello = gen_bytes(35, 1000)
 
@@ -133,10 +146,10 @@ def drain_timeout_resets_idle():
 
     target = TargetServer(handler, conn_timeout=TIMEOUT)
     try:
-        listen = ("127.0.0.1", free_port())
-        proxy = Proxy(["--drain-timeout", "500ms", "--forward", forward_arg(listen, target.addr)],
-                      listens=[listen])
-        s = connect(listen, TIMEOUT)
+        t = topo.start([target.addr], extra=["--drain-timeout", "500ms"])
+        proxy = t.drained
+        marks = t.marks()
+        s = connect(t.listen, TIMEOUT)
         try:
             me = sock_addr_str(s.getsockname())
             s.sendall(hello)
@@ -156,9 +169,16 @@ def drain_timeout_resets_idle():
         target.join(PROMPT)
         check(res["target_end_at"] - t0 <= t_exit + PROMPT, "target side closed late")
         log("target side: connection %s" % res["target_end"])
-        e = proxy.wait_access([me], timeout=1)[me]
-        check_entry(e, end="drain_timeout", bytes_up=len(hello), bytes_down=len(hello))
-        log("access log: end=drain_timeout bytes_up=bytes_down=%d" % len(hello))
+        es = t.entries(me, target.addr, marks, timeout=5)
+        for e in es:
+            check_entry(e, bytes_up=len(hello), bytes_down=len(hello))
+        check_entry(es[-1], end="drain_timeout")    # the signalled proxy's (the last)
+        for e in es[:-1]:   # HBONE: A, whose tunnel connection B ended
+            check(e["end"] in ("peer_error", "target_reset"), "A logged end=%s for a stream"
+                  " that B reset at its drain timeout: %r" % (e["end"], e["_line"]))
+        log("access log (%d entries): bytes_up=bytes_down=%d, ends %s"
+            % (len(es), len(hello), "/".join(e["end"] for e in es)))
+        t.stop_ok()
     finally:
         target.close()
 
@@ -179,8 +199,11 @@ def idle_signal(sig):
 
 if __name__ == "__main__":
     run_tests("drain", [
-        ("drain-finishes-open-connection", drain_finishes_open_connection),
-        ("drain-timeout-resets-idle", drain_timeout_resets_idle),
+        ("%s/%s" % (topo.name, name), lambda f=f, topo=topo: f(topo))
+        for topo in TOPOLOGIES
+        for name, f in (("drain-finishes-open-connection", drain_finishes_open_connection),
+                        ("drain-timeout-resets-idle", drain_timeout_resets_idle))
+    ] + [
         ("idle-sigterm", idle_signal(signal.SIGTERM)),
         ("idle-sigint", idle_signal(signal.SIGINT)),
     ], 100)

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Half-close in each direction is relayed on its own.
+"""Half-close in each direction is relayed on its own, directly (--forward
+L=tcp://T) and through an HBONE tunnel (A -> B -> T, END_STREAM <-> FIN each
+way; see topology.py): each case runs as direct/<case> and as hbone/<case>.
 
 client-half-closes-first: the target sends 64 KiB at once; the client sends
 1 MiB and shuts down its write side; the target must see exactly that 1 MiB and
 then EOF, while the connection stays open the other way: only after that EOF
 (and a 0.5 s pause) does the target send 2 MiB more, which the client must
-receive in full, followed by EOF. Access log: bytes_up=1 MiB,
-bytes_down=64 KiB + 2 MiB, end=closed.
+receive in full, followed by EOF. Access log (the proxy's; for HBONE A's and
+B's, each with src_identity=node-a dst_identity=node-b): the listener, the
+target, bytes_up=1 MiB, bytes_down=64 KiB + 2 MiB, end=closed.
 
 target-half-closes-first: the mirror image (the client sends first, the target
 half-closes, the client keeps sending afterwards)."""
@@ -18,9 +21,9 @@ import time
 
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Proxy, TargetServer, check, check_entry, connect,  # noqa: E402
-                     fmt_addr, forward_arg, free_port, gen_bytes, log, recv_exact,
-                     recv_until_eof, run_tests, sha256_hex, sock_addr_str)
+from harness import (TargetServer, check, check_entry, connect, gen_bytes, log,  # noqa: E402
+                     recv_exact, recv_until_eof, run_tests, sha256_hex, sock_addr_str)
+from topology import TOPOLOGIES  # noqa: E402
 
 PRE = 64 * 1024          # sent by the far side before the half-close
 MAIN = 1024 * 1024       # sent by the side that half-closes
@@ -28,8 +31,9 @@ POST = 2 * 1024 * 1024   # sent by the far side after it saw EOF
 TIMEOUT = 20.0
 
 
-def half_close_case(first_closer):
-    """first_closer: 'client' or 'target' -- who shuts down its write side first."""
+def half_close_case(topo, first_closer):
+    """topo: a topology class (topology.py); first_closer: 'client' or
+    'target' -- who shuts down its write side first."""
     pre, main, post = gen_bytes(11, PRE), gen_bytes(12, MAIN), gen_bytes(13, POST)
     seen = {}
 
@@ -63,9 +67,9 @@ def half_close_case(first_closer):
 
     target = TargetServer(handler, conn_timeout=TIMEOUT)
     try:
-        listen = ("127.0.0.1", free_port())
-        proxy = Proxy(["--forward", forward_arg(listen, target.addr)], listens=[listen])
-        s = connect(listen, TIMEOUT)
+        t = topo.start([target.addr])
+        marks = t.marks()
+        s = connect(t.listen, TIMEOUT)
         try:
             me = sock_addr_str(s.getsockname())
             if first_closer == "client":
@@ -90,21 +94,21 @@ def half_close_case(first_closer):
                  seen[first_closer + "_after"][1][:12], POST, sha256_hex(post)[:12]))
         log("%s then sent %d bytes the other way (0.5 s after EOF); %s received all of it, then EOF"
             % (other, POST, first_closer))
-        e = proxy.wait_access([me], timeout=5)[me]
         if first_closer == "client":
             up, down = MAIN, PRE + POST
         else:
             up, down = PRE + POST, MAIN
-        check_entry(e, listener=fmt_addr(*listen), target=fmt_addr(*target.addr),
-                    bytes_up=up, bytes_down=down, end="closed")
-        log("access log: bytes_up=%d bytes_down=%d end=closed" % (up, down))
-        proxy.stop_ok()
+        es = t.entries(me, target.addr, marks)
+        for e in es:
+            check_entry(e, bytes_up=up, bytes_down=down, end="closed")
+        log("access log (%d entries): bytes_up=%d bytes_down=%d end=closed"
+            % (len(es), up, down))
+        t.stop_ok()
     finally:
         target.close()
 
 
 if __name__ == "__main__":
-    run_tests("halfclose", [
-        ("client-half-closes-first", lambda: half_close_case("client")),
-        ("target-half-closes-first", lambda: half_close_case("target")),
-    ], 100)
+    run_tests("halfclose", [("%s/%s-half-closes-first" % (topo.name, who),
+                             lambda topo=topo, who=who: half_close_case(topo, who))
+                            for topo in TOPOLOGIES for who in ("client", "target")], 100)

@@ -2,20 +2,14 @@
 """HBONE end to end: client -> ringtunnel A (outbound,
 --forward L=hbone://B/T?identity=<node-b>) -> ringtunnel B (--hbone-listen,
 node-b's identity) -> target T, all on 127.0.0.1. Certificates from
-scripts/gen-certs.sh in a temporary directory (A = node-a, B = node-b).
+scripts/gen-certs.sh in a temporary directory (A = node-a, B = node-b). The
+pair is topology.Hbone. Half-close, reset and drain through the tunnel run in
+test_halfclose, test_reset and test_drain (their hbone/... cases).
 
 bulk-64-streams: 64 concurrent connections, 4 MiB of seeded random data each
   way on each (distinct per stream), sha256 checked at the target and at the
   client; A's log has 64 lines and B's 64 lines with bytes_up = bytes_down =
   4 MiB, end=closed, src_identity=node-a, dst_identity=node-b.
-client-half-closes-first / target-half-closes-first: as test_halfclose, through
-  the tunnel (END_STREAM <-> FIN each way on its own); logs end=closed with the
-  exact byte counts on A and on B.
-client-reset / target-reset: as test_reset's quiet cases: a reset on one side
-  is a reset (ConnectionResetError, not EOF) on the other within 3 s; A's and
-  B's logs say client_reset / target_reset.
-client-reset-mid-download / target-reset-mid-upload: as test_reset's streaming
-  cases: the streaming side's socket fails within 3 s.
 refused-target: nothing listens at T: the client is reset within 3 s; A's log
   end=refused, B's log end=connect_refused.
 wrong-identity: identity= names spiffe://.../sa/intruder, B presents node-b:
@@ -34,12 +28,9 @@ peer-killed: while a client streams data, B is SIGKILLed: the client's
   new B on the same port, and a new connection through A relays byte-exact.
 pool-idle-close: with --pool-idle-timeout 1s, A's pooled connection to B closes
   once it has had no stream for that long; the next stream opens a new one.
-drain-finishes-streams: SIGTERM on B with a stream open: B closes its HBONE
-  listener at once, the open stream still finishes byte-exact, B exits 0.
 silent-client-timed-out: a TCP client on B's HBONE port that never starts TLS is
   closed once --connect-timeout (500 ms) has passed, and B keeps serving."""
 
-import collections
 import hashlib
 import os
 import signal
@@ -52,60 +43,15 @@ sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (CHUNK, TargetServer, Threads, check, check_kv, connect,  # noqa: E402
                      connect_bound, echo_handler, echo_roundtrip, established_to, tcp_connections,
-                     expect_eof_or_reset, expect_reset, fail, fmt_addr, free_port, gen_bytes,
-                     log, proxy_access_kv, recv_exact, recv_until_eof, reset_close, run_tests,
-                     sha256_hex, sock_addr_str, wait_access_kv, wait_until, is_listening)
+                     expect_eof_or_reset, expect_reset, fmt_addr, free_port, gen_bytes, log,
+                     recv_exact, run_tests, sock_addr_str, wait_until)
 from hbone_common import (ID_A, ID_B, duplex, entries_for, rss_slack_kib,  # noqa: E402
-                          require_hbone, spiffe, start_inbound, start_outbound,
-                          stderr_reason_lines, wait_port_free)
+                          spiffe, start_inbound, stderr_reason_lines, wait_port_free)
+from topology import Hbone, check_identities  # noqa: E402
 
 TIMEOUT = float(os.environ.get("HBONE_TIMEOUT", "60"))   # per socket operation
 PROMPT = 3.0
 MIB = 1024 * 1024
-
-
-class Tunnel:
-    """B (inbound) and A (outbound) with one forward per target."""
-
-    def __init__(self, targets, a_extra=(), b_extra=(), identity=ID_B):
-        require_hbone()
-        dev = os.environ.get("HBONE_EXTRA", "").split()   # extra flags for both (diagnosis)
-        a_extra, b_extra = list(a_extra) + dev, list(b_extra) + dev
-        self.B = start_inbound(b_extra)
-        self.listens = [("127.0.0.1", free_port()) for _ in targets]
-        self.A = start_outbound([(l, self.B.hbone_addr, t, identity)
-                                 for l, t in zip(self.listens, targets)], a_extra)
-        self.la = self.listens[0]
-
-    def marks(self):
-        return len(proxy_access_kv(self.A)), len(proxy_access_kv(self.B))
-
-    def stop_ok(self):
-        self.A.stop_ok()
-        self.B.stop_ok()
-
-
-def check_identities(e):
-    check_kv(e, src_identity=ID_A, dst_identity=ID_B)
-
-
-def b_entries(tun, target, count, since, timeout=10.0):
-    t = fmt_addr(*target)
-    return wait_access_kv(tun.B, lambda e: e.get("target") == t, count, timeout, since,
-                          "B's access-log entries for target %s" % t)
-
-
-def a_entries(tun, clients, since, timeout=10.0):
-    """A's entries for `clients` (one per connection; an address may repeat when
-    the kernel hands a source port out again), by client address (the last)."""
-    want = collections.Counter(clients)
-    got = wait_access_kv(tun.A, lambda e: e.get("client") in want, sum(want.values()), timeout,
-                         since, "A's access-log entries for %d clients" % sum(want.values()))
-    seen = collections.Counter(e["client"] for e in got)
-    extra = [c for c in seen if seen[c] > want[c]]
-    check(not extra, "more A entries than connections for client(s) %s: %s"
-          % (extra, [e["_line"] for e in got if e["client"] in extra][:2]))
-    return {e["client"]: e for e in got}
 
 
 # ---------------------------------------------------------------------------
@@ -129,13 +75,13 @@ def bulk_64_streams():
 
     target = TargetServer(handler, conn_timeout=TIMEOUT)
     try:
-        tun = Tunnel([target.addr])
+        tun = Hbone([target.addr])
         ma, mb = tun.marks()
         at_client = {}
         names = {}
 
         def client(i):
-            s = connect(tun.la, TIMEOUT)
+            s = connect(tun.listen, TIMEOUT)
             try:
                 names[i] = sock_addr_str(s.getsockname())
                 s.sendall(b"%08d" % i)
@@ -163,13 +109,13 @@ def bulk_64_streams():
                   % (i, n, h[:12], SIZE, down_sha[i][:12], err))
         log("%d streams x %d MiB each way, byte-exact at both ends, in %.1f s (%.0f MiB/s total)"
             % (N, SIZE // MIB, dt, 2 * N * SIZE / MIB / dt))
-        by = a_entries(tun, names.values(), ma)
+        by = tun.a_entries(names.values(), ma)
         for i in range(N):
             e = by[names[i]]
-            check_kv(e, listener=fmt_addr(*tun.la), target=fmt_addr(*target.addr),
+            check_kv(e, listener=fmt_addr(*tun.listen), target=fmt_addr(*target.addr),
                      bytes_up=SIZE, bytes_down=SIZE, end="closed")
             check_identities(e)
-        es = b_entries(tun, target.addr, N, mb)
+        es = tun.b_entries(target.addr, N, mb)
         check(len(es) == N, "B logged %d streams for the target, expected %d" % (len(es), N))
         for e in es:
             check_kv(e, listener=fmt_addr(*tun.B.hbone_addr), bytes_up=SIZE, bytes_down=SIZE,
@@ -185,185 +131,11 @@ def bulk_64_streams():
 # ---------------------------------------------------------------------------
 
 
-def half_close_case(first_closer):
-    PRE, MAIN, POST = 64 * 1024, MIB, 2 * MIB
-    pre, main, post = gen_bytes(11, PRE), gen_bytes(12, MAIN), gen_bytes(13, POST)
-    seen = {}
-
-    def closer(sock, name):
-        seen[name + "_pre"] = recv_exact(sock, PRE)
-        sock.sendall(main)
-        sock.shutdown(socket.SHUT_WR)
-        seen[name + "_after"] = recv_until_eof(sock, limit=POST)
-
-    def far(sock, name):
-        sock.sendall(pre)
-        seen[name + "_main"] = recv_until_eof(sock, limit=MAIN)
-        time.sleep(0.5)   # the half-closed stream must stay usable
-        sock.sendall(post)
-        sock.shutdown(socket.SHUT_WR)
-
-    def handler(conn, peer):
-        (closer if first_closer == "target" else far)(conn, "target")
-        conn.close()
-
-    target = TargetServer(handler, conn_timeout=TIMEOUT)
-    try:
-        tun = Tunnel([target.addr])
-        ma, mb = tun.marks()
-        s = connect(tun.la, TIMEOUT)
-        try:
-            me = sock_addr_str(s.getsockname())
-            (closer if first_closer == "client" else far)(s, "client")
-        finally:
-            s.close()
-        target.join(TIMEOUT)
-        other = "target" if first_closer == "client" else "client"
-        check(seen[first_closer + "_pre"] == pre,
-              "%s: the %d bytes sent before the half-close differ" % (first_closer, PRE))
-        check(seen[other + "_main"] == (MAIN, sha256_hex(main)),
-              "%s received %d bytes (sha %s) before EOF, expected exactly %d"
-              % (other, seen[other + "_main"][0], seen[other + "_main"][1][:12], MAIN))
-        check(seen[first_closer + "_after"] == (POST, sha256_hex(post)),
-              "after its half-close, %s received %d bytes (sha %s), expected %d"
-              % (first_closer, seen[first_closer + "_after"][0],
-                 seen[first_closer + "_after"][1][:12], POST))
-        log("%s half-closed after %d bytes; %s saw exactly those then EOF, then sent %d bytes"
-            " back 0.5 s later, all received, then EOF" % (first_closer, MAIN, other, POST))
-        up, down = (MAIN, PRE + POST) if first_closer == "client" else (PRE + POST, MAIN)
-        e = a_entries(tun, [me], ma)[me]
-        check_kv(e, target=fmt_addr(*target.addr), bytes_up=up, bytes_down=down, end="closed")
-        check_identities(e)
-        eb = b_entries(tun, target.addr, 1, mb)[0]
-        check_kv(eb, bytes_up=up, bytes_down=down, end="closed")
-        check_identities(eb)
-        log("A and B: bytes_up=%d bytes_down=%d end=closed" % (up, down))
-        tun.stop_ok()
-    finally:
-        target.close()
-
-
-# ---------------------------------------------------------------------------
-
-
-def quiet_reset_case(resetter):
-    UP, DOWN = 100000, 50000
-    up, down = gen_bytes(21, UP), gen_bytes(22, DOWN)
-    res = {}
-
-    def handler(conn, peer):
-        check(recv_exact(conn, UP) == up, "target: upstream data differs")
-        conn.sendall(down)
-        if resetter == "target":
-            time.sleep(0.2)
-            reset_close(conn)
-        else:
-            res["target_wait"] = expect_reset(conn, PROMPT, "target")
-            conn.close()
-
-    target = TargetServer(handler, conn_timeout=TIMEOUT)
-    try:
-        tun = Tunnel([target.addr])
-        ma, mb = tun.marks()
-        s = connect(tun.la, TIMEOUT)
-        try:
-            me = sock_addr_str(s.getsockname())
-            s.sendall(up)
-            check(recv_exact(s, DOWN) == down, "client: downstream data differs")
-            if resetter == "client":
-                reset_close(s)
-                target.join(TIMEOUT)
-                log("client reset; target got ConnectionResetError after %.2f s"
-                    % res["target_wait"])
-            else:
-                w = expect_reset(s, PROMPT, "client")
-                log("target reset; client got ConnectionResetError after %.2f s" % w)
-                target.join(TIMEOUT)
-        finally:
-            s.close()
-        e = a_entries(tun, [me], ma)[me]
-        check_kv(e, bytes_up=UP, bytes_down=DOWN, end=resetter + "_reset")
-        check_identities(e)
-        eb = b_entries(tun, target.addr, 1, mb)[0]
-        check_kv(eb, bytes_up=UP, bytes_down=DOWN, end=resetter + "_reset")
-        log("A and B: bytes_up=%d bytes_down=%d end=%s_reset" % (UP, DOWN, resetter))
-        tun.stop_ok()
-    finally:
-        target.close()
-
-
-def streaming_reset_case(resetter):
-    blob = gen_bytes(23, CHUNK)
-    res = {}
-
-    def stream_until_error(sock, who):
-        sent = 0
-        end = time.monotonic() + TIMEOUT
-        try:
-            while time.monotonic() < end:
-                sock.sendall(blob)
-                sent += len(blob)
-        except (ConnectionResetError, BrokenPipeError) as e:
-            return sent, type(e).__name__
-        except socket.timeout:
-            pass
-        fail("%s streamed %d bytes and its send never failed after the other side reset"
-             % (who, sent))
-
-    def handler(conn, peer):
-        if resetter == "client":
-            recv_exact(conn, 1)
-            res["stream"] = stream_until_error(conn, "target")
-            res["t1"] = time.monotonic()
-        else:
-            recv_exact(conn, MIB)
-            res["reset_at"] = time.monotonic()
-            reset_close(conn)
-
-    target = TargetServer(handler, conn_timeout=TIMEOUT)
-    try:
-        tun = Tunnel([target.addr])
-        ma, mb = tun.marks()
-        s = connect(tun.la, TIMEOUT)
-        try:
-            me = sock_addr_str(s.getsockname())
-            if resetter == "client":
-                s.sendall(b"x")
-                recv_exact(s, MIB)
-                t_reset = time.monotonic()
-                reset_close(s)
-                target.join(TIMEOUT)
-                dt = res["t1"] - t_reset
-                check(dt <= PROMPT, "target's send failed only %.1f s after the client reset" % dt)
-                log("client reset after 1 MiB; target's send failed (%s) %.2f s later"
-                    % (res["stream"][1], dt))
-            else:
-                sent, err = stream_until_error(s, "client")
-                t_fail = time.monotonic()
-                target.join(TIMEOUT)
-                dt = t_fail - res["reset_at"]
-                check(dt <= PROMPT, "client's send failed only %.1f s after the target reset" % dt)
-                log("target reset after 1 MiB; client's send failed (%s) %.2f s later" % (err, dt))
-        finally:
-            s.close()
-        e = a_entries(tun, [me], ma)[me]
-        check_kv(e, end=resetter + "_reset")
-        eb = b_entries(tun, target.addr, 1, mb)[0]
-        check_kv(eb, end=resetter + "_reset")
-        log("A and B: end=%s_reset" % resetter)
-        tun.stop_ok()
-    finally:
-        target.close()
-
-
-# ---------------------------------------------------------------------------
-
-
 def refused_target():
     refused = ("127.0.0.1", free_port())   # nothing listens there
-    tun = Tunnel([refused])
+    tun = Hbone([refused])
     ma, mb = tun.marks()
-    s, me, how = connect_bound(tun.la, TIMEOUT)
+    s, me, how = connect_bound(tun.listen, TIMEOUT)
     try:
         t0 = time.monotonic()
         if how is None:
@@ -376,9 +148,9 @@ def refused_target():
             % (time.monotonic() - t0, how or "reset on recv"))
     finally:
         s.close()
-    e = a_entries(tun, [me], ma)[me]
+    e = tun.a_entries([me], ma)[me]
     check_kv(e, target=fmt_addr(*refused), end="refused", bytes_down=0)
-    eb = b_entries(tun, refused, 1, mb)[0]
+    eb = tun.b_entries(refused, 1, mb)[0]
     check_kv(eb, end="connect_refused", bytes_up=0, bytes_down=0)
     log("A: end=refused; B: end=connect_refused")
     tun.stop_ok()
@@ -387,10 +159,10 @@ def refused_target():
 def wrong_identity(expected_name="intruder"):
     target = TargetServer(echo_handler)
     try:
-        tun = Tunnel([target.addr], identity=spiffe(expected_name))
+        tun = Hbone([target.addr], identity=spiffe(expected_name))
         ma, mb = tun.marks()
         err_at = len(tun.A.stderr_text())
-        s, me, how = connect_bound(tun.la, TIMEOUT)
+        s, me, how = connect_bound(tun.listen, TIMEOUT)
         try:
             if how is None:
                 try:
@@ -401,7 +173,7 @@ def wrong_identity(expected_name="intruder"):
                 log("client reset after %.2f s" % w)
         finally:
             s.close()
-        e = a_entries(tun, [me], ma)[me]
+        e = tun.a_entries([me], ma)[me]
         check(e.get("end") not in ("closed", None),
               "A logged end=%s for a peer with the wrong identity: %r" % (e.get("end"), e["_line"]))
         why = stderr_reason_lines(tun.A, ["identity", "san", "spiffe", "certificate", "verif"],
@@ -427,17 +199,17 @@ def pool_reuse():
     N = 100
     target = TargetServer(echo_handler)
     try:
-        tun = Tunnel([target.addr], a_extra=["--workers", "1"])
+        tun = Hbone([target.addr], a_extra=["--workers", "1"])
         ma, mb = tun.marks()
         port = tun.B.hbone_addr[1]
         names = []
         seen = set()       # (local port, inode) of every connection to B seen after a stream
         for i in range(N):
-            names.append(echo_roundtrip(tun.la, nbytes=1000 + i, seed=300 + i))
+            names.append(echo_roundtrip(tun.listen, nbytes=1000 + i, seed=300 + i))
             seen |= {(lp, ino) for lp, rp, st, ino in tcp_connections()
                      if rp == port and st == "ESTABLISHED"}
-        a_entries(tun, names, ma)
-        es = b_entries(tun, target.addr, N, mb)
+        tun.a_entries(names, ma)
+        es = tun.b_entries(target.addr, N, mb)
         check(len(es) == N, "B logged %d streams, expected %d" % (len(es), N))
         n = established_to(port)
         check(n == 1, "%d ESTABLISHED TCP connections to B's port %d after %d sequential"
@@ -502,13 +274,13 @@ def slow_reader():
     target = TargetServer(handler, conn_timeout=TIMEOUT)
     echo = TargetServer(echo_handler)
     try:
-        tun = Tunnel([target.addr, echo.addr])
+        tun = Hbone([target.addr, echo.addr])
         echo_roundtrip(tun.listens[1], nbytes=4 * MIB)       # warm up the pool and buffers
         time.sleep(0.3)
         base_a, base_b = tun.A.rss_kib(), tun.B.rss_kib()
         log("baseline VmRSS: A %d KiB, B %d KiB" % (base_a, base_b))
         ma, mb = tun.marks()
-        s = connect(tun.la, TIMEOUT)
+        s = connect(tun.listen, TIMEOUT)
         me = sock_addr_str(s.getsockname())
 
         def sender():
@@ -561,7 +333,7 @@ def slow_reader():
                                                                  time.monotonic() - t1))
         check(expect_eof_or_reset(s, 10, "client") == "eof", "client: reset instead of EOF")
         s.close()
-        e = a_entries(tun, [me], ma)[me]
+        e = tun.a_entries([me], ma)[me]
         check_kv(e, bytes_up=TOTAL, bytes_down=0, end="closed")
         tun.stop_ok()
     finally:
@@ -590,10 +362,10 @@ def peer_killed():
     target = TargetServer(sink, conn_timeout=TIMEOUT)
     echo = TargetServer(echo_handler)
     try:
-        tun = Tunnel([target.addr, echo.addr])
+        tun = Hbone([target.addr, echo.addr])
         echo_roundtrip(tun.listens[1])
         ma, _ = tun.marks()
-        s = connect(tun.la, TIMEOUT)
+        s = connect(tun.listen, TIMEOUT)
         me = sock_addr_str(s.getsockname())
         stop = threading.Event()
 
@@ -621,14 +393,14 @@ def peer_killed():
         th.join(10, "sender")
         log("B SIGKILLed after %.1f MiB; the client saw %s %.2f s later"
             % (got["n"] / MIB, how, dt))
-        e = a_entries(tun, [me], ma)[me]
+        e = tun.a_entries([me], ma)[me]
         check_kv(e, end="peer_error")
         log("A: end=peer_error (bytes_up=%s)" % e.get("bytes_up"))
         check(tun.A.alive(), "A died with its peer")
         wait_port_free(port)
         tun.B = start_inbound(port=port)
         me2 = echo_roundtrip(tun.listens[1], nbytes=2 * MIB, seed=502)
-        e2 = a_entries(tun, [me2], ma)[me2]
+        e2 = tun.a_entries([me2], ma)[me2]
         check_kv(e2, end="closed", bytes_up=2 * MIB, bytes_down=2 * MIB)
         log("a new B on port %d: a new stream through A relays 2 MiB each way byte-exact"
             % port)
@@ -642,55 +414,18 @@ def pool_idle_close():
     """An outbound connection with no stream left closes after --pool-idle-timeout."""
     target = TargetServer(echo_handler)
     try:
-        tun = Tunnel([target.addr], a_extra=["--workers", "1", "--pool-idle-timeout", "1s"])
+        tun = Hbone([target.addr], a_extra=["--workers", "1", "--pool-idle-timeout", "1s"])
         port = tun.B.hbone_addr[1]
-        echo_roundtrip(tun.la, nbytes=1000, seed=700)
+        echo_roundtrip(tun.listen, nbytes=1000, seed=700)
         check(established_to(port) == 1, "no pooled connection to B after a stream")
         wait_until(lambda: established_to(port) == 0, 6, interval=0.1,
                    what="the idle pooled connection to close (--pool-idle-timeout 1s)")
         log("idle pooled connection closed after --pool-idle-timeout; a new stream opens a new"
             " one")
-        echo_roundtrip(tun.la, nbytes=1000, seed=701)
+        echo_roundtrip(tun.listen, nbytes=1000, seed=701)
         check(established_to(port) == 1, "no new pooled connection for a new stream")
         tun.stop_ok()
     finally:
-        target.close()
-
-
-def drain_finishes_streams():
-    """SIGTERM on the inbound proxy: GOAWAY, no new listener, the open stream finishes."""
-    release = threading.Event()
-
-    def handler(conn, peer):
-        got = recv_exact(conn, 1000)
-        release.wait(20)
-        conn.sendall(got)
-        conn.shutdown(socket.SHUT_WR)
-        recv_until_eof(conn)
-
-    target = TargetServer(handler)
-    try:
-        tun = Tunnel([target.addr], b_extra=["--drain-timeout", "20s"])
-        sock = connect(tun.la)
-        data = gen_bytes(702, 1000)
-        sock.sendall(data)
-        wait_until(lambda: target.accepted >= 1, 5, what="the target to be dialled")
-        tun.B.proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: not is_listening(*tun.B.hbone_addr), PROMPT,
-                   what="B to close its HBONE listener on SIGTERM")
-        check(tun.B.alive(), "B exited with a stream still open")
-        release.set()
-        back = recv_exact(sock, 1000)
-        check(back == data, "the open stream's reply was altered during the drain")
-        sock.shutdown(socket.SHUT_WR)
-        check(recv_until_eof(sock)[0] == 0, "data after the reply")
-        sock.close()
-        code = tun.B.wait_exit(10)
-        check(code == 0, "B exited with %s after the drain" % code)
-        log("SIGTERM on B: listener closed at once, the open stream finished byte-exact, B exited 0")
-        tun.A.stop_ok()
-    finally:
-        release.set()
         target.close()
 
 
@@ -699,14 +434,14 @@ def silent_client_timed_out():
     (the handshake deadline), and the inbound side keeps serving."""
     target = TargetServer(echo_handler)
     try:
-        tun = Tunnel([target.addr], b_extra=["--connect-timeout", "500ms"])
+        tun = Hbone([target.addr], b_extra=["--connect-timeout", "500ms"])
         silent = connect(tun.B.hbone_addr)
         t0 = time.monotonic()
         expect_eof_or_reset(silent, 5, who="the silent client")
         took = time.monotonic() - t0
         silent.close()
         check(took >= 0.4, "closed after %.2f s, before the 500 ms deadline" % took)
-        echo_roundtrip(tun.la, nbytes=5000, seed=703)
+        echo_roundtrip(tun.listen, nbytes=5000, seed=703)
         log("a client that never started TLS was closed after %.1f s; B still serves" % took)
         tun.stop_ok()
     finally:
@@ -716,19 +451,12 @@ def silent_client_timed_out():
 if __name__ == "__main__":
     TESTS = [
         ("bulk-64-streams", bulk_64_streams),
-        ("client-half-closes-first", lambda: half_close_case("client")),
-        ("target-half-closes-first", lambda: half_close_case("target")),
-        ("client-reset", lambda: quiet_reset_case("client")),
-        ("target-reset", lambda: quiet_reset_case("target")),
-        ("client-reset-mid-download", lambda: streaming_reset_case("client")),
-        ("target-reset-mid-upload", lambda: streaming_reset_case("target")),
         ("refused-target", refused_target),
         ("wrong-identity", wrong_identity),
         ("pool-reuse", pool_reuse),
         ("slow-reader", slow_reader),
         ("peer-killed", peer_killed),
         ("pool-idle-close", pool_idle_close),
-        ("drain-finishes-streams", drain_finishes_streams),
         ("silent-client-timed-out", silent_client_timed_out),
     ]
     # HBONE_ONLY=name1,name2 (or RINGTUNNEL_IT_ONLY) runs only those sub-tests

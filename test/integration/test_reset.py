@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""A reset on one side becomes a reset on the other.
+"""A reset on one side becomes a reset on the other, directly (--forward
+L=tcp://T) and through an HBONE tunnel (A -> B -> T; see topology.py): each
+case runs as direct/<case> and as hbone/<case>.
 
 client-reset: after 100000 bytes up and 50000 bytes down have been exchanged,
 the client closes with SO_LINGER {1,0} (RST). The target, blocked in recv, must
-get ConnectionResetError (not EOF) within 3 s. Access log: end=client_reset,
-bytes_up=100000, bytes_down=50000.
+get ConnectionResetError (not EOF) within 3 s. Access log (the proxy's; for
+HBONE A's and B's, each with src_identity=node-a dst_identity=node-b): the
+listener, the target, end=client_reset, bytes_up=100000, bytes_down=50000.
 
 target-reset: the mirror image; the client must get ConnectionResetError;
 end=target_reset.
@@ -12,7 +15,8 @@ end=target_reset.
 client-reset-mid-download / target-reset-mid-upload: the far side streams
 data continuously; the near side reads 1 MiB and resets. The streaming side's
 send/recv must fail within 3 s (the proxy tears the connection down instead of
-buffering on), and the access log says client_reset / target_reset."""
+buffering on), and each access entry says client_reset / target_reset and
+counts at least the 1 MiB the resetting side read."""
 
 import os
 import socket
@@ -22,9 +26,10 @@ import time
 
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CHUNK, Proxy, TargetServer, check, check_entry, connect,  # noqa: E402
-                     expect_reset, fail, fmt_addr, forward_arg, free_port, gen_bytes, log,
-                     recv_exact, reset_close, run_tests, sock_addr_str)
+from harness import (CHUNK, TargetServer, check, check_entry, connect,  # noqa: E402
+                     expect_reset, fail, gen_bytes, log, recv_exact, reset_close, run_tests,
+                     sock_addr_str)
+from topology import TOPOLOGIES  # noqa: E402
 
 TIMEOUT = 20.0
 PROMPT = 3.0
@@ -42,18 +47,19 @@ def handler_result(target, res, done, key):
     return res[key]
 
 
-def with_proxy(handler, body):
+def with_topology(topo, handler, body):
+    """Start `topo` in front of a target running `handler`, run
+    body(t, target, marks), then stop the proxies (each must exit 0)."""
     target = TargetServer(handler, conn_timeout=TIMEOUT)
     try:
-        listen = ("127.0.0.1", free_port())
-        proxy = Proxy(["--forward", forward_arg(listen, target.addr)], listens=[listen])
-        body(proxy, listen, target)
-        proxy.stop_ok()
+        t = topo.start([target.addr])
+        body(t, target, t.marks())
+        t.stop_ok()
     finally:
         target.close()
 
 
-def quiet_reset_case(resetter):
+def quiet_reset_case(topo, resetter):
     UP, DOWN = 100000, 50000
     up, down = gen_bytes(21, UP), gen_bytes(22, DOWN)
     res = {}
@@ -72,8 +78,8 @@ def quiet_reset_case(resetter):
         finally:
             done.set()
 
-    def body(proxy, listen, target):
-        s = connect(listen, TIMEOUT)
+    def body(t, target, marks):
+        s = connect(t.listen, TIMEOUT)
         try:
             me = sock_addr_str(s.getsockname())
             s.sendall(up)
@@ -92,15 +98,16 @@ def quiet_reset_case(resetter):
                 target.check_errors()
         finally:
             s.close()
-        e = proxy.wait_access([me], timeout=5)[me]
-        check_entry(e, listener=fmt_addr(*listen), target=fmt_addr(*target.addr),
-                    bytes_up=UP, bytes_down=DOWN, end=resetter + "_reset")
-        log("access log: bytes_up=%d bytes_down=%d end=%s_reset" % (UP, DOWN, resetter))
+        es = t.entries(me, target.addr, marks)
+        for e in es:
+            check_entry(e, bytes_up=UP, bytes_down=DOWN, end=resetter + "_reset")
+        log("access log (%d entries): bytes_up=%d bytes_down=%d end=%s_reset"
+            % (len(es), UP, DOWN, resetter))
 
-    with_proxy(handler, body)
+    with_topology(topo, handler, body)
 
 
-def streaming_reset_case(resetter):
+def streaming_reset_case(topo, resetter):
     """The side that does NOT reset streams until its socket fails."""
     MIB = 1024 * 1024
     blob = gen_bytes(23, CHUNK)
@@ -134,8 +141,8 @@ def streaming_reset_case(resetter):
         finally:
             done.set()
 
-    def body(proxy, listen, target):
-        s = connect(listen, TIMEOUT)
+    def body(t, target, marks):
+        s = connect(t.listen, TIMEOUT)
         try:
             me = sock_addr_str(s.getsockname())
             if resetter == "client":
@@ -156,22 +163,25 @@ def streaming_reset_case(resetter):
                     % (err, dt))
         finally:
             s.close()
-        e = proxy.wait_access([me], timeout=5)[me]
-        check_entry(e, listener=fmt_addr(*listen), target=fmt_addr(*target.addr),
-                    end=resetter + "_reset")
-        moved = e["bytes_down"] if resetter == "client" else e["bytes_up"]
-        check(moved >= MIB, "access log says only %d bytes were relayed towards the %s, which"
-              " read %d" % (moved, resetter, MIB))
-        log("access log: end=%s_reset, %d bytes relayed towards the %s (>= 1 MiB it read)"
-            % (resetter, moved, resetter))
+        es = t.entries(me, target.addr, marks)
+        towards = "bytes_down" if resetter == "client" else "bytes_up"
+        for e in es:
+            check_entry(e, end=resetter + "_reset")
+            check(e[towards] >= MIB, "access log says only %d bytes were relayed towards the"
+                  " %s, which read %d: %r" % (e[towards], resetter, MIB, e["_line"]))
+        log("access log (%d entries): end=%s_reset, %s=%s (>= the 1 MiB the %s read)"
+            % (len(es), resetter, towards, "/".join(str(e[towards]) for e in es), resetter))
 
-    with_proxy(handler, body)
+    with_topology(topo, handler, body)
 
+
+CASES = [
+    ("client-reset", lambda topo: quiet_reset_case(topo, "client")),
+    ("target-reset", lambda topo: quiet_reset_case(topo, "target")),
+    ("client-reset-mid-download", lambda topo: streaming_reset_case(topo, "client")),
+    ("target-reset-mid-upload", lambda topo: streaming_reset_case(topo, "target")),
+]
 
 if __name__ == "__main__":
-    run_tests("reset", [
-        ("client-reset", lambda: quiet_reset_case("client")),
-        ("target-reset", lambda: quiet_reset_case("target")),
-        ("client-reset-mid-download", lambda: streaming_reset_case("client")),
-        ("target-reset-mid-upload", lambda: streaming_reset_case("target")),
-    ], 100)
+    run_tests("reset", [("%s/%s" % (topo.name, name), lambda f=f, topo=topo: f(topo))
+                        for topo in TOPOLOGIES for name, f in CASES], 160)
