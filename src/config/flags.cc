@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cstring>
 #include <functional>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -39,9 +40,56 @@ std::vector<std::string_view> split(std::string_view text, char sep) {
 struct Flag {
   const char* name;
   const char* metavar;  // nullptr: a switch that takes no value
-  const char* help;
+  const char* help;     // without the default: help_text() adds " Default: X."
+  // The flag's value in `c`, spelled as `apply` accepts it; shown(Config{}) is the default in
+  // --help. nullptr: the flag has no single default value (a repeatable or an optional one).
+  std::string (*shown)(const Config& c);
   std::function<std::string(std::string_view, Config&)> apply;
 };
+
+template <auto field>
+std::string show_size(const Config& c) {
+  return format_size(c.*field);
+}
+
+template <auto field>
+std::string show_duration(const Config& c) {
+  return format_duration_ms(c.*field);
+}
+
+template <auto field>
+std::string show_number(const Config& c) {
+  return fmt::format("{}", c.*field);
+}
+
+template <auto field>
+std::string show_switch(const Config& c) {
+  return c.*field ? "on" : "off";
+}
+
+std::string show_workers(const Config& c) {
+  return c.workers == 0 ? "one per online CPU" : fmt::format("{}", c.workers);
+}
+
+std::string show_buffer_sizes(const Config& c) {
+  std::string out;
+  for (const uint32_t s : c.buffer_sizes) {
+    if (!out.empty()) out += ',';
+    out += format_size(s);
+  }
+  return out;
+}
+
+std::string show_buffer_ring_entries(const Config& c) {
+  std::string out;
+  for (const uint32_t n : c.buffer_ring_entries)
+    out += fmt::format("{}{}", out.empty() ? "" : ",", n);
+  return out;
+}
+
+std::string show_access_log(const Config& c) {
+  return c.access_log;
+}
 
 std::string set_bool(std::string_view v, bool& out) {
   if (v == "on" || v == "true" || v == "1") return out = true, "";
@@ -58,6 +106,7 @@ const std::vector<Flag>& flags() {
        "as [addr]:port. Repeatable. Listeners named here or by --hbone-listen replace the "
        "embedded default (127.0.0.1:15001=tcp://127.0.0.1:8080 and --hbone-listen "
        "127.0.0.1:15008).",
+       nullptr,
        [](std::string_view v, Config& c) {
          Route r;
          std::string err = parse_forward(v, r);
@@ -68,6 +117,7 @@ const std::vector<Flag>& flags() {
        "Accept HBONE on ADDR (ip:port; port 15008 by convention): mutual TLS 1.3 with a client "
        "certificate required, HTTP/2 CONNECT streams, each dialled as plain TCP to its "
        ":authority and relayed.",
+       nullptr,
        [](std::string_view v, Config& c) -> std::string {
          if (c.hbone_listen) return "may be given once";
          if (std::string err = net::parse_endpoint(v, c.hbone_listen_at); !err.empty()) return err;
@@ -87,6 +137,7 @@ const std::vector<Flag>& flags() {
        "(400; IPv4-mapped IPv6 counts as the IPv4 address), the address:port of any listener of "
        "this ringtunnel, on every address for a wildcard listener (503), and peers whose SPIFFE "
        "trust domain is not this node's (401).",
+       nullptr,
        [](std::string_view v, Config& c) {
          AllowDest d;
          std::string err = parse_allow_dest(v, d);
@@ -97,23 +148,26 @@ const std::vector<Flag>& flags() {
        "The node's certificate (PEM, leaf first), with its SPIFFE ID "
        "(spiffe://TD/ns/NS/sa/SA) as URI SAN; used by both HBONE directions. With none of "
        "--cert/--key/--ca, an embedded development identity is used (never in production).",
+       nullptr,
        [](std::string_view v, Config& c) { return c.cert = std::string(v), std::string(); }},
-      {"--key", "FILE", "The private key of --cert (PEM, unencrypted).",
+      {"--key", "FILE", "The private key of --cert (PEM, unencrypted).", nullptr,
        [](std::string_view v, Config& c) { return c.key = std::string(v), std::string(); }},
-      {"--ca", "FILE", "The CA certificates (PEM) that peers' certificates must chain to.",
+      {"--ca", "FILE", "The CA certificates (PEM) that peers' certificates must chain to.", nullptr,
        [](std::string_view v, Config& c) { return c.ca = std::string(v), std::string(); }},
       {"--pool-idle-timeout", "DURATION",
-       "An outbound HBONE connection with no stream left closes after this long. Default: 30s.",
+       "An outbound HBONE connection with no stream left closes after this long.",
+       show_duration<&Config::pool_idle_timeout_ms>,
        [](std::string_view v, Config& c) { return parse_duration_ms(v, c.pool_idle_timeout_ms); }},
       {"--h2-keepalive", "DURATION",
        "Interval of HTTP/2 PINGs on HBONE connections; a connection whose PING is still "
-       "unanswered at the next one is closed. Default: 30s.",
+       "unanswered at the next one is closed.",
+       show_duration<&Config::keepalive_ms>,
        [](std::string_view v, Config& c) -> std::string {
          if (std::string err = parse_duration_ms(v, c.keepalive_ms); !err.empty()) return err;
          return c.keepalive_ms > 0 ? "" : "must be more than 0";
        }},
-      {"--h2-frame-size", "SIZE",
-       "Largest HTTP/2 frame sent and accepted (16k to 16m). Default: 1m.",
+      {"--h2-frame-size", "SIZE", "Largest HTTP/2 frame sent and accepted (16k to 16m).",
+       show_size<&Config::h2_frame_size>,
        [](std::string_view v, Config& c) -> std::string {
          uint64_t s;
          if (std::string err = parse_size(v, s); !err.empty()) return err;
@@ -122,8 +176,8 @@ const std::vector<Flag>& flags() {
          return {};
        }},
       {"--h2-stream-window", "SIZE",
-       "HTTP/2 receive window per stream: what one slow reader can make the sender hold back. "
-       "Default: 4m.",
+       "HTTP/2 receive window per stream: what one slow reader can make the sender hold back.",
+       show_size<&Config::h2_stream_window>,
        [](std::string_view v, Config& c) -> std::string {
          uint64_t s;
          if (std::string err = parse_size(v, s); !err.empty()) return err;
@@ -131,7 +185,8 @@ const std::vector<Flag>& flags() {
          c.h2_stream_window = uint32_t(s);
          return {};
        }},
-      {"--h2-connection-window", "SIZE", "HTTP/2 receive window per connection. Default: 16m.",
+      {"--h2-connection-window", "SIZE", "HTTP/2 receive window per connection.",
+       show_size<&Config::h2_connection_window>,
        [](std::string_view v, Config& c) -> std::string {
          uint64_t s;
          if (std::string err = parse_size(v, s); !err.empty()) return err;
@@ -140,7 +195,8 @@ const std::vector<Flag>& flags() {
          return {};
        }},
       {"--tls-record-size", "SIZE",
-       "Plaintext bytes per full TLS record for bulk data (at most 16k). Default: 16k.",
+       "Plaintext bytes per full TLS record for bulk data (at most 16k).",
+       show_size<&Config::tls_record_size>,
        [](std::string_view v, Config& c) -> std::string {
          uint64_t s;
          if (std::string err = parse_size(v, s); !err.empty()) return err;
@@ -150,7 +206,8 @@ const std::vector<Flag>& flags() {
        }},
       {"--hbone-idle-timeout", "DURATION",
        "An inbound HBONE connection with no stream for this long is closed gracefully (GOAWAY), "
-       "even if its peer answers every keepalive PING. Default: 60s.",
+       "even if its peer answers every keepalive PING.",
+       show_duration<&Config::hbone_idle_timeout_ms>,
        [](std::string_view v, Config& c) -> std::string {
          if (std::string err = parse_duration_ms(v, c.hbone_idle_timeout_ms); !err.empty())
            return err;
@@ -160,7 +217,8 @@ const std::vector<Flag>& flags() {
        "Inbound HBONE connections per worker whose TLS handshake is still in progress (from "
        "accept until the handshake completes or the connection closes). A connection accepted "
        "beyond it is closed at once, before any state is allocated for it; such closes are "
-       "counted in one log line per second. Default: 256.",
+       "counted in one log line per second.",
+       show_number<&Config::max_handshakes>,
        [](std::string_view v, Config& c) {
          uint64_t n;
          std::string err = parse_uint(v, 1, 1u << 20, n);
@@ -169,15 +227,15 @@ const std::vector<Flag>& flags() {
        }},
       {"--max-handshakes-per-source", "N",
        "The same as --max-handshakes, per worker and client IP address: one source cannot take "
-       "every handshake slot. Default: 32.",
+       "every handshake slot.",
+       show_number<&Config::max_handshakes_per_source>,
        [](std::string_view v, Config& c) {
          uint64_t n;
          std::string err = parse_uint(v, 1, 1u << 20, n);
          c.max_handshakes_per_source = static_cast<uint32_t>(n);
          return err;
        }},
-      {"--workers", "N",
-       "Worker threads, each with its own io_uring and listeners. Default: one per online CPU.",
+      {"--workers", "N", "Worker threads, each with its own io_uring and listeners.", show_workers,
        [](std::string_view v, Config& c) {
          uint64_t n;
          std::string err = parse_uint(v, 1, 256, n);
@@ -185,7 +243,8 @@ const std::vector<Flag>& flags() {
          return err;
        }},
       {"--ring-entries", "N",
-       "Submission queue entries per worker ring (the completion queue is 8x). Default: 1024.",
+       "Submission queue entries per worker ring (the completion queue is 8x).",
+       show_number<&Config::ring_entries>,
        [](std::string_view v, Config& c) {
          uint64_t n;
          std::string err = parse_uint(v, 8, 32768, n);
@@ -194,12 +253,13 @@ const std::vector<Flag>& flags() {
        }},
       {"--sqpoll", nullptr,
        "Let a kernel thread per ring poll the submission queue (fewer system calls, one more busy "
-       "thread per worker; loses on small machines). Default: off.",
+       "thread per worker; loses on small machines).",
+       show_switch<&Config::sqpoll>,
        [](std::string_view, Config& c) { return c.sqpoll = true, std::string(); }},
       {"--buffer-sizes", "S1,S2,S3",
        "Receive buffer size classes, smallest first. A connection starts in the first and moves up "
-       "when its reads fill the buffer, down when it goes quiet. Sizes take k/m suffixes. Default: "
-       "1k,16k,256k.",
+       "when its reads fill the buffer, down when it goes quiet. Sizes take k/m suffixes.",
+       show_buffer_sizes,
        [](std::string_view v, Config& c) -> std::string {
          const auto parts = split(v, ',');
          if (parts.size() != ring::kBufferClasses) return "needs three sizes, smallest first";
@@ -214,7 +274,8 @@ const std::vector<Flag>& flags() {
        }},
       {"--buffer-ring-entries", "N|N1,N2,N3",
        "Receive buffers per size class and worker (powers of two, up to 32768). One value applies "
-       "to all classes. Default: 1024,256,64.",
+       "to all classes.",
+       show_buffer_ring_entries,
        [](std::string_view v, Config& c) -> std::string {
          const auto parts = split(v, ',');
          if (parts.size() != 1 && parts.size() != ring::kBufferClasses)
@@ -231,17 +292,20 @@ const std::vector<Flag>& flags() {
        }},
       {"--registered-buffers", "on|off",
        "Register the receive buffers with the ring, so gathered sends from them skip the per-send "
-       "page lookup (used where the kernel supports it, probed at start-up). Default: on.",
+       "page lookup (used where the kernel supports it, probed at start-up).",
+       show_switch<&Config::registered_buffers>,
        [](std::string_view v, Config& c) { return set_bool(v, c.registered_buffers); }},
       {"--fixed-files", "on|off",
        "Keep relayed sockets in each ring's file table (direct descriptors) instead of the "
        "process's fd table: no descriptor lookup per operation, and the open-files limit counts "
        "per worker. Such sockets do not show in /proc/PID/fd, lsof or ss -p. Used where the "
-       "kernel supports it (probed at start-up). Default: on.",
+       "kernel supports it (probed at start-up).",
+       show_switch<&Config::fixed_files>,
        [](std::string_view v, Config& c) { return set_bool(v, c.fixed_files); }},
       {"--max-queued", "SIZE",
        "Bytes one direction of a connection may hold received but not yet sent before its reads "
-       "pause; bounds memory when a reader is slow. At least the largest buffer size. Default: 2m.",
+       "pause; bounds memory when a reader is slow. At least the largest buffer size.",
+       show_size<&Config::max_queued>,
        [](std::string_view v, Config& c) -> std::string {
          uint64_t s;
          if (std::string err = parse_size(v, s); !err.empty()) return err;
@@ -257,7 +321,8 @@ const std::vector<Flag>& flags() {
        "budget. Past the first, new connections and streams are refused, and while the pool stays "
        "low the stalled connection holding the most of it is reset (end=overload); past the "
        "second, tunnel windows come back only when bytes leave. At least twice the largest "
-       "buffer size. Default: 256m.",
+       "buffer size.",
+       show_size<&Config::memory_budget>,
        [](std::string_view v, Config& c) -> std::string {
          uint64_t s;
          if (std::string err = parse_size(v, s); !err.empty()) return err;
@@ -268,23 +333,28 @@ const std::vector<Flag>& flags() {
       {"--debug-poison-buffers", nullptr,
        "Test and debug mode: overwrite every receive buffer with 0xA5 bytes when it goes back to "
        "the kernel, so that a buffer still referenced after its release shows up as poison in the "
-       "output. Costs a memset per buffer. Default: off.",
+       "output. Costs a memset per buffer.",
+       show_switch<&Config::poison_buffers>,
        [](std::string_view, Config& c) { return c.poison_buffers = true, std::string(); }},
       {"--connect-timeout", "DURATION",
-       "How long a connection to a target may take before the client is reset. Default: 5s.",
+       "How long a connection to a target may take before the client is reset.",
+       show_duration<&Config::connect_timeout_ms>,
        [](std::string_view v, Config& c) -> std::string {
          if (std::string err = parse_duration_ms(v, c.connect_timeout_ms); !err.empty()) return err;
          return c.connect_timeout_ms > 0 ? "" : "must be more than 0";
        }},
       {"--drain-timeout", "DURATION",
        "On SIGTERM or SIGINT, stop accepting and let open connections finish for this long; then "
-       "reset what is left and exit 0. Default: 10s.",
+       "reset what is left and exit 0.",
+       show_duration<&Config::drain_timeout_ms>,
        [](std::string_view v, Config& c) { return parse_duration_ms(v, c.drain_timeout_ms); }},
       {"--tcp-splice", nullptr,
        "Relay TCP to TCP through kernel pipes with splice instead of user-space buffers (no copy "
-       "to user space; bytes are still counted). Default: off.",
+       "to user space; bytes are still counted).",
+       show_switch<&Config::tcp_splice>,
        [](std::string_view, Config& c) { return c.tcp_splice = true, std::string(); }},
-      {"--splice-pipe-size", "SIZE", "Pipe capacity per direction with --tcp-splice. Default: 1m.",
+      {"--splice-pipe-size", "SIZE", "Pipe capacity per direction with --tcp-splice.",
+       show_size<&Config::splice_pipe_size>,
        [](std::string_view v, Config& c) -> std::string {
          uint64_t s;
          if (std::string err = parse_size(v, s); !err.empty()) return err;
@@ -292,7 +362,8 @@ const std::vector<Flag>& flags() {
          c.splice_pipe_size = static_cast<uint32_t>(s);
          return {};
        }},
-      {"--listen-backlog", "N", "Pending-connection queue of each listening socket. Default: 4096.",
+      {"--listen-backlog", "N", "Pending-connection queue of each listening socket.",
+       show_number<&Config::listen_backlog>,
        [](std::string_view v, Config& c) {
          uint64_t n;
          std::string err = parse_uint(v, 1, 1u << 20, n);
@@ -303,7 +374,8 @@ const std::vector<Flag>& flags() {
        "Client connections per worker, of every listener together: TCP relays, inbound HBONE "
        "connections, and clients of --forward hbone:// listeners. A connection accepted beyond it "
        "is reset at once; open connections carry on. Refusals are counted in one log line per "
-       "second. Default: 16384.",
+       "second.",
+       show_number<&Config::max_connections>,
        [](std::string_view v, Config& c) {
          uint64_t n;
          std::string err = parse_uint(v, 1, 1u << 20, n);
@@ -314,7 +386,8 @@ const std::vector<Flag>& flags() {
        "HBONE streams per worker, both directions together (counted until their TCP side is "
        "closed too). Beyond it a client of a --forward hbone:// listener is reset and an inbound "
        "CONNECT is answered 503; open streams carry on. Refusals are counted in one log line per "
-       "second. Default: 16384.",
+       "second.",
+       show_number<&Config::max_streams>,
        [](std::string_view v, Config& c) {
          uint64_t n;
          std::string err = parse_uint(v, 1, 1u << 20, n);
@@ -323,20 +396,41 @@ const std::vector<Flag>& flags() {
        }},
       {"--access-log", "PATH|-|off",
        "Where the line for each closed connection goes (addresses, bytes each way, duration, how "
-       "it "
-       "ended): a file appended to, - for standard error, or off. Default: -.",
+       "it ended): a file appended to, - for standard error, or off.",
+       show_access_log,
        [](std::string_view v, Config& c) -> std::string {
          if (v.empty()) return "must be a path, - or off";
          c.access_log = std::string(v);
          return {};
        }},
-      {"--help", nullptr, "Print this help and exit.", nullptr},
-      {"--version", nullptr, "Print the version and the libraries in use, and exit.", nullptr},
+      {"--help", nullptr, "Print this help and exit.", nullptr, nullptr},
+      {"--version", nullptr, "Print the version and the libraries in use, and exit.", nullptr,
+       nullptr},
   };
   return table;
 }
 
 }  // namespace
+
+std::vector<FlagInfo> flag_table() {
+  const Config defaults;
+  std::vector<FlagInfo> out;
+  for (const Flag& f : flags())
+    out.push_back({f.name, f.metavar, f.shown ? f.shown(defaults) : std::string(), f.shown});
+  return out;
+}
+
+std::string format_size(uint64_t bytes) {
+  for (const auto& [scale, suffix] : {std::pair<uint64_t, char>{uint64_t{1} << 30, 'g'},
+                                      {uint64_t{1} << 20, 'm'},
+                                      {uint64_t{1} << 10, 'k'}})
+    if (bytes >= scale && bytes % scale == 0) return fmt::format("{}{}", bytes / scale, suffix);
+  return fmt::format("{}", bytes);
+}
+
+std::string format_duration_ms(int64_t ms) {
+  return ms % 1000 == 0 ? fmt::format("{}s", ms / 1000) : fmt::format("{}ms", ms);
+}
 
 std::string parse_duration_ms(std::string_view text, int64_t& out) {
   size_t digits = 0;
@@ -613,12 +707,15 @@ std::string help_text() {
       std::string(Config::kDefaultForward) + " --hbone-listen " + Config::kDefaultHboneListen +
       "\n(with an embedded development identity).\n\n"
       "Options (a value may follow as the next argument or after '='):\n";
+  const Config defaults;
   for (const Flag& f : flags()) {
     std::string head =
         f.metavar ? fmt::format("  {} {}", f.name, f.metavar) : fmt::format("  {}", f.name);
     out += head + "\n";
+    std::string help = f.help;
+    if (f.shown) help += " Default: " + f.shown(defaults) + ".";
     // Wrap the description at 76 columns, indented.
-    std::string_view text = f.help;
+    std::string_view text = help;
     while (!text.empty()) {
       size_t cut = text.size() <= 72 ? text.size() : text.rfind(' ', 72);
       if (cut == std::string_view::npos || cut == 0) cut = std::min<size_t>(72, text.size());

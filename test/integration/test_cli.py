@@ -2,7 +2,8 @@
 """Command line.
 
 help: --help exits 0, and it, the flag table (src/config/flags.cc) and README's flag
-      table name the same flags.
+      table name the same flags; README's default cell of every flag whose --help ends in
+      "Default: X." reads X (backticks aside; a parenthesised gloss may follow).
 version: --version exits 0 and prints something on stdout.
 bad-usage: each malformed command line exits 2 within 5 s, with a message on
   stderr that names the flag and the offending value.
@@ -52,8 +53,50 @@ def readme_flags():
     return found
 
 
+def readme_cells(line):
+    """The cells of a README table row; '\\|' inside a cell is not a separator."""
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def readme_defaults():
+    """{flag: its README default cell, backticks removed}. A row naming several flags
+    ("`--a`, `--b`") gives their defaults in that order, separated by ", "."""
+    found = {}
+    with open(os.path.join(ROOT, "README.md")) as f:
+        for line in f:
+            if not line.startswith("| `--"):
+                continue
+            cells = readme_cells(line)
+            names = re.findall(r"`(--[a-z0-9-]+)", cells[0])
+            cell = cells[-1].replace("`", "")
+            parts = cell.split(", ") if len(names) > 1 else [cell]
+            for i, name in enumerate(names):
+                found.setdefault(name, []).append(parts[i] if len(parts) == len(names) else cell)
+    return found
+
+
+def help_defaults(out):
+    """{flag: X} for each flag of --help whose description ends with "Default: X."."""
+    sections, name = {}, None
+    for line in out.splitlines():
+        if line.startswith("  --"):
+            name = line.split()[0]
+            sections[name] = ""
+        elif name and line.startswith("      "):
+            sections[name] = (sections[name] + " " + line.strip()).strip()
+        else:
+            name = None
+    found = {}
+    for name, text in sections.items():
+        m = re.search(r"(?:^| )Default: (.+)\.$", text)
+        if m:
+            found[name] = m.group(1)
+    return found
+
+
 def help_test():
-    """--help, the flag table and README's flag table name the same flags."""
+    """--help, the flag table and README's flag table name the same flags, and README shows the
+    defaults --help shows."""
     rc, out, err = run_binary(["--help"])
     check(rc == 0, "--help exit code %s, expected 0 (stderr %r)" % (rc, err[-300:]))
     table = table_flags()
@@ -66,7 +109,22 @@ def help_test():
     check(readme == documented, "README's flag table and the flag table differ: only in README"
           " %s, missing from README %s" % (sorted(readme - documented),
                                           sorted(documented - readme)))
-    log("--help: exit 0; --help, the flag table and README name the same %d flags" % len(table))
+    defaults = help_defaults(out)
+    check(len(defaults) >= 20, "only %d flags of --help end with \"Default: X.\": %s"
+          % (len(defaults), sorted(defaults)))
+    cells = readme_defaults()
+    wrong = []
+    for flag, value in sorted(defaults.items()):
+        if flag not in cells:
+            wrong.append("%s: no README row, --help %r" % (flag, value))
+        for cell in cells.get(flag, []):
+            # The value, alone or followed by a gloss: "- (stderr)".
+            if cell != value and not cell.startswith(value + " ("):
+                wrong.append("%s: README %r, --help %r" % (flag, cell, value))
+    check(not wrong, "README's default cell disagrees with --help's \"Default: X.\":\n      %s"
+          % "\n      ".join(wrong))
+    log("--help: exit 0; --help, the flag table and README name the same %d flags; README shows"
+        " the %d defaults of --help" % (len(table), len(defaults)))
 
 
 def version_test():

@@ -16,7 +16,28 @@ struct FlagsResult {
 };
 
 FlagsResult parse_flags(const std::vector<std::string_view>& args);
+// Each flag's description ends with "Default: X.", X being the flag's value in Config{} as
+// formatted by its row of the table: Config's member initializers are the only defaults.
 std::string help_text();
+
+// The flag table, for tests.
+struct FlagInfo {
+  const char* name;     // "--max-queued"
+  const char* metavar;  // nullptr: a switch that takes no value
+  // The default as --help shows it ("2m", "off", "one per online CPU"); empty for a flag
+  // without a single default value (--forward, --allow-dest, --cert, --help, ...).
+  std::string default_text;
+  // The flag's value in a Config, spelled as the flag accepts it; nullptr where default_text
+  // is empty.
+  std::string (*shown)(const Config&);
+};
+std::vector<FlagInfo> flag_table();
+
+// Value formatters, the inverses of the parsers below: format_size gives the largest binary
+// unit that divides `bytes` exactly ("16k", "2m", "1g", "1000"); format_duration_ms gives whole
+// seconds where it can ("60s", "5s"), else milliseconds ("300ms").
+std::string format_size(uint64_t bytes);
+std::string format_duration_ms(int64_t ms);
 
 // Value parsers, exposed for tests. Each returns "" or the reason the text is not valid.
 std::string parse_duration_ms(std::string_view text, int64_t& out);

@@ -1,5 +1,7 @@
 #include "ringtunnel/config/flags.h"
 
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -222,6 +224,167 @@ TEST_CASE("durations and sizes") {
   CHECK(parse_size("0", size) != "");
   CHECK(parse_size("-1k", size) != "");
   CHECK(parse_size("99999999999999g", size) != "");
+}
+
+TEST_CASE("the value formatters are the inverses of the parsers") {
+  CHECK(format_size(16384) == "16k");
+  CHECK(format_size(2u << 20) == "2m");
+  CHECK(format_size(uint64_t{256} << 20) == "256m");
+  CHECK(format_size(uint64_t{3} << 30) == "3g");
+  CHECK(format_size(1536) == "1536");
+  CHECK(format_size((1u << 20) + 1024) == "1025k");
+  for (const uint64_t bytes :
+       {uint64_t{1}, uint64_t{3}, uint64_t{512}, uint64_t{1000}, uint64_t{1023}, uint64_t{1024},
+        uint64_t{1025}, uint64_t{1536}, uint64_t{65535}, uint64_t{65536}, uint64_t{1} << 20,
+        (uint64_t{1} << 20) + 1, (uint64_t{1} << 20) + 1024, uint64_t{3} << 20, uint64_t{1} << 30,
+        (uint64_t{1} << 30) + 4096, uint64_t{64} << 30, uint64_t{1} << 40}) {
+    uint64_t back = 0;
+    INFO(bytes, " formats as ", format_size(bytes));
+    CHECK(parse_size(format_size(bytes), back) == "");
+    CHECK(back == bytes);
+  }
+  CHECK(format_duration_ms(60000) == "60s");
+  CHECK(format_duration_ms(5000) == "5s");
+  CHECK(format_duration_ms(300) == "300ms");
+  CHECK(format_duration_ms(1500) == "1500ms");
+  for (const int64_t ms : {int64_t{0}, int64_t{1}, int64_t{250}, int64_t{999}, int64_t{1000},
+                           int64_t{1500}, int64_t{60000}, int64_t{90000}, int64_t{86400000}}) {
+    int64_t back = -1;
+    INFO(ms, " formats as ", format_duration_ms(ms));
+    CHECK(parse_duration_ms(format_duration_ms(ms), back) == "");
+    CHECK(back == ms);
+  }
+}
+
+namespace {
+// help_text() by flag: "--name" -> its description, with the wrapping undone.
+std::map<std::string, std::string> help_by_flag() {
+  std::map<std::string, std::string> out;
+  std::string* section = nullptr;
+  const std::string help = help_text();
+  for (size_t start = 0; start < help.size();) {
+    const size_t end = std::min(help.find('\n', start), help.size());
+    const std::string_view line = std::string_view(help).substr(start, end - start);
+    start = end + 1;
+    if (line.starts_with("  --")) {
+      const std::string_view head = line.substr(2);
+      section = &out[std::string(head.substr(0, head.find(' ')))];
+    } else if (section && line.starts_with("      ")) {
+      if (!section->empty()) *section += ' ';
+      *section += line.substr(6);
+    } else {
+      section = nullptr;
+    }
+  }
+  return out;
+}
+
+// Every flag's value in `c`, as --help would show it.
+std::map<std::string, std::string> shown_values(const Config& c) {
+  std::map<std::string, std::string> out;
+  for (const FlagInfo& f : flag_table())
+    if (f.shown) out[f.name] = f.shown(c);
+  return out;
+}
+
+// The flags whose shown values differ between `got` and `expected`, e.g.
+// "--max-streams 16384 (expected 8)"; empty if none.
+std::string differences(const std::map<std::string, std::string>& got,
+                        const std::map<std::string, std::string>& expected) {
+  std::string out;
+  for (const auto& [name, value] : expected)
+    if (!got.count(name) || got.at(name) != value)
+      out += fmt::format("{}{} {} (expected {})", out.empty() ? "" : "; ", name,
+                         got.count(name) ? got.at(name) : "missing", value);
+  return out;
+}
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
+    ++n;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("--help shows each flag's default as Config's initializers set it") {
+  const std::map<std::string, std::string> help = help_by_flag();
+  const Config defaults;
+  const std::map<std::string, std::string> default_values = shown_values(defaults);
+  // Flags with no single default value: repeatable, optional, or actions.
+  const std::set<std::string> no_default = {"--forward", "--hbone-listen", "--allow-dest",
+                                            "--cert",    "--key",          "--ca",
+                                            "--help",    "--version"};
+  // Defaults with a meaning of their own rather than a value the flag accepts.
+  const std::map<std::string, std::string> special = {{"--workers", "one per online CPU"}};
+  // Other values to set each kind of flag to: each that the flag accepts must come back as
+  // written, and change that flag's value only.
+  const std::map<std::string, std::vector<std::string>> others = {
+      {"SIZE", {"4k", "64k", "1m", "8m", "512m"}},
+      {"DURATION", {"250ms", "1s", "90s"}},
+      {"N", {"8", "64", "512"}},
+      {"on|off", {"off", "on"}},
+      {"S1,S2,S3", {"2k,32k,1m"}},
+      {"N|N1,N2,N3", {"64,64,64", "2048,512,128"}},
+      {"PATH|-|off", {"off"}},
+  };
+  const std::vector<FlagInfo> table = flag_table();
+  REQUIRE(table.size() == help.size());
+  size_t with_default = 0;
+  for (const FlagInfo& f : table) {
+    const std::string name = f.name;
+    INFO(name);
+    REQUIRE(help.count(name) == 1);
+    const std::string& text = help.at(name);
+    if (!f.shown) {
+      CHECK(no_default.count(name) == 1);
+      CHECK(f.default_text.empty());
+      CHECK(count(text, "Default:") == 0);
+      continue;
+    }
+    ++with_default;
+    CHECK(no_default.count(name) == 0);
+    const std::string& shown = f.default_text;
+    INFO("shown default: ", shown);
+    CHECK(shown == f.shown(defaults));
+    CHECK(count(text, "Default:") == 1);
+    CHECK(count(text, " Default: " + shown + ".") == 1);
+    CHECK(text.ends_with(" Default: " + shown + "."));
+    if (!f.metavar) {
+      // A switch turns something on: its default is off, and giving it shows on.
+      CHECK(shown == "off");
+      const FlagsResult r = parse({name});
+      REQUIRE(r.action == Action::run);
+      std::map<std::string, std::string> expected = default_values;
+      expected[name] = "on";
+      CHECK(differences(shown_values(r.config), expected) == "");
+      continue;
+    }
+    if (special.count(name)) {
+      CHECK(shown == special.at(name));
+    } else {
+      // The shown default, given to the flag, is the default: the same value, nothing else
+      // changed.
+      const FlagsResult r = parse({name, shown});
+      CHECK(r.error == "");
+      REQUIRE(r.action == Action::run);
+      CHECK(differences(shown_values(r.config), default_values) == "");
+    }
+    REQUIRE(others.count(f.metavar) == 1);
+    size_t tried = 0;
+    for (const std::string& value : others.at(f.metavar)) {
+      if (value == shown) continue;
+      const FlagsResult r = parse({name, value});
+      if (r.action != Action::run) continue;  // out of this flag's range
+      ++tried;
+      INFO("value: ", value);
+      std::map<std::string, std::string> expected = default_values;
+      expected[name] = value;
+      CHECK(differences(shown_values(r.config), expected) == "");
+    }
+    CHECK(tried > 0);
+  }
+  CHECK(with_default + no_default.size() == table.size());
 }
 
 TEST_CASE("hbone forwards, --hbone-listen and the identity files") {
