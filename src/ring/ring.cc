@@ -18,19 +18,6 @@ constexpr unsigned kSqThreadIdleMs = 50;
 
 }  // namespace
 
-std::string RingFeatures::describe_ring() const {
-  return fmt::format("{}{}, registered ring fd {}, sockets as direct descriptors {}",
-                     sqpoll ? "SQPOLL" : "SINGLE_ISSUER",
-                     defer_taskrun ? "|DEFER_TASKRUN" : (sqpoll ? "" : " (no DEFER_TASKRUN)"),
-                     registered_ring_fd ? "on" : "off",
-                     fixed_files ? fmt::format("on ({} slots)", file_slots) : std::string("off"));
-}
-
-std::string RingFeatures::describe() const {
-  return fmt::format("{}, multishot recv {}, gathered fixed-buffer sends {}", describe_ring(),
-                     multishot_recv ? "on" : "off", writev_fixed ? "on" : "off");
-}
-
 Ring::~Ring() {
   if (probe_) io_uring_free_probe(probe_);
   if (ready_) io_uring_queue_exit(&ring_);
@@ -99,8 +86,8 @@ void prep_gathered_send(io_uring_sqe* sqe, int fd, msghdr& msg, iovec* iov, size
   io_uring_prep_sendmsg(sqe, fd, &msg, MSG_NOSIGNAL | MSG_WAITALL);
 }
 
-void Ring::prep_buffer_recv(io_uring_sqe* sqe, int fd, uint16_t group) const {
-  if (features_.multishot_recv)
+void prep_buffer_recv(io_uring_sqe* sqe, int fd, uint16_t group, const RingFeatures& features) {
+  if (features.multishot_recv)
     io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
   else
     io_uring_prep_recv(sqe, fd, nullptr, 0, 0);
@@ -110,6 +97,11 @@ void Ring::prep_buffer_recv(io_uring_sqe* sqe, int fd, uint16_t group) const {
 
 void Ring::reserve(unsigned n) {
   if (io_uring_sq_space_left(&ring_) < n) io_uring_submit(&ring_);
+}
+
+bool Ring::update_files(unsigned slot, std::span<const int> fds) {
+  return io_uring_register_files_update(&ring_, slot, fds.data(), unsigned(fds.size())) ==
+         int(fds.size());
 }
 
 void Ring::submit_and_wait(std::optional<int64_t> timeout_ns, unsigned wait_nr) {

@@ -192,9 +192,6 @@ class Worker {
   void on_accept(size_t listener, const io_uring_cqe& cqe);
   void on_wake();
   void begin_drain();
-  std::string probe_features();
-  void probe_buffer_features(int sv[2]);
-  void probe_fixed_files();
 
   // tcp_relay.cc: the relay state machine.
   void open_relay(int client_fd, uint16_t route);

@@ -1,12 +1,17 @@
-// One io_uring owned by one worker thread: set-up with fallbacks, feature probing, SQE supply and
-// the wait. The rest of the program speaks of operations; this file speaks of the kernel.
+// One io_uring owned by one worker thread: set-up with fallbacks, SQE supply and the wait (what
+// the kernel offers: features.h). The rest of the program speaks of operations; this file speaks
+// of the kernel.
 #pragma once
 
 #include <liburing.h>
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
+
+#include "ringtunnel/ring/features.h"
+#include "ringtunnel/ring/submitter.h"
 
 namespace ringtunnel::ring {
 
@@ -29,24 +34,7 @@ struct RingOptions {
   bool sqpoll = false;
 };
 
-// What the running kernel gave us; each false entry has a fallback.
-struct RingFeatures {
-  unsigned setup_flags = 0;
-  bool defer_taskrun = false;
-  bool sqpoll = false;
-  bool multishot_recv = false;  // else single-shot recv with buffer select, re-armed each time
-  bool writev_fixed = false;    // gathered sends from registered buffers; else sendmsg
-  bool registered_ring_fd = false;
-  // Sockets live in the ring's file table (direct descriptors), not the process's fd table:
-  // no fd lookup per operation, and the RLIMIT_NOFILE ceiling applies per ring, not per process.
-  bool fixed_files = false;
-  unsigned file_slots = 0;
-
-  std::string describe_ring() const;  // set-up only
-  std::string describe() const;       // set-up and the receive/send features
-};
-
-class Ring {
+class Ring final : public Submitter {
  public:
   Ring() = default;
   Ring(const Ring&) = delete;
@@ -58,13 +46,17 @@ class Ring {
   std::string init(const RingOptions& options);
 
   io_uring* raw() { return &ring_; }
-  RingFeatures& features() { return features_; }
+  const RingFeatures& features() const override { return features_; }
+  // For the start-up probe (probe_features), which finds out what the kernel offers.
+  RingFeatures& mutable_features() { return features_; }
 
   // A free SQE; submits what is queued when the SQ is full, so it never fails.
-  io_uring_sqe* sqe();
+  io_uring_sqe* sqe() override;
   // Makes room for `n` SQEs in a row, so a linked chain is never split across two submissions
   // (the kernel would end the chain at the split).
-  void reserve(unsigned n);
+  void reserve(unsigned n) override;
+  // io_uring_register_files_update: true when the kernel installed all of `fds`.
+  bool update_files(unsigned slot, std::span<const int> fds) override;
 
   // Submits everything queued and waits for at least `wait_nr` completions, or until
   // `timeout_ns` (when set) has passed. One io_uring_enter.
@@ -85,10 +77,11 @@ class Ring {
 
   bool opcode_supported(uint8_t op) const;
 
-  // A receive on `fd` into a buffer the kernel picks from provided-buffer group `group`:
-  // multishot where the kernel has it, else single-shot (re-armed by the caller after each
-  // completion). Add IOSQE_FIXED_FILE afterwards for a direct descriptor.
-  void prep_buffer_recv(io_uring_sqe* sqe, int fd, uint16_t group) const;
+  // The free prep_buffer_recv with this ring's features (kept while the proxy code still calls
+  // it on the ring).
+  void prep_buffer_recv(io_uring_sqe* sqe, int fd, uint16_t group) const {
+    ring::prep_buffer_recv(sqe, fd, group, features_);
+  }
 
  private:
   io_uring ring_{};
