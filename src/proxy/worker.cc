@@ -1,7 +1,6 @@
 #include "ringtunnel/proxy/worker.h"
 
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -72,7 +71,10 @@ std::string Worker::start() {
     if (std::string err = pool_.init(ring_.raw(), spec); !err.empty()) return err;
     pool_.set_poison(config_.poison_buffers);
   }
-  if (std::string err = probe_features(); !err.empty()) return err;
+  if (std::string err =
+          ring::probe_features(ring_, &pool_, {config_.registered_buffers, config_.fixed_files});
+      !err.empty())
+    return err;
   if (config_.needs_identity()) {
     // HBONE connections give each buffer back as soon as TLS has copied it: a few suffice.
     const ring::BufferPoolSpec tls_spec{config_.buffer_sizes, {64, 64, 16}};
@@ -100,110 +102,6 @@ std::string Worker::start() {
   io_uring_prep_read(s, wake_fd_, &wake_value_, sizeof wake_value_, 0);
   io_uring_sqe_set_data64(s, worker_tag(Op::wake));
   return {};
-}
-
-namespace {
-
-// Submits one SQE prepared by `prep` and returns its completion.
-template <typename Prep>
-io_uring_cqe submit_one(ring::Ring& ring, Prep prep) {
-  io_uring_sqe* s = ring.sqe();
-  prep(s);
-  io_uring_sqe_set_data64(s, 0);
-  ring.submit_and_wait(std::nullopt);
-  // Copies the fields: clang refuses to capture a struct with a flexible array member.
-  io_uring_cqe cqe{};
-  ring.drain_completions([out = &cqe](const io_uring_cqe& c) {
-    out->user_data = c.user_data;
-    out->res = c.res;
-    out->flags = c.flags;
-  });
-  return cqe;
-}
-
-// More file-table slots cost kernel memory per ring whether used or not.
-constexpr unsigned kMaxFileSlots = 1u << 18;
-
-}  // namespace
-
-// Tries, on a socketpair, the ring features whose support no opcode probe shows.
-std::string Worker::probe_features() {
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-    return fmt::format("socketpair for the feature probe: {}", strerror(errno));
-  if (pool_.ready()) probe_buffer_features(sv);
-  close(sv[0]);
-  close(sv[1]);
-  if (config_.fixed_files) probe_fixed_files();
-  return {};
-}
-
-// Direct descriptors need a file table, and setsockopt through the ring (Linux 6.7) to arm a
-// reset on a socket that has no fd.
-void Worker::probe_fixed_files() {
-  ring::RingFeatures& f = ring_.mutable_features();
-  rlimit rl{};
-  getrlimit(RLIMIT_NOFILE, &rl);
-  const auto slots = unsigned(std::min<rlim_t>(rl.rlim_cur, kMaxFileSlots));
-  if (slots < 2 || io_uring_register_files_sparse(ring_.raw(), slots) != 0) return;
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one_fd[1] = {fd};
-  bool ok = fd >= 0 && io_uring_register_files_update(ring_.raw(), 0, one_fd, 1) == 1;
-  if (ok) {
-    static const linger kReset{1, 0};
-    const io_uring_cqe c = submit_one(ring_, [&](io_uring_sqe* s) {
-      ring::prep_setsockopt(s, 0, SOL_SOCKET, SO_LINGER, &kReset, sizeof kReset);
-      s->flags |= IOSQE_FIXED_FILE;
-    });
-    linger seen{};
-    socklen_t len = sizeof seen;
-    ok = c.res == 0 && getsockopt(fd, SOL_SOCKET, SO_LINGER, &seen, &len) == 0 && seen.l_onoff == 1;
-    submit_one(ring_, [](io_uring_sqe* s) { io_uring_prep_close_direct(s, 0); });
-  }
-  if (fd >= 0) close(fd);
-  if (!ok) {
-    io_uring_unregister_files(ring_.raw());
-    return;
-  }
-  f.fixed_files = true;
-  f.file_slots = slots;
-}
-
-void Worker::probe_buffer_features(int sv[2]) {
-  ring::RingFeatures& f = ring_.mutable_features();
-  auto one = [&](auto prep) { return submit_one(ring_, prep); };
-  // Multishot receive from a provided-buffer ring (Linux 6.0).
-  const char probe[] = "probe";
-  [[maybe_unused]] ssize_t w = write(sv[0], probe, sizeof probe);
-  io_uring_cqe c = one([&](io_uring_sqe* s) {
-    io_uring_prep_recv_multishot(s, sv[1], nullptr, 0, 0);
-    s->flags |= IOSQE_BUFFER_SELECT;
-    s->buf_group = pool_.group(0);
-  });
-  f.multishot_recv = c.res == int(sizeof probe) && (c.flags & IORING_CQE_F_MORE);
-  if (c.res > 0 && (c.flags & IORING_CQE_F_BUFFER)) {
-    pool_.taken(0);
-    pool_.give_back(0, uint16_t(c.flags >> IORING_CQE_BUFFER_SHIFT));
-    pool_.publish();
-  }
-  if (f.multishot_recv) {
-    one([&](io_uring_sqe* s) { io_uring_prep_cancel64(s, 0, IORING_ASYNC_CANCEL_ALL); });
-    ring_.drain_completions([](const io_uring_cqe&) {});  // the receive's final -ECANCELED
-  }
-  // Gathered send from registered buffers (Linux 6.15); the pool is one registered buffer.
-  if (config_.registered_buffers && ring_.opcode_supported(ring::kOpWritevFixed)) {
-    iovec whole{pool_.base(), pool_.bytes()};
-    if (io_uring_register_buffers(ring_.raw(), &whole, 1) == 0) {
-      memcpy(pool_.data(0, 0), probe, sizeof probe);
-      iovec part{pool_.data(0, 0), sizeof probe};
-      c = one([&](io_uring_sqe* s) {
-        io_uring_prep_rw(ring::kOpWritevFixed, s, sv[0], &part, 1, 0);
-        s->buf_index = 0;
-      });
-      f.writev_fixed = c.res == int(sizeof probe);
-      if (!f.writev_fixed) io_uring_unregister_buffers(ring_.raw());
-    }
-  }
 }
 
 void Worker::arm_accept(size_t i) {

@@ -40,17 +40,19 @@ std::string BufferPool::init(io_uring* ring, const BufferPoolSpec& spec, uint16_
     if (r == MAP_FAILED) return fmt::format("mmap of buffer ring {}: {}", c, strerror(errno));
     rings_[c] = static_cast<io_uring_buf_ring*>(r);
     io_uring_buf_ring_init(rings_[c]);
-    io_uring_buf_reg reg{};
-    reg.ring_addr = reinterpret_cast<uint64_t>(r);
-    reg.ring_entries = spec.counts[c];
-    reg.bgid = group(c);
-    if (int err = io_uring_register_buf_ring(ring, &reg, 0); err < 0) {
-      munmap(r, ring_bytes_[c]);
-      rings_[c] = nullptr;
-      return fmt::format("registering buffer ring {} ({} x {} bytes): {}", c, spec.counts[c],
-                         spec.sizes[c], strerror(-err));
+    if (ring) {
+      io_uring_buf_reg reg{};
+      reg.ring_addr = reinterpret_cast<uint64_t>(r);
+      reg.ring_entries = spec.counts[c];
+      reg.bgid = group(c);
+      if (int err = io_uring_register_buf_ring(ring, &reg, 0); err < 0) {
+        munmap(r, ring_bytes_[c]);
+        rings_[c] = nullptr;
+        return fmt::format("registering buffer ring {} ({} x {} bytes): {}", c, spec.counts[c],
+                           spec.sizes[c], strerror(-err));
+      }
+      ring_ = ring;
     }
-    ring_ = ring;
     const int mask = io_uring_buf_ring_mask(spec.counts[c]);
     for (uint32_t b = 0; b < spec.counts[c]; ++b)
       io_uring_buf_ring_add(rings_[c], data(c, static_cast<uint16_t>(b)), spec.sizes[c],

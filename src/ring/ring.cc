@@ -18,19 +18,6 @@ constexpr unsigned kSqThreadIdleMs = 50;
 
 }  // namespace
 
-std::string RingFeatures::describe_ring() const {
-  return fmt::format("{}{}, registered ring fd {}, sockets as direct descriptors {}",
-                     sqpoll ? "SQPOLL" : "SINGLE_ISSUER",
-                     defer_taskrun ? "|DEFER_TASKRUN" : (sqpoll ? "" : " (no DEFER_TASKRUN)"),
-                     registered_ring_fd ? "on" : "off",
-                     fixed_files ? fmt::format("on ({} slots)", file_slots) : std::string("off"));
-}
-
-std::string RingFeatures::describe() const {
-  return fmt::format("{}, multishot recv {}, gathered fixed-buffer sends {}", describe_ring(),
-                     multishot_recv ? "on" : "off", writev_fixed ? "on" : "off");
-}
-
 Ring::~Ring() {
   if (probe_) io_uring_free_probe(probe_);
   if (ready_) io_uring_queue_exit(&ring_);

@@ -65,9 +65,6 @@ class Worker {
   void begin_drain();
   void retry_accepts(uint64_t now, std::optional<int64_t>& timeout);
   std::optional<int64_t> next_timeout();
-  std::string probe_features();
-  void probe_buffer_features(int sv[2]);
-  void probe_fixed_files();
 
   unsigned id_;
   const config::Config& config_;

@@ -29,11 +29,22 @@ class BufferPool {
 
   // Maps the memory and registers one buffer ring per class (group ids first_group + 0..2) with
   // `ring`. Returns an empty string on success, else what failed.
+  //
+  // With `ring` null (tests): the same memory and buffer rings, all buffers published, but
+  // registered with no kernel. A test then plays the kernel's part by reading buf_ring(cls)
+  // (test/unit/support/fake_ring.h).
   std::string init(io_uring* ring, const BufferPoolSpec& spec, uint16_t first_group = 0);
   bool ready() const { return base_ != nullptr; }
+  bool registered() const { return ring_ != nullptr; }
 
   uint32_t size(uint8_t cls) const { return spec_.sizes[cls]; }
+  uint32_t count(uint8_t cls) const { return spec_.counts[cls]; }
   uint16_t group(uint8_t cls) const { return uint16_t(first_group_ + cls); }
+  // The class whose buffers provided-buffer group `group` names; -1 when not this pool's.
+  int class_of_group(uint16_t group) const {
+    const int cls = int(group) - int(first_group_);
+    return cls >= 0 && cls < int(kBufferClasses) ? cls : -1;
+  }
   uint8_t* data(uint8_t cls, uint16_t bid) const {
     return base_ + offset_[cls] + size_t{bid} * spec_.sizes[cls];
   }
@@ -62,6 +73,11 @@ class BufferPool {
 
   uint8_t* base() const { return base_; }
   size_t bytes() const { return bytes_; }
+
+  // The buffer ring of class `cls` as the kernel reads it: count(cls) entries (mask count - 1),
+  // the tail (advanced by publish()) in the header that overlays bufs[0]. The kernel keeps its
+  // head to itself; it starts at 0 and a buffer is taken from bufs[head & mask].
+  const io_uring_buf_ring* buf_ring(uint8_t cls) const { return rings_[cls]; }
 
  private:
   BufferPoolSpec spec_{};

@@ -1,10 +1,15 @@
-// What the running kernel gave a ring; each false entry has a fallback.
+// What the running kernel's io_uring offers, and the start-up probe that finds out. Each feature
+// has a fallback, so a missing one costs speed, never the start.
 #pragma once
 
 #include <string>
 
 namespace ringtunnel::ring {
 
+class BufferPool;
+class Ring;
+
+// What the running kernel gave us; each false entry has a fallback.
 struct RingFeatures {
   unsigned setup_flags = 0;
   bool defer_taskrun = false;
@@ -20,5 +25,18 @@ struct RingFeatures {
   std::string describe_ring() const;  // set-up only
   std::string describe() const;       // set-up and the receive/send features
 };
+
+// The features the configuration asks for; the probe tries only those.
+struct ProbeOptions {
+  bool registered_buffers = false;  // register `recv_pool` as one fixed buffer for WRITEV_FIXED
+  bool fixed_files = false;         // a file table for direct descriptors
+};
+
+// Tries on `ring`, through a socketpair, the features whose support no opcode probe shows, and
+// records them in ring.mutable_features(). The receive features need `recv_pool` registered with
+// `ring` (they are left off when it is null or not ready); its buffers are all back with the
+// kernel afterwards, and with writev_fixed on it stays registered as the ring's fixed buffer 0.
+// Returns "" or why the probe could not run.
+std::string probe_features(Ring& ring, BufferPool* recv_pool, const ProbeOptions& options);
 
 }  // namespace ringtunnel::ring

@@ -1,5 +1,6 @@
-// One io_uring owned by one worker thread: set-up with fallbacks, feature probing, SQE supply and
-// the wait. The rest of the program speaks of operations; this file speaks of the kernel.
+// One io_uring owned by one worker thread: set-up with fallbacks, SQE supply and the wait (what
+// the kernel offers: features.h). The rest of the program speaks of operations; this file speaks
+// of the kernel.
 #pragma once
 
 #include <liburing.h>
@@ -28,11 +29,6 @@ void prep_setsockopt(io_uring_sqe* sqe, int fd, int level, int name, const void*
 // an error). MSG_NOSIGNAL: a reset peer gives EPIPE, not a signal.
 void prep_gathered_send(io_uring_sqe* sqe, int fd, msghdr& msg, iovec* iov, size_t count);
 
-// A receive on `fd` into a buffer the kernel picks from provided-buffer group `group`: multishot
-// where the kernel has it, else single-shot (re-armed by the caller after each completion). Add
-// IOSQE_FIXED_FILE afterwards for a direct descriptor.
-void prep_buffer_recv(io_uring_sqe* sqe, int fd, uint16_t group, const RingFeatures& features);
-
 struct RingOptions {
   unsigned entries = 1024;
   bool sqpoll = false;
@@ -51,13 +47,15 @@ class Ring final : public Submitter {
 
   io_uring* raw() { return &ring_; }
   const RingFeatures& features() const override { return features_; }
-  RingFeatures& mutable_features() { return features_; }  // for the feature probe
+  // For the start-up probe (probe_features), which finds out what the kernel offers.
+  RingFeatures& mutable_features() { return features_; }
 
   // A free SQE; submits what is queued when the SQ is full, so it never fails.
   io_uring_sqe* sqe() override;
   // Makes room for `n` SQEs in a row, so a linked chain is never split across two submissions
   // (the kernel would end the chain at the split).
   void reserve(unsigned n) override;
+  // io_uring_register_files_update: true when the kernel installed all of `fds`.
   bool update_files(unsigned slot, std::span<const int> fds) override;
 
   // Submits everything queued and waits for at least `wait_nr` completions, or until

@@ -117,3 +117,29 @@ TEST_CASE("a receive takes its class, else the nearest smaller, else the nearest
   pool.give_back(2, 0);
   CHECK(pool.class_for(0) == 2);
 }
+
+TEST_CASE("a pool set up without a ring has the same buffer rings, registered with no kernel") {
+  BufferPool pool;
+  REQUIRE(pool.init(nullptr, {{64, 256, 1024}, {2, 8, 4}}, 5) == "");
+  CHECK(pool.ready());
+  CHECK_FALSE(pool.registered());
+  for (uint8_t c = 0; c < kBufferClasses; ++c) {
+    const io_uring_buf_ring* br = pool.buf_ring(c);
+    REQUIRE(br != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(br) % 4096 == 0);  // liburing's alignment for a buf ring
+    CHECK(br->tail == pool.count(c));                    // all published
+    for (uint16_t b = 0; b < pool.count(c); ++b) {
+      CHECK(br->bufs[b].bid == b);
+      CHECK(br->bufs[b].addr == reinterpret_cast<uint64_t>(pool.data(c, b)));
+      CHECK(br->bufs[b].len == pool.size(c));
+    }
+    CHECK(pool.class_of_group(pool.group(c)) == c);
+  }
+  CHECK(pool.class_of_group(4) == -1);
+  CHECK(pool.class_of_group(8) == -1);
+  pool.taken(1);
+  pool.give_back(1, 3);
+  CHECK(pool.publish());
+  CHECK(pool.buf_ring(1)->tail == 9);
+  CHECK(pool.buf_ring(1)->bufs[0].bid == 3);  // slot 8 & 7
+}
