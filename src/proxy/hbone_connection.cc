@@ -10,7 +10,7 @@
 #include "ringtunnel/proxy/admission.h"
 #include "ringtunnel/proxy/hbone_stream.h"
 #include "ringtunnel/proxy/log.h"
-#include "ringtunnel/proxy/objects.h"
+#include "ringtunnel/proxy/outbound_pool.h"
 #include "ringtunnel/ring/ring.h"
 
 namespace ringtunnel::proxy {
@@ -343,11 +343,11 @@ void HboneConnection::maybe_release() {
 void HboneConnection::release() {
   end_handshake();
   if (inbound_) ctx_.budgets.connection_released();
-  if (!inbound_) ctx_.objects().outbound.forget(*this);
+  if (!inbound_) ctx_.outbound().forget(*this);
   h2_.reset();
   tls_.reset();
   state_ = State::free;
-  ctx_.objects().conns.release(*this);
+  ctx_.release(*this);
   ctx_.descriptor_freed();  // accepting may work again
 }
 
@@ -407,7 +407,7 @@ HboneStream* HboneConnection::stream_of(int32_t id) const {
 
 void HboneConnection::on_connect_request(int32_t id, const net::Endpoint& target,
                                          std::span<const h2::Header> headers) {
-  if (ctx_.budgets.inbound_stream_refusal(held_streams_, ctx_.objects().streams.live())) {
+  if (ctx_.budgets.inbound_stream_refusal(held_streams_, ctx_.live_streams())) {
     h2_->submit_response(id, 503);
     schedule();
     return;
@@ -415,7 +415,7 @@ void HboneConnection::on_connect_request(int32_t id, const net::Endpoint& target
   // Decided before any socket exists: a refused target is never dialled.
   Admission admission =
       admit(target, ctx_.config, tls_->peer_identity(), ctx_.identity->identity());
-  HboneStream* s = ctx_.objects().streams.acquire(ctx_);
+  HboneStream* s = ctx_.new_stream();
   if (!s) {
     h2_->submit_response(id, 503);
     return;

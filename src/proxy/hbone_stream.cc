@@ -10,7 +10,7 @@
 
 #include "ringtunnel/net/socket.h"
 #include "ringtunnel/proxy/hbone_connection.h"
-#include "ringtunnel/proxy/objects.h"
+#include "ringtunnel/proxy/outbound_pool.h"
 
 namespace ringtunnel::proxy {
 
@@ -39,7 +39,7 @@ void HboneStream::open_outbound(int fd, uint16_t route) {
   net::tune_relay_socket(fd);
   src_identity_ = ctx_.identity->identity().to_string();
   dst_identity_ = ctx_.config.routes[route].identity;
-  HboneConnection* conn = ctx_.objects().outbound.connection_for(ctx_, route);
+  HboneConnection* conn = ctx_.outbound().connection_for(ctx_, route);
   if (!conn || conn->closing()) return end(EndReason::peer_error, true);
   if (conn->state() == HboneConnection::State::open) return attach(*conn);
   conn->add_waiting(*this);
@@ -209,7 +209,7 @@ void HboneStream::give_window(size_t bytes) {
   const auto early = size_t(std::min<uint64_t>(bytes, early_credit_));
   early_credit_ -= early;
   ctx_.budgets.credit_sub(early);
-  HboneConnection* live = bytes && id_ >= 0 ? ctx_.objects().conns.find(conn_ref_) : nullptr;
+  HboneConnection* live = bytes && id_ >= 0 ? ctx_.conn(conn_ref_) : nullptr;
   if (!live || !live->live() || live->closing() || live->state() < HboneConnection::State::open)
     return;
   HboneConnection& c = *live;
@@ -287,11 +287,11 @@ void HboneStream::release() {
   if (ctx_.access_enabled()) log_access();
   if (!inbound_) {
     ctx_.budgets.connection_released();  // the client accepted on a --forward hbone:// listener
-  } else if (HboneConnection* c = ctx_.objects().conns.find(conn_ref_); c && c->live()) {
+  } else if (HboneConnection* c = ctx_.conn(conn_ref_)) {
     c->held_stream_released();
   }
   state_ = State::free;
-  ctx_.objects().streams.release(*this);
+  ctx_.release(*this);
   ctx_.descriptor_freed();
 }
 

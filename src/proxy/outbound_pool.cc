@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
+#include "ringtunnel/proxy/context.h"
 #include "ringtunnel/proxy/hbone_connection.h"
-#include "ringtunnel/proxy/objects.h"
 
 namespace ringtunnel::proxy {
 
@@ -29,12 +29,11 @@ HboneConnection* OutboundPool::connection_for(WorkerContext& ctx, uint16_t route
   std::vector<Slot>& conns = by_key_[key_of_route_[route]];
   HboneConnection* best = nullptr;
   for (const Slot& ref : conns) {
-    HboneConnection* c = ctx.objects().conns.find(ref);
-    if (c && c->live() && c->accepts_stream() && (!best || c->slot.index < best->slot.index))
-      best = c;
+    HboneConnection* c = ctx.conn(ref);
+    if (c && c->accepts_stream() && (!best || c->slot.index < best->slot.index)) best = c;
   }
   if (best) return best;
-  HboneConnection* fresh = ctx.objects().conns.acquire(ctx);
+  HboneConnection* fresh = ctx.new_conn();
   if (!fresh) return nullptr;
   conns.push_back(fresh->slot);
   fresh->open_outbound(route);

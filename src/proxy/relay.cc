@@ -14,7 +14,6 @@
 #include <fmt/format.h>
 
 #include "ringtunnel/net/socket.h"
-#include "ringtunnel/proxy/objects.h"
 #include "ringtunnel/ring/ring.h"
 
 namespace ringtunnel::proxy {
@@ -430,7 +429,7 @@ void Relay::release() {
   }
   ctx_.budgets.connection_released();
   state_ = State::free;
-  ctx_.objects().relays.release(*this);
+  ctx_.release(*this);
   ctx_.descriptor_freed();
 }
 

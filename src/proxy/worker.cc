@@ -129,7 +129,7 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
         l.route != kHboneListener && config_.routes[l.route].kind == config::Route::Kind::hbone;
     if (draining) {
       close(fd);
-    } else if (!ctx_.budgets.admit_connection(hbone_forward, ctx_.objects().streams.live())) {
+    } else if (!ctx_.budgets.admit_connection(hbone_forward, ctx_.live_streams())) {
       // Over --max-connections, --max-streams or --memory-budget: reset and closed.
       net::arm_reset_on_close(fd);
       close(fd);

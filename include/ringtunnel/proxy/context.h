@@ -30,6 +30,10 @@
 namespace ringtunnel::proxy {
 
 struct Objects;  // objects.h: the tables of relays, connections and streams
+class Relay;
+class HboneConnection;
+class HboneStream;
+class OutboundPool;
 
 // An object to service (or that waits for buffers): its slot, and for a relay the direction.
 struct Service {
@@ -64,8 +68,21 @@ class WorkerContext {
   // --connect-timeout, for a linked timeout (liburing takes it by non-const pointer).
   __kernel_timespec* connect_timeout() { return &connect_timeout_; }
 
-  // ---- objects and scheduling
+  // ---- objects (objects.cc): what an object may do with its siblings and its own slot
+  HboneConnection* new_conn();  // null when the table is full
+  HboneStream* new_stream();
+  HboneConnection* conn(const Slot& ref);  // the live connection in that slot, else null
+  uint32_t live_streams() const;
+  OutboundPool& outbound();
+  // The object is done: its slot goes back to the table.
+  void release(Relay& r);
+  void release(HboneConnection& c);
+  void release(HboneStream& s);
+  // The tables themselves, for the worker and dispatch.h.
   Objects& objects() { return *objects_; }
+  const Objects& objects() const { return *objects_; }
+
+  // ---- scheduling
   // Puts the object on this iteration's service list (the caller checks it is not there yet).
   void schedule(Owner owner, const Slot& slot, uint8_t lane = 0) {
     todo[list(owner)].push_back({slot.index, slot.generation, lane});
