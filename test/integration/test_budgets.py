@@ -25,6 +25,7 @@ accept-resumes-after-emfile: --workers 2 --fixed-files off, started with RLIMIT_
 Flags the binary does not know (an older build) are left out, so that such a build runs the
 same scenario and fails on its behaviour, not on its command line."""
 
+import errno
 import os
 import resource
 import select
@@ -588,6 +589,11 @@ def connect_from(addr, ports, timeout=5.0):
         s.settimeout(timeout)
         try:
             s.connect(addr)
+        except OSError as e:
+            s.close()
+            if e.errno == errno.EADDRNOTAVAIL:
+                continue    # this port still has a connection to addr (TIME_WAIT): the next
+            raise
         except BaseException:
             s.close()
             raise
