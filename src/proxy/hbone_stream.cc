@@ -42,7 +42,7 @@ void HboneStream::open_outbound(int fd, uint16_t route) {
   HboneConnection* conn = ctx_.outbound().connection_for(ctx_, route);
   if (!conn || conn->closing()) return end(EndReason::peer_error, true);
   if (conn->state() == HboneConnection::State::open) return attach(*conn);
-  conn->add_waiting(*this);
+  conn->streams().add_waiting(*this);
 }
 
 void HboneStream::attach(HboneConnection& conn) {
@@ -54,7 +54,7 @@ void HboneStream::attach(HboneConnection& conn) {
   const int32_t id = conn.h2().submit_connect(r.target_text, headers, this);
   if (id < 0) return end(EndReason::error, true);
   bind(conn, id);
-  dst_identity_ = conn.peer_identity();
+  dst_identity_ = conn.info().peer_identity;
   conn.schedule();
 }
 
@@ -63,7 +63,7 @@ void HboneStream::bind(HboneConnection& conn, int32_t id) {
   conn_ref_ = conn.slot;
   id_ = id;
   h2_side_ = H2Side::bound;
-  conn.stream_attached();
+  conn.streams().attached();
 }
 
 void HboneStream::open_inbound(HboneConnection& conn, int32_t id, const net::Endpoint& target,
@@ -73,11 +73,11 @@ void HboneStream::open_inbound(HboneConnection& conn, int32_t id, const net::End
   start_ns_ = ctx_.now();
   start_unix_ms_ = unix_ms();
   target_ = target;
-  client_text_ = conn.peer_text();
+  client_text_ = conn.info().peer_text;
   for (const h2::Header& h : headers)
     if (h.name == "forwarded" && h.value.starts_with("for=\"") && h.value.ends_with('"'))
       client_text_ = std::string(h.value.substr(5, h.value.size() - 6));
-  src_identity_ = conn.peer_identity();
+  src_identity_ = conn.info().peer_identity;
   dst_identity_ = ctx_.identity->identity().to_string();
   conn.h2().set_stream_owner(id, this);
   bind(conn, id);
@@ -288,7 +288,7 @@ void HboneStream::release() {
   if (!inbound_) {
     ctx_.budgets.connection_released();  // the client accepted on a --forward hbone:// listener
   } else if (HboneConnection* c = ctx_.conn(conn_ref_)) {
-    c->held_stream_released();
+    c->streams().held_released();
   }
   state_ = State::free;
   ctx_.release(*this);
@@ -353,10 +353,10 @@ void HboneStream::on_h2_reset(const HboneConnection& conn, uint32_t code) {
   if (state_ == State::opening && !inbound_ && code == h2::kRefusedStream)
     return end(EndReason::refused, true);
   // A reset of the tunnel is a reset of the TCP side: the far end reset (or failed).
-  const EndReason reason = conn.overloaded() ? EndReason::overload
-                           : conn.closing()  ? EndReason::peer_error
-                           : inbound_        ? EndReason::client_reset
-                                             : EndReason::target_reset;
+  const EndReason reason = conn.info().overloaded ? EndReason::overload
+                           : conn.closing()       ? EndReason::peer_error
+                           : inbound_             ? EndReason::client_reset
+                                                  : EndReason::target_reset;
   end(reason, true);
 }
 

@@ -41,7 +41,7 @@ HboneConnection* OutboundPool::connection_for(WorkerContext& ctx, uint16_t route
 }
 
 void OutboundPool::forget(const HboneConnection& conn) {
-  std::vector<Slot>& conns = by_key_[key_of_route_[conn.route()]];
+  std::vector<Slot>& conns = by_key_[key_of_route_[conn.info().route]];
   const auto at = std::find_if(conns.begin(), conns.end(), [&](const Slot& s) {
     return s.index == conn.slot.index && s.generation == conn.slot.generation;
   });

@@ -1,8 +1,8 @@
 // One HBONE connection on the worker's ring: a mutual-TLS 1.3 connection carrying HTTP/2
-// (TlsSession + H2Session, both pure byte transformers), client side (outbound: to a --forward
-// hbone:// route's peer, pooled by OutboundPool) or server side (inbound: accepted on
-// --hbone-listen). Its CONNECT streams are HboneStreams; the session's events for a stream are
-// passed to it.
+// (TunnelSession: TlsSession + H2Session, pure byte transformers), client side (outbound: to a
+// --forward hbone:// route's peer, pooled by OutboundPool) or server side (inbound: accepted on
+// --hbone-listen). Its CONNECT streams are HboneStreams; ConnectionStreams receives the
+// session's events and passes each stream's to it.
 //
 //   connecting --TCP connect ok--> handshaking --TLS done--> open --GOAWAY sent (idle, drain)-->
 //       |  (inbound starts at handshaking, with no TLS    |          going_away
@@ -28,16 +28,17 @@
 #include <vector>
 
 #include "ringtunnel/h2/session.h"
+#include "ringtunnel/proxy/connection_streams.h"
 #include "ringtunnel/proxy/context.h"
 #include "ringtunnel/proxy/outcome.h"
 #include "ringtunnel/proxy/tcp_leg.h"
-#include "ringtunnel/tls/session.h"
+#include "ringtunnel/proxy/tunnel_session.h"
 
 namespace ringtunnel::proxy {
 
 class HboneStream;
 
-class HboneConnection final : public h2::SessionEvents {
+class HboneConnection {
  public:
   enum class State : uint8_t {
     free,
@@ -50,8 +51,15 @@ class HboneConnection final : public h2::SessionEvents {
     closing,
   };
   static constexpr unsigned kMaxGather = 64;
+  struct Info {
+    bool inbound = false;
+    bool overloaded = false;  // failed to free the receive pool: its streams end with overload
+    uint16_t route = 0;       // outbound: the route whose peer and identity this connection serves
+    std::string peer_text;    // ip:port of the other end
+    std::string peer_identity;  // its SPIFFE ID, once the handshake is done
+  };
 
-  explicit HboneConnection(WorkerContext& ctx) : ctx_(ctx) {}
+  explicit HboneConnection(WorkerContext& ctx) : ctx_(ctx), streams_(ctx, *this) {}
   HboneConnection(const HboneConnection&) = delete;
   HboneConnection& operator=(const HboneConnection&) = delete;
 
@@ -60,7 +68,8 @@ class HboneConnection final : public h2::SessionEvents {
   State state() const { return state_; }
   // Failed or finished: takes no stream and gives no window any more.
   bool closing() const { return state_ >= State::flushing; }
-  bool inbound() const { return inbound_; }
+  const Info& info() const { return info_; }
+  bool inbound() const { return info_.inbound; }
 
   // ---- lifecycle
   // Accepted on --hbone-listen; `source` is the client's IP address (raw bytes), counted as a
@@ -75,41 +84,25 @@ class HboneConnection final : public h2::SessionEvents {
   // Keepalive, idle, handshake and close deadlines, and the drain (the worker's tick).
   void tick(uint64_t now);
   void fail(ConnFailure failure, std::string_view detail = {});
+  // Fails with overload: the receive pool is low and its stalled streams hold the most of it.
+  void overload(std::string_view detail);
   // Past the drain timeout: fails, and does not wait for a peer that does not read.
   void expire();
 
   // ---- streams
-  uint16_t route() const { return route_; }
-  bool accepts_stream() const;            // outbound: the pool may put a new stream here
-  void add_waiting(HboneStream& s);       // an outbound stream waiting for the handshake
-  void stream_attached() { ++streams_; }  // a stream now has an id here
-  void held_stream_released();            // an inbound stream was released
-  h2::H2Session& h2() { return *h2_; }
-  const std::string& peer_text() const { return peer_text_; }
-  const std::string& peer_identity() const { return peer_identity_; }
-  // Failed to free the receive pool: its streams end with overload.
-  bool overloaded() const { return overloaded_; }
-  void overload(std::string_view detail);
-
-  // ---- h2::SessionEvents: passed to the stream (HboneStream::on_h2_*)
-  void on_connect_request(int32_t id, const net::Endpoint& target,
-                          std::span<const h2::Header> headers) override;
-  void on_response(int32_t id, int status) override;
-  void on_data(int32_t id, const uint8_t* data, size_t size) override;
-  void on_end_stream(int32_t id) override;
-  void on_reset(int32_t id, uint32_t code) override;
-  void on_stream_closed(int32_t id) override;
-  void on_payload_released(int32_t id, std::span<const uint8_t> piece, bool sent) override;
-  void on_goaway(int32_t last_stream_id, uint32_t code) override;
+  // Outbound: the pool may put a new stream here (opening with room in the waiting list, or
+  // open with a stream id left and no GOAWAY received).
+  bool accepts_stream() const;
+  ConnectionStreams& streams() { return streams_; }
+  TunnelSession& session() { return session_; }
+  h2::H2Session& h2() { return session_.h2(); }
 
  private:
   void on_connected(int res);
   void on_received(const io_uring_cqe& cqe);
   void on_sent(int res);
-  void create_sessions();
   void drive();
   void established();
-  void pump_h2();
   void arm_recv();
   void go_away();
   void abandon();
@@ -118,34 +111,23 @@ class HboneConnection final : public h2::SessionEvents {
   void finish_sending();
   void maybe_release();
   void release();
-  HboneStream* stream_of(int32_t id) const;
 
   WorkerContext& ctx_;
   PendingOps ops_{Owner::conn, &slot};
   State state_ = State::free;
-  bool inbound_ = false;
+  Info info_;
   bool scheduled_ = false;
-  bool overloaded_ = false;
   bool in_handshake_ = false;  // inbound: counted in the budgets' handshakes in progress
   SendState send_ = SendState::idle;
-  uint16_t route_ = 0;  // outbound: the route whose peer and identity this connection serves
   TcpLeg socket_;
-  std::unique_ptr<tls::TlsSession> tls_;
-  std::unique_ptr<h2::H2Session> h2_;
+  TunnelSession session_;
+  ConnectionStreams streams_;
   std::array<iovec, kMaxGather> iov_{};
   msghdr msg_{};
-  std::vector<HboneStream*> waiting_;  // outbound streams waiting for the handshake
-  uint32_t streams_ = 0;               // streams with an id here
-  // Inbound: streams accepted here and not yet released (their TCP side may still be draining
-  // after the session closed them), counted against the session's stream limit.
-  uint32_t held_streams_ = 0;
   std::string source_;  // inbound: the client's IP address (raw bytes)
-  uint64_t idle_since_ns_ = 0;
   uint64_t next_ping_ns_ = 0;
   uint64_t handshake_deadline_ns_ = 0;
   uint64_t close_deadline_ns_ = 0;
-  std::string peer_text_;      // ip:port of the other end
-  std::string peer_identity_;  // its SPIFFE ID, once the handshake is done
 };
 
 }  // namespace ringtunnel::proxy
