@@ -47,6 +47,7 @@ class HboneStream {
   // The stream's side in the session: no id yet (outbound, waiting for its connection), an id
   // on a live connection, or let go by the session (it holds nothing of ours any more).
   enum class H2Side : uint8_t { unbound, bound, closed };
+  static constexpr unsigned kMaxGather = 64;  // iovecs per send to the TCP side
 
   explicit HboneStream(WorkerContext& ctx) : ctx_(ctx) {}
   HboneStream(const HboneStream&) = delete;
@@ -123,7 +124,7 @@ class HboneStream {
   // Of those, bytes whose connection window was handed back on arrival (their stream window
   // comes back when they leave): a stalled stream then holds only its own window.
   uint64_t early_credit_ = 0;
-  std::array<iovec, 64> iov_{};
+  std::array<iovec, kMaxGather> iov_{};
   msghdr msg_{};
   net::Endpoint target_;  // inbound: where to dial
   uint64_t bytes_from_tcp_ = 0;

@@ -25,20 +25,22 @@ class SlotTable {
   template <typename... Args>
   T* acquire(Args&&... args) {
     uint32_t index;
+    uint32_t generation = 1;
     if (free_ != kNone) {
       index = free_;
-      free_ = slots_[index]->slot.next_free;
+      T& old = *slots_[index];
+      free_ = old.slot.next_free;
+      generation = (old.slot.generation + 1) & ring::OpTag::kGenerationMask;
+      if (generation == 0) generation = 1;
+      old.~T();
+      new (&old) T(std::forward<Args>(args)...);
     } else if (slots_.size() <= ring::OpTag::kIndexMask) {
       index = uint32_t(slots_.size());
-      slots_.push_back(std::make_unique<T>(args...));
+      slots_.push_back(std::make_unique<T>(std::forward<Args>(args)...));
     } else {
       return nullptr;
     }
     T& t = *slots_[index];
-    uint32_t generation = (t.slot.generation + 1) & ring::OpTag::kGenerationMask;
-    if (generation == 0) generation = 1;
-    t.~T();
-    new (&t) T(std::forward<Args>(args)...);
     t.slot.index = index;
     t.slot.generation = generation;
     ++live_;
