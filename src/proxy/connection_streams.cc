@@ -74,7 +74,7 @@ void ConnectionStreams::on_stream_closed(int32_t id) {
   HboneStream* s = stream_of(id);
   if (!s) return;
   if (open_) --open_;
-  if (!open_ && !conn_.inbound()) idle_since_ns_ = ctx_.now();
+  if (!open_ && !conn_.info().inbound) idle_since_ns_ = ctx_.now();
   s->on_h2_closed();
 }
 

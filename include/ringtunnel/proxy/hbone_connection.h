@@ -69,7 +69,6 @@ class HboneConnection {
   // Failed or finished: takes no stream and gives no window any more.
   bool closing() const { return state_ >= State::flushing; }
   const Info& info() const { return info_; }
-  bool inbound() const { return info_.inbound; }
 
   // ---- lifecycle
   // Accepted on --hbone-listen; `source` is the client's IP address (raw bytes), counted as a

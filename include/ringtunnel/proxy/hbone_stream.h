@@ -57,7 +57,6 @@ class HboneStream {
   bool live() const { return state_ != State::free; }
   State state() const { return state_; }
   bool ending() const { return state_ >= State::ending; }
-  bool inbound() const { return inbound_; }
 
   // ---- lifecycle
   // A client accepted on route `route`'s --forward hbone:// listener.
