@@ -222,8 +222,8 @@ void HboneConnection::fail(ConnFailure failure, std::string_view detail) {
   if (session_.created()) session_.pump();
   state_ = State::flushing;
   close_deadline_ns_ = ctx_.now() + kCloseGraceNs;
-  log_line(fmt::format("ringtunnel: hbone {} {} {}{}: closed: {}", info_.inbound ? "from" : "to",
-                       info_.peer_text, info_.peer_identity.empty() ? "" : "identity=",
+  log_line(fmt::format("ringtunnel: hbone {} {}{}{}: closed: {}", info_.inbound ? "from" : "to",
+                       info_.peer_text, info_.peer_identity.empty() ? "" : " identity=",
                        info_.peer_identity, describe(failure, detail)));
   if (session_.created()) h2().close_all_streams(h2::kConnectError);
   streams_.end_waiting();

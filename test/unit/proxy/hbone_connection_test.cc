@@ -96,7 +96,7 @@ TEST_CASE("HBONE connection: a handshake timeout with a send in flight waits for
   CHECK(f.submitted() == before);
   std::vector<std::string> lines = log.lines();
   REQUIRE(lines.size() == 1);
-  CHECK(lines[0] == "ringtunnel: hbone to 127.0.0.1:15008 : closed: TLS handshake timed out");
+  CHECK(lines[0] == "ringtunnel: hbone to 127.0.0.1:15008: closed: TLS handshake timed out");
 
   SUBCASE("the send completes: then the receive is cancelled") {
     f.ring.complete(send, int(hello));
@@ -174,7 +174,7 @@ TEST_CASE("HBONE: late completions for a released connection or stream are dropp
   CHECK(access[0].find(" end=peer_error ") != std::string::npos);
   std::vector<std::string> lines = log.lines();
   REQUIRE(lines.size() == 1);
-  CHECK(lines[0] == "ringtunnel: hbone to 127.0.0.1:15008 : closed: connect: Connection refused");
+  CHECK(lines[0] == "ringtunnel: hbone to 127.0.0.1:15008: closed: connect: Connection refused");
 
   // Late completions for both: nothing reaches them, nothing is submitted, one line each.
   const size_t before = f.submitted();

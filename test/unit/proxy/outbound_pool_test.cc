@@ -148,8 +148,8 @@ TEST_CASE(
   CHECK(rounds >= 2);
   REQUIRE(out->state() == HboneConnection::State::open);
   REQUIRE(in->state() == HboneConnection::State::open);
-  CHECK(out->peer_identity() == "spiffe://td.test/ns/default/sa/node-b");
-  CHECK(in->peer_identity() == "spiffe://td.test/ns/default/sa/node-a");
+  CHECK(out->info().peer_identity == "spiffe://td.test/ns/default/sa/node-b");
+  CHECK(in->info().peer_identity == "spiffe://td.test/ns/default/sa/node-a");
   CHECK(b.ctx->budgets.handshakes() == 0);
   CHECK(log.lines().empty());
 
