@@ -33,6 +33,9 @@ struct H2Session::Stream : OutputQueue::Source {
   bool reset_after_response = false;  // a refusal: RST_STREAM(NO_ERROR) once it is sent
   uint32_t peer_reset_code = 0;
   bool closed = false;  // nghttp2 has closed it
+
+  // Server: submits the response (HEADERS with :status) to the request.
+  int respond(nghttp2_session* session, int status);
 };
 
 namespace {
@@ -83,7 +86,8 @@ nghttp2_nv make_nv(std::string_view name, std::string_view value) {
 
 }  // namespace
 
-// The nghttp2 callbacks, as static members of a friend so that they reach the session's state.
+// The nghttp2 callbacks, and what they do to a stream, as static members of a friend so that
+// they reach the session's state.
 struct Callbacks {
   static H2Session& self(void* user_data) { return *static_cast<H2Session*>(user_data); }
   static H2Session::Stream* stream(nghttp2_session* session, int32_t stream_id) {
@@ -158,20 +162,20 @@ struct Callbacks {
       case NGHTTP2_HEADERS:
         if (H2Session::Stream* s = stream(session, id)) {
           const bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
-          if (end) s->peer_ended = true;  // before on_request, which decides on a RST_STREAM
+          if (end) s->peer_ended = true;  // before request(), which decides on a RST_STREAM
           if (h.options_.role == Role::server && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-            h.on_request(*s);
+            request(h, *s);
           } else if (h.options_.role == Role::client && s->known && !s->response_seen &&
                      s->status >= 200) {
             s->response_seen = true;
             h.events_.on_response(id, s->status);
           }
-          if (end) h.on_peer_end(*s);
+          if (end) peer_end(h, *s);
         }
         break;
       case NGHTTP2_DATA:
         if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-          if (H2Session::Stream* s = stream(session, id)) h.on_peer_end(*s);
+          if (H2Session::Stream* s = stream(session, id)) peer_end(h, *s);
         }
         break;
       case NGHTTP2_RST_STREAM:
@@ -187,7 +191,8 @@ struct Callbacks {
       case NGHTTP2_PING:
         if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
           if (std::memcmp(frame->ping.opaque_data, kDrainPing, 8) == 0) {
-            if (h.drain_notice_sent_ && !h.goaway_submitted_) h.submit_final_goaway();
+            // The second step of the drain: the final GOAWAY.
+            if (h.drain_notice_sent_ && !h.goaway_submitted_) h.submit_goaway_graceful();
           } else if (h.pings_outstanding_ > 0) {
             --h.pings_outstanding_;
           }
@@ -215,7 +220,7 @@ struct Callbacks {
   static int on_stream_close(nghttp2_session* session, int32_t stream_id, uint32_t error_code,
                              void* user_data) {
     if (H2Session::Stream* s = stream(session, stream_id)) {
-      self(user_data).on_nghttp2_close(*s, error_code);
+      closed(self(user_data), *s, error_code);
     }
     return 0;
   }
@@ -271,6 +276,66 @@ struct Callbacks {
     h.output_.append_owned(framehd, kFrameHeaderLength);
     h.output_.append_payload(*s, length);
     return 0;
+  }
+
+  // ---- what the events do to a stream ----
+
+  // A request's header block is complete: answer it ourselves (400) or hand it to the owner.
+  static void request(H2Session& h, H2Session::Stream& s) {
+    int status = 0;
+    std::string_view reason;
+    net::Endpoint target;
+    if (h.request_method_ != "CONNECT") {
+      status = 400, reason = "method is not CONNECT";  // as ztunnel: 400, not 405
+    } else if (h.request_other_pseudo_) {
+      status = 400, reason = ":scheme, :path or :protocol on CONNECT";
+    } else if (const AuthorityError e = parse_authority(h.request_authority_, target);
+               e != AuthorityError::ok) {
+      status = 400, reason = describe(e);
+    }
+    if (status != 0) {
+      h.events_.on_request_rejected(s.id, status, reason);
+      s.respond(h.session_, status);
+      return;
+    }
+    s.known = true;
+    ++h.open_streams_;
+    h.header_views_.clear();
+    for (const H2Session::HeaderRef& r : h.header_refs_) {
+      h.header_views_.push_back(
+          {std::string_view(h.header_bytes_).substr(r.name_at, r.name_len),
+           std::string_view(h.header_bytes_).substr(r.value_at, r.value_len)});
+    }
+    h.events_.on_connect_request(s.id, target, h.header_views_);
+    // One large request must not pin its header memory for the life of the connection.
+    if (h.header_bytes_.capacity() > 4096) std::string().swap(h.header_bytes_);
+  }
+
+  // The peer's END_STREAM.
+  static void peer_end(H2Session& h, H2Session::Stream& s) {
+    s.peer_ended = true;
+    if (s.known && !s.swallow) h.events_.on_end_stream(s.id);
+  }
+
+  // nghttp2 has closed the stream; ours lives on while the output references its payloads.
+  static void closed(H2Session& h, H2Session::Stream& s, uint32_t error_code) {
+    s.closed = true;
+    if (s.known) {
+      --h.open_streams_;
+      if (!s.owner_reset) {
+        if (s.peer_reset) {
+          h.events_.on_reset(s.id, s.peer_reset_code);
+        } else if (error_code != kNoError) {
+          h.events_.on_reset(s.id, error_code);
+        }
+      }
+    }
+    // Only the unframed tail goes back here: what is framed in the output stays referenced until
+    // consume_output() passes it (or close_all_streams() drops it).
+    s.drop_unframed([&](std::span<const uint8_t> piece) {
+      if (s.known) h.events_.on_payload_released(s.id, piece, false);
+    });
+    h.maybe_finish(s);
   }
 };
 
@@ -376,60 +441,6 @@ ssize_t H2Session::feed(const uint8_t* data, size_t size) {
   return ssize_t(size);
 }
 
-void H2Session::on_request(Stream& s) {
-  int status = 0;
-  std::string_view reason;
-  net::Endpoint target;
-  if (request_method_ != "CONNECT") {
-    status = 400, reason = "method is not CONNECT";  // as ztunnel: 400, not 405
-  } else if (request_other_pseudo_) {
-    status = 400, reason = ":scheme, :path or :protocol on CONNECT";
-  } else if (const AuthorityError e = parse_authority(request_authority_, target);
-             e != AuthorityError::ok) {
-    status = 400, reason = describe(e);
-  }
-  if (status != 0) {
-    events_.on_request_rejected(s.id, status, reason);
-    respond(s, status);
-    return;
-  }
-  s.known = true;
-  ++open_streams_;
-  header_views_.clear();
-  for (const HeaderRef& r : header_refs_) {
-    header_views_.push_back({std::string_view(header_bytes_).substr(r.name_at, r.name_len),
-                             std::string_view(header_bytes_).substr(r.value_at, r.value_len)});
-  }
-  events_.on_connect_request(s.id, target, header_views_);
-  // One large request must not pin its header memory for the life of the connection.
-  if (header_bytes_.capacity() > 4096) std::string().swap(header_bytes_);
-}
-
-void H2Session::on_peer_end(Stream& s) {
-  s.peer_ended = true;
-  if (s.known && !s.swallow) events_.on_end_stream(s.id);
-}
-
-void H2Session::on_nghttp2_close(Stream& s, uint32_t error_code) {
-  s.closed = true;
-  if (s.known) {
-    --open_streams_;
-    if (!s.owner_reset) {
-      if (s.peer_reset) {
-        events_.on_reset(s.id, s.peer_reset_code);
-      } else if (error_code != kNoError) {
-        events_.on_reset(s.id, error_code);
-      }
-    }
-  }
-  // Only the unframed tail goes back here: what is framed in the output stays referenced until
-  // consume_output() passes it (or close_all_streams() drops it).
-  s.drop_unframed([&](std::span<const uint8_t> piece) {
-    if (s.known) events_.on_payload_released(s.id, piece, false);
-  });
-  maybe_finish(s);
-}
-
 void H2Session::maybe_finish(Stream& s) {
   if (!s.closed || s.framed() > 0) return;
   const int32_t id = s.id;
@@ -442,27 +453,27 @@ void H2Session::maybe_finish(Stream& s) {
 
 // ---- commands ----
 
-int H2Session::respond(Stream& s, int status) {
+int H2Session::Stream::respond(nghttp2_session* session, int status) {
   char code[4];
   code[0] = char('0' + status / 100);
   code[1] = char('0' + status / 10 % 10);
   code[2] = char('0' + status % 10);
   code[3] = '\0';
   const nghttp2_nv nv = make_nv(":status", std::string_view(code, 3));
-  s.responded = true;
+  responded = true;
   if (status / 100 == 2) {
     nghttp2_data_provider provider{};
-    provider.source.ptr = &s;
+    provider.source.ptr = this;
     provider.read_callback = Callbacks::read_data;
-    const int rv = nghttp2_submit_response(session_, s.id, &nv, 1, &provider);
-    if (rv == 0) s.data_open = true;
+    const int rv = nghttp2_submit_response(session, id, &nv, 1, &provider);
+    if (rv == 0) data_open = true;
     return rv;
   }
   // A refusal: HEADERS with END_STREAM, then RST_STREAM(NO_ERROR) so the client need not finish
   // its side (RFC 9113 section 8.1); whatever it still sends is swallowed.
-  s.swallow = true;
-  s.reset_after_response = true;
-  return nghttp2_submit_response(session_, s.id, &nv, 1, nullptr);
+  swallow = true;
+  reset_after_response = true;
+  return nghttp2_submit_response(session, id, &nv, 1, nullptr);
 }
 
 int32_t H2Session::submit_connect(std::string_view authority, std::span<const Header> headers,
@@ -510,7 +521,7 @@ int H2Session::submit_response(int32_t stream_id, int status) {
   if (!s || !s->known || s->responded || s->closed || s->owner_reset) {
     return NGHTTP2_ERR_INVALID_STATE;
   }
-  return respond(*s, status);
+  return s->respond(session_, status);
 }
 
 int H2Session::submit_data(int32_t stream_id, const uint8_t* data, size_t size) {
@@ -589,10 +600,6 @@ int H2Session::submit_goaway_graceful() {
     if (rv == 0) drain_notice_sent_ = true;
     return rv;
   }
-  return submit_final_goaway();
-}
-
-int H2Session::submit_final_goaway() {
   const int rv = nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
                                        nghttp2_session_get_last_proc_stream_id(session_), kNoError,
                                        nullptr, 0);

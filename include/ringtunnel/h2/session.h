@@ -262,12 +262,7 @@ class H2Session {
   struct Stream;  // defined in session.cc
 
   Stream* find(int32_t stream_id) const;
-  void on_request(Stream& stream);
-  void on_peer_end(Stream& stream);
-  void on_nghttp2_close(Stream& stream, uint32_t error_code);
   void maybe_finish(Stream& stream);
-  int respond(Stream& stream, int status);
-  int submit_final_goaway();
   void collect();
   void fail_hard(int lib_error);
 
