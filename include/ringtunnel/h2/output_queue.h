@@ -22,8 +22,10 @@
 //     output order;
 //   - Source::drop_unframed(on_dropped): the Source's bytes not yet framed, in lending order.
 // A piece is reported after the queue has forgotten it: Source::framed() no longer counts it, so
-// the report of a Source's last framed piece sees framed() == 0. The report callbacks may call
-// relocate() and Source::lend(); they must not append, consume() or clear().
+// the report of a Source's last framed piece sees framed() == 0, and may destroy the Source then
+// (nothing in the queue names it any more). A Source must not be destroyed earlier. The report
+// callbacks may call relocate() and Source::lend(); they must not append, consume() or clear().
+// Destroying the queue, or a Source with unframed bytes, drops its references without reports.
 //
 // Moving lent memory: relocate(source, from, to, n) re-points every reference of `source` into
 // [from, from+n), framed or not, at the same offset in [to, to+n); later reports name the new
@@ -51,6 +53,10 @@ class OutputQueue {
   // append_payload() frames it, then referenced by payload segments (framed) until they leave.
   class Source {
    public:
+    Source() = default;
+    Source(const Source&) = delete;  // the queue points at it
+    Source& operator=(const Source&) = delete;
+
     // Appends [piece.data(), piece.data()+piece.size()) to the unframed bytes (not copied).
     void lend(std::span<const uint8_t> piece) {
       unframed_pieces_.push_back(piece);
