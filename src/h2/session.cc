@@ -1,5 +1,5 @@
 // H2Session: nghttp2 wired for HBONE. Input goes straight to nghttp2_session_mem_recv; output is
-// pulled with nghttp2_session_mem_send into a queue of spans (copied control frames and frame
+// pulled with nghttp2_session_mem_send into an OutputQueue (copied control frames and frame
 // headers, referenced DATA payloads). See session.h for the contract with the owner.
 #include "ringtunnel/h2/session.h"
 
@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <deque>
 
 #include "ringtunnel/h2/authority.h"
 
@@ -15,14 +14,12 @@ namespace ringtunnel::h2 {
 
 // One stream, from its HEADERS (server) or submit_connect() (client) until the owner has heard
 // on_stream_closed(). Outlives nghttp2's own stream while output still references its payloads.
-struct H2Session::Stream {
+// As an OutputQueue::Source it holds what the owner submitted: unframed, then framed.
+struct H2Session::Stream : OutputQueue::Source {
   int32_t id = 0;
   void* owner = nullptr;
-  std::deque<std::span<const uint8_t>> queue;  // submitted, not yet framed
-  size_t queued = 0;                           // bytes in queue
-  size_t in_output = 0;                        // framed, in the output, not yet consumed
-  size_t header_list_size = 0;                 // of the header block being decoded
-  int status = 0;                              // client: the response's :status
+  size_t header_list_size = 0;        // of the header block being decoded
+  int status = 0;                     // client: the response's :status
   bool known = false;                 // the owner knows it: an accepted or submitted CONNECT
   bool data_open = false;             // a data provider is attached: submit_data() may be used
   bool deferred = false;              // nghttp2 waits for submit_data()/submit_end() to resume it
@@ -36,6 +33,9 @@ struct H2Session::Stream {
   bool reset_after_response = false;  // a refusal: RST_STREAM(NO_ERROR) once it is sent
   uint32_t peer_reset_code = 0;
   bool closed = false;  // nghttp2 has closed it
+
+  // Server: submits the response (HEADERS with :status) to the request.
+  int respond(nghttp2_session* session, int status);
 };
 
 namespace {
@@ -78,10 +78,6 @@ int lib_error_for(uint32_t goaway_code) {
   }
 }
 
-uint32_t frame_length(const uint8_t* header) {
-  return uint32_t(header[0]) << 16 | uint32_t(header[1]) << 8 | header[2];
-}
-
 nghttp2_nv make_nv(std::string_view name, std::string_view value) {
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
@@ -90,7 +86,8 @@ nghttp2_nv make_nv(std::string_view name, std::string_view value) {
 
 }  // namespace
 
-// The nghttp2 callbacks, as static members of a friend so that they reach the session's state.
+// The nghttp2 callbacks, and what they do to a stream, as static members of a friend so that
+// they reach the session's state.
 struct Callbacks {
   static H2Session& self(void* user_data) { return *static_cast<H2Session*>(user_data); }
   static H2Session::Stream* stream(nghttp2_session* session, int32_t stream_id) {
@@ -165,20 +162,20 @@ struct Callbacks {
       case NGHTTP2_HEADERS:
         if (H2Session::Stream* s = stream(session, id)) {
           const bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
-          if (end) s->peer_ended = true;  // before on_request, which decides on a RST_STREAM
+          if (end) s->peer_ended = true;  // before request(), which decides on a RST_STREAM
           if (h.options_.role == Role::server && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-            h.on_request(*s);
+            request(h, *s);
           } else if (h.options_.role == Role::client && s->known && !s->response_seen &&
                      s->status >= 200) {
             s->response_seen = true;
             h.events_.on_response(id, s->status);
           }
-          if (end) h.on_peer_end(*s);
+          if (end) peer_end(h, *s);
         }
         break;
       case NGHTTP2_DATA:
         if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-          if (H2Session::Stream* s = stream(session, id)) h.on_peer_end(*s);
+          if (H2Session::Stream* s = stream(session, id)) peer_end(h, *s);
         }
         break;
       case NGHTTP2_RST_STREAM:
@@ -194,7 +191,8 @@ struct Callbacks {
       case NGHTTP2_PING:
         if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
           if (std::memcmp(frame->ping.opaque_data, kDrainPing, 8) == 0) {
-            if (h.drain_notice_sent_ && !h.goaway_submitted_) h.submit_final_goaway();
+            // The second step of the drain: the final GOAWAY.
+            if (h.drain_notice_sent_ && !h.goaway_submitted_) h.submit_goaway_graceful();
           } else if (h.pings_outstanding_ > 0) {
             --h.pings_outstanding_;
           }
@@ -222,7 +220,7 @@ struct Callbacks {
   static int on_stream_close(nghttp2_session* session, int32_t stream_id, uint32_t error_code,
                              void* user_data) {
     if (H2Session::Stream* s = stream(session, stream_id)) {
-      self(user_data).on_nghttp2_close(*s, error_code);
+      closed(self(user_data), *s, error_code);
     }
     return 0;
   }
@@ -252,13 +250,13 @@ struct Callbacks {
   static ssize_t read_data(nghttp2_session*, int32_t, uint8_t*, size_t length, uint32_t* flags,
                            nghttp2_data_source* source, void*) {
     auto* s = static_cast<H2Session::Stream*>(source->ptr);
-    if (s->queued == 0 && !s->end_requested) {
+    if (s->unframed() == 0 && !s->end_requested) {
       s->deferred = true;
       return NGHTTP2_ERR_DEFERRED;
     }
-    const size_t n = std::min(length, s->queued);
+    const size_t n = std::min(length, s->unframed());
     *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (n == s->queued && s->end_requested) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (n == s->unframed() && s->end_requested) *flags |= NGHTTP2_DATA_FLAG_EOF;
     return ssize_t(n);
   }
 
@@ -272,23 +270,72 @@ struct Callbacks {
   static int send_data(nghttp2_session*, nghttp2_frame*, const uint8_t* framehd, size_t length,
                        nghttp2_data_source* source, void* user_data) {
     H2Session& h = self(user_data);
-    if (h.queued_bytes_ >= h.options_.max_output_bytes) return NGHTTP2_ERR_WOULDBLOCK;
+    if (h.output_.bytes() >= h.options_.max_output_bytes) return NGHTTP2_ERR_WOULDBLOCK;
     auto* s = static_cast<H2Session::Stream*>(source->ptr);
     // No padding is ever asked for, so the header is exactly 9 bytes.
-    h.append_owned(framehd, kFrameHeaderLength);
-    while (length > 0) {
-      std::span<const uint8_t>& chunk = s->queue.front();
-      const size_t take = std::min(length, chunk.size());
-      h.append_ref(*s, chunk.data(), take);
-      s->queued -= take;
-      length -= take;
-      if (take == chunk.size()) {
-        s->queue.pop_front();
-      } else {
-        chunk = chunk.subspan(take);
+    h.output_.append_owned(framehd, kFrameHeaderLength);
+    h.output_.append_payload(*s, length);
+    return 0;
+  }
+
+  // ---- what the events do to a stream ----
+
+  // A request's header block is complete: answer it ourselves (400) or hand it to the owner.
+  static void request(H2Session& h, H2Session::Stream& s) {
+    int status = 0;
+    std::string_view reason;
+    net::Endpoint target;
+    if (h.request_method_ != "CONNECT") {
+      status = 400, reason = "method is not CONNECT";  // as ztunnel: 400, not 405
+    } else if (h.request_other_pseudo_) {
+      status = 400, reason = ":scheme, :path or :protocol on CONNECT";
+    } else if (const AuthorityError e = parse_authority(h.request_authority_, target);
+               e != AuthorityError::ok) {
+      status = 400, reason = describe(e);
+    }
+    if (status != 0) {
+      h.events_.on_request_rejected(s.id, status, reason);
+      s.respond(h.session_, status);
+      return;
+    }
+    s.known = true;
+    ++h.open_streams_;
+    h.header_views_.clear();
+    for (const H2Session::HeaderRef& r : h.header_refs_) {
+      h.header_views_.push_back(
+          {std::string_view(h.header_bytes_).substr(r.name_at, r.name_len),
+           std::string_view(h.header_bytes_).substr(r.value_at, r.value_len)});
+    }
+    h.events_.on_connect_request(s.id, target, h.header_views_);
+    // One large request must not pin its header memory for the life of the connection.
+    if (h.header_bytes_.capacity() > 4096) std::string().swap(h.header_bytes_);
+  }
+
+  // The peer's END_STREAM.
+  static void peer_end(H2Session& h, H2Session::Stream& s) {
+    s.peer_ended = true;
+    if (s.known && !s.swallow) h.events_.on_end_stream(s.id);
+  }
+
+  // nghttp2 has closed the stream; ours lives on while the output references its payloads.
+  static void closed(H2Session& h, H2Session::Stream& s, uint32_t error_code) {
+    s.closed = true;
+    if (s.known) {
+      --h.open_streams_;
+      if (!s.owner_reset) {
+        if (s.peer_reset) {
+          h.events_.on_reset(s.id, s.peer_reset_code);
+        } else if (error_code != kNoError) {
+          h.events_.on_reset(s.id, error_code);
+        }
       }
     }
-    return 0;
+    // Only the unframed tail goes back here: what is framed in the output stays referenced until
+    // consume_output() passes it (or close_all_streams() drops it).
+    s.drop_unframed([&](std::span<const uint8_t> piece) {
+      if (s.known) h.events_.on_payload_released(s.id, piece, false);
+    });
+    h.maybe_finish(s);
   }
 };
 
@@ -394,60 +441,8 @@ ssize_t H2Session::feed(const uint8_t* data, size_t size) {
   return ssize_t(size);
 }
 
-void H2Session::on_request(Stream& s) {
-  int status = 0;
-  std::string_view reason;
-  net::Endpoint target;
-  if (request_method_ != "CONNECT") {
-    status = 400, reason = "method is not CONNECT";  // as ztunnel: 400, not 405
-  } else if (request_other_pseudo_) {
-    status = 400, reason = ":scheme, :path or :protocol on CONNECT";
-  } else if (const AuthorityError e = parse_authority(request_authority_, target);
-             e != AuthorityError::ok) {
-    status = 400, reason = describe(e);
-  }
-  if (status != 0) {
-    events_.on_request_rejected(s.id, status, reason);
-    respond(s, status);
-    return;
-  }
-  s.known = true;
-  ++open_streams_;
-  header_views_.clear();
-  for (const HeaderRef& r : header_refs_) {
-    header_views_.push_back({std::string_view(header_bytes_).substr(r.name_at, r.name_len),
-                             std::string_view(header_bytes_).substr(r.value_at, r.value_len)});
-  }
-  events_.on_connect_request(s.id, target, header_views_);
-  // One large request must not pin its header memory for the life of the connection.
-  if (header_bytes_.capacity() > 4096) std::string().swap(header_bytes_);
-}
-
-void H2Session::on_peer_end(Stream& s) {
-  s.peer_ended = true;
-  if (s.known && !s.swallow) events_.on_end_stream(s.id);
-}
-
-void H2Session::on_nghttp2_close(Stream& s, uint32_t error_code) {
-  s.closed = true;
-  if (s.known) {
-    --open_streams_;
-    if (!s.owner_reset) {
-      if (s.peer_reset) {
-        events_.on_reset(s.id, s.peer_reset_code);
-      } else if (error_code != kNoError) {
-        events_.on_reset(s.id, error_code);
-      }
-    }
-  }
-  // Only the unframed tail goes back here: what is framed in the output stays referenced until
-  // consume_output() passes it (or close_all_streams() drops it).
-  release_queue(s);
-  maybe_finish(s);
-}
-
 void H2Session::maybe_finish(Stream& s) {
-  if (!s.closed || s.in_output > 0) return;
+  if (!s.closed || s.framed() > 0) return;
   const int32_t id = s.id;
   const bool known = s.known;
   // The event first: its handler may still look up stream_owner(id). Erased by key afterwards,
@@ -458,27 +453,27 @@ void H2Session::maybe_finish(Stream& s) {
 
 // ---- commands ----
 
-int H2Session::respond(Stream& s, int status) {
+int H2Session::Stream::respond(nghttp2_session* session, int status) {
   char code[4];
   code[0] = char('0' + status / 100);
   code[1] = char('0' + status / 10 % 10);
   code[2] = char('0' + status % 10);
   code[3] = '\0';
   const nghttp2_nv nv = make_nv(":status", std::string_view(code, 3));
-  s.responded = true;
+  responded = true;
   if (status / 100 == 2) {
     nghttp2_data_provider provider{};
-    provider.source.ptr = &s;
+    provider.source.ptr = this;
     provider.read_callback = Callbacks::read_data;
-    const int rv = nghttp2_submit_response(session_, s.id, &nv, 1, &provider);
-    if (rv == 0) s.data_open = true;
+    const int rv = nghttp2_submit_response(session, id, &nv, 1, &provider);
+    if (rv == 0) data_open = true;
     return rv;
   }
   // A refusal: HEADERS with END_STREAM, then RST_STREAM(NO_ERROR) so the client need not finish
   // its side (RFC 9113 section 8.1); whatever it still sends is swallowed.
-  s.swallow = true;
-  s.reset_after_response = true;
-  return nghttp2_submit_response(session_, s.id, &nv, 1, nullptr);
+  swallow = true;
+  reset_after_response = true;
+  return nghttp2_submit_response(session, id, &nv, 1, nullptr);
 }
 
 int32_t H2Session::submit_connect(std::string_view authority, std::span<const Header> headers,
@@ -526,7 +521,7 @@ int H2Session::submit_response(int32_t stream_id, int status) {
   if (!s || !s->known || s->responded || s->closed || s->owner_reset) {
     return NGHTTP2_ERR_INVALID_STATE;
   }
-  return respond(*s, status);
+  return s->respond(session_, status);
 }
 
 int H2Session::submit_data(int32_t stream_id, const uint8_t* data, size_t size) {
@@ -536,8 +531,7 @@ int H2Session::submit_data(int32_t stream_id, const uint8_t* data, size_t size) 
     return NGHTTP2_ERR_INVALID_STATE;
   }
   if (size == 0) return 0;
-  s->queue.emplace_back(data, size);
-  s->queued += size;
+  s->lend({data, size});
   if (s->deferred) {
     s->deferred = false;
     nghttp2_session_resume_data(session_, stream_id);
@@ -587,18 +581,7 @@ int H2Session::consume_stream(int32_t stream_id, size_t bytes) {
 }
 
 void H2Session::relocate(int32_t stream_id, const uint8_t* from, const uint8_t* to, size_t size) {
-  Stream* s = find(stream_id);
-  if (!s) return;
-  const auto lo = reinterpret_cast<uintptr_t>(from);
-  auto move = [&](std::span<const uint8_t>& piece) {
-    const uintptr_t at = reinterpret_cast<uintptr_t>(piece.data()) - lo;  // wraps when below
-    if (at < size) piece = {to + at, piece.size()};
-  };
-  for (std::span<const uint8_t>& piece : s->queue)
-    move(piece);
-  if (s->in_output == 0) return;
-  for (size_t i = out_head_; i < out_.size(); ++i)
-    if (out_meta_[i].stream == s) move(out_[i]);
+  if (Stream* s = find(stream_id)) output_.relocate(*s, from, to, size);
 }
 
 int H2Session::submit_ping() {
@@ -617,10 +600,6 @@ int H2Session::submit_goaway_graceful() {
     if (rv == 0) drain_notice_sent_ = true;
     return rv;
   }
-  return submit_final_goaway();
-}
-
-int H2Session::submit_final_goaway() {
   const int rv = nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
                                        nghttp2_session_get_last_proc_stream_id(session_), kNoError,
                                        nullptr, 0);
@@ -644,7 +623,7 @@ void H2Session::collect() {
   ++busy_;
   for (;;) {
     // Stop only between frames, so a GOAWAY of our own can always follow.
-    if (queued_bytes_ >= options_.max_output_bytes && at_frame_boundary()) break;
+    if (output_.bytes() >= options_.max_output_bytes && output_.at_frame_boundary()) break;
     const uint8_t* data = nullptr;
     const ssize_t n = nghttp2_session_mem_send(session_, &data);
     if (n < 0) {
@@ -653,142 +632,27 @@ void H2Session::collect() {
       return;
     }
     if (n == 0) break;
-    append_owned(data, size_t(n));
+    output_.append_owned(data, size_t(n));
   }
   --busy_;
 }
 
-void H2Session::advance_frames(const uint8_t* data, size_t size) {
-  while (size > 0) {
-    if (payload_left_ > 0) {
-      const size_t take = std::min(size, payload_left_);
-      payload_left_ -= take;
-      data += take;
-      size -= take;
-      continue;
-    }
-    const size_t take = std::min(size, kFrameHeaderLength - header_have_);
-    std::memcpy(header_ + header_have_, data, take);
-    header_have_ = uint8_t(header_have_ + take);
-    data += take;
-    size -= take;
-    if (header_have_ == kFrameHeaderLength) {
-      payload_left_ = frame_length(header_);
-      header_have_ = 0;
-    }
-  }
-}
-
-void H2Session::append_owned(const uint8_t* data, size_t size) {
-  if (size == 0) return;
-  advance_frames(data, size);
-  const size_t offset = owned_.size();
-  const uint8_t* old_base = owned_.data();
-  owned_.insert(owned_.end(), data, data + size);
-  if (owned_.data() != old_base) rebase_owned();
-  queued_bytes_ += size;
-  // Extend the last segment when it is owned and ends where these bytes begin.
-  if (out_.size() > out_head_ && !out_meta_.back().stream &&
-      out_meta_.back().offset + out_.back().size() == offset) {
-    out_.back() = std::span<const uint8_t>(owned_.data() + out_meta_.back().offset,
-                                           out_.back().size() + size);
-    return;
-  }
-  out_.emplace_back(owned_.data() + offset, size);
-  out_meta_.push_back({nullptr, offset});
-}
-
-void H2Session::append_ref(Stream& s, const uint8_t* data, size_t size) {
-  payload_left_ -= size;  // a payload always follows its header, which set payload_left_
-  queued_bytes_ += size;
-  s.in_output += size;
-  out_.emplace_back(data, size);
-  out_meta_.push_back({&s, 0});
-}
-
-void H2Session::rebase_owned() {
-  for (size_t i = out_head_; i < out_.size(); ++i) {
-    if (!out_meta_[i].stream) out_[i] = {owned_.data() + out_meta_[i].offset, out_[i].size()};
-  }
-}
-
 std::span<const std::span<const uint8_t>> H2Session::pending() {
   collect();
-  return {out_.data() + out_head_, out_.size() - out_head_};
+  return output_.segments();
 }
 
 void H2Session::consume_output(size_t bytes) {
   if (busy_) return;
   ++busy_;
-  // Each payload segment is released by its own address: the owner returns exactly the memory
+  // Each payload piece is released by its own address: the owner returns exactly the memory
   // that is no longer referenced, never "the first n bytes" of a stream.
-  while (bytes > 0 && out_head_ < out_.size()) {
-    std::span<const uint8_t>& seg = out_[out_head_];
-    Segment& meta = out_meta_[out_head_];
-    const size_t take = std::min(bytes, seg.size());
-    Stream* s = meta.stream;
-    const std::span<const uint8_t> passed = seg.first(take);
-    bytes -= take;
-    queued_bytes_ -= take;
-    if (take == seg.size()) {
-      ++out_head_;
-    } else {
-      seg = seg.subspan(take);
-      meta.offset += take;
-    }
-    if (!s) continue;
-    s->in_output -= take;
-    release(*s, passed);
-  }
-  if (out_head_ == out_.size()) {
-    out_.clear();
-    out_meta_.clear();
-    out_head_ = 0;
-    owned_.clear();
-    // A burst (a flood of ACKs, many small frames) must not pin its memory for the connection's
-    // life; 64 KiB covers the steady state.
-    if (owned_.capacity() > (64u << 10)) std::vector<uint8_t>().swap(owned_);
-  } else {
-    compact_output();
-  }
+  output_.consume(bytes, [this](OutputQueue::Source& source, std::span<const uint8_t> piece) {
+    auto& s = static_cast<Stream&>(source);
+    if (s.known) events_.on_payload_released(s.id, piece, true);
+    maybe_finish(s);  // may destroy s
+  });
   --busy_;
-}
-
-void H2Session::release(Stream& s, std::span<const uint8_t> bytes) {
-  if (s.known) events_.on_payload_released(s.id, bytes, true);
-  maybe_finish(s);  // may destroy s
-}
-
-void H2Session::release_queue(Stream& s) {
-  std::deque<std::span<const uint8_t>> queue;
-  queue.swap(s.queue);
-  s.queued = 0;
-  if (!s.known) return;
-  for (const std::span<const uint8_t>& piece : queue)
-    events_.on_payload_released(s.id, piece, false);
-}
-
-void H2Session::compact_output() {
-  if (out_head_ >= 256 && out_head_ * 2 >= out_.size()) {
-    out_.erase(out_.begin(), out_.begin() + ptrdiff_t(out_head_));
-    out_meta_.erase(out_meta_.begin(), out_meta_.begin() + ptrdiff_t(out_head_));
-    out_head_ = 0;
-  }
-  // Owned bytes before the first live owned segment are dead; move the rest down once the dead
-  // part is both large and the larger half.
-  size_t live = owned_.size();
-  for (size_t i = out_head_; i < out_.size(); ++i) {
-    if (!out_meta_[i].stream) {
-      live = out_meta_[i].offset;
-      break;
-    }
-  }
-  if (live < (64u << 10) || live * 2 < owned_.size()) return;
-  owned_.erase(owned_.begin(), owned_.begin() + ptrdiff_t(live));
-  for (size_t i = out_head_; i < out_.size(); ++i) {
-    if (!out_meta_[i].stream) out_meta_[i].offset -= live;
-  }
-  rebase_owned();
 }
 
 // ---- failure and the end ----
@@ -802,14 +666,14 @@ void H2Session::fail_hard(int lib_error) {
   // nghttp2 must not be called after a fatal error, so the GOAWAY is written here. The output
   // holds whole frames only unless nghttp2 failed in the middle of one; then no GOAWAY can be
   // sent and the owner just closes.
-  if (!at_frame_boundary()) return;
+  if (!output_.at_frame_boundary()) return;
   const int32_t last = session_ ? nghttp2_session_get_last_proc_stream_id(session_) : 0;
   uint8_t goaway[kFrameHeaderLength + 8] = {0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0};
   for (int i = 0; i < 4; ++i) {
     goaway[9 + i] = uint8_t(uint32_t(last) >> (24 - 8 * i));
     goaway[13 + i] = uint8_t(failure_.error_code >> (24 - 8 * i));
   }
-  append_owned(goaway, sizeof goaway);
+  output_.append_owned(goaway, sizeof goaway);
 }
 
 void H2Session::close_all_streams(uint32_t error_code) {
@@ -817,19 +681,10 @@ void H2Session::close_all_streams(uint32_t error_code) {
   ++busy_;
   dead_ = true;
   // The output is dropped: whatever it references is released unsent, piece by piece.
-  for (size_t i = out_head_; i < out_.size(); ++i) {
-    if (Stream* s = out_meta_[i].stream) {
-      s->in_output -= out_[i].size();
-      if (s->known) events_.on_payload_released(s->id, out_[i], false);
-    }
-  }
-  out_.clear();
-  out_meta_.clear();
-  out_head_ = 0;
-  owned_.clear();
-  queued_bytes_ = 0;
-  header_have_ = 0;
-  payload_left_ = 0;
+  output_.clear([this](OutputQueue::Source& source, std::span<const uint8_t> piece) {
+    auto& s = static_cast<Stream&>(source);
+    if (s.known) events_.on_payload_released(s.id, piece, false);
+  });
 
   std::vector<int32_t> ids;
   ids.reserve(streams_.size());
@@ -840,7 +695,9 @@ void H2Session::close_all_streams(uint32_t error_code) {
     Stream* s = find(id);
     if (!s) continue;
     if (s->known && !s->closed && !s->owner_reset) events_.on_reset(id, error_code);
-    release_queue(*s);
+    s->drop_unframed([&](std::span<const uint8_t> piece) {
+      if (s->known) events_.on_payload_released(id, piece, false);
+    });
     s->closed = true;
     maybe_finish(*s);
   }
@@ -849,7 +706,7 @@ void H2Session::close_all_streams(uint32_t error_code) {
 }
 
 bool H2Session::finished() const {
-  if (out_head_ < out_.size()) return false;
+  if (!output_.empty()) return false;
   if (dead_) return true;
   return !nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_);
 }

@@ -4,7 +4,7 @@
 // through feed(), events come out through SessionEvents, and the bytes to encrypt come out of
 // pending() as a list of spans. Frame headers and control frames are copied into a buffer the
 // session owns; DATA payloads are references into the owner's buffers (NGHTTP2_DATA_FLAG_NO_COPY),
-// never copied.
+// never copied. The session keeps both in an OutputQueue (h2/output_queue.h).
 //
 // Ownership of payload references. submit_data(stream, p, n) lends [p, p+n) to the session. The
 // session gives the memory back through SessionEvents::on_payload_released(stream, piece, sent),
@@ -44,6 +44,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ringtunnel/h2/output_queue.h"
 #include "ringtunnel/net/address.h"
 
 namespace ringtunnel::h2 {
@@ -221,7 +222,7 @@ class H2Session {
   // middle of a span). Releases the payloads passed (on_payload_released, sent = true). Call
   // pending() again afterwards: more may be ready once the queue has room.
   void consume_output(size_t bytes);
-  size_t pending_bytes() const { return queued_bytes_; }
+  size_t pending_bytes() const { return output_.bytes(); }
 
   // ---- end of the connection ----
 
@@ -261,21 +262,8 @@ class H2Session {
   struct Stream;  // defined in session.cc
 
   Stream* find(int32_t stream_id) const;
-  void on_request(Stream& stream);
-  void on_peer_end(Stream& stream);
-  void on_nghttp2_close(Stream& stream, uint32_t error_code);
   void maybe_finish(Stream& stream);
-  int respond(Stream& stream, int status);
-  int submit_final_goaway();
   void collect();
-  void advance_frames(const uint8_t* data, size_t size);
-  bool at_frame_boundary() const { return header_have_ == 0 && payload_left_ == 0; }
-  void append_owned(const uint8_t* data, size_t size);
-  void append_ref(Stream& stream, const uint8_t* data, size_t size);
-  void rebase_owned();
-  void release(Stream& stream, std::span<const uint8_t> piece);
-  void release_queue(Stream& stream);
-  void compact_output();
   void fail_hard(int lib_error);
 
   SessionOptions options_;
@@ -285,22 +273,10 @@ class H2Session {
   std::unordered_map<int32_t, std::unique_ptr<Stream>> streams_;
   size_t open_streams_ = 0;
 
-  // Output: segments in order. Owned segments point into owned_ (their offset is kept, since a
-  // growing owned_ moves); payload segments point into the owner's memory.
-  struct Segment {
-    Stream* stream;  // nullptr: owned bytes
-    size_t offset;   // into owned_, for owned bytes
-  };
-  std::vector<std::span<const uint8_t>> out_;
-  std::vector<Segment> out_meta_;
-  size_t out_head_ = 0;
-  std::vector<uint8_t> owned_;
-  size_t queued_bytes_ = 0;
-  // Where the output stands in the frame stream: a GOAWAY of our own may only be appended, and
-  // collecting may only stop, between two frames.
-  uint8_t header_have_ = 0;
-  uint8_t header_[kFrameHeaderLength] = {};
-  size_t payload_left_ = 0;
+  // Every stream is an OutputQueue::Source: what it has lent, unframed and framed, is tracked
+  // there. A GOAWAY of our own may only be appended, and collecting may only stop, where the
+  // output is at a frame boundary.
+  OutputQueue output_;
 
   // The header block being decoded (a request, on a server). Blocks never interleave on the
   // wire, so one set serves every stream.
