@@ -14,6 +14,10 @@ void WorkerContext::log_bug(std::string_view what) {
   log_line(fmt::format("ringtunnel: worker {}: internal error: {}", id, what));
 }
 
+void WorkerContext::unexpected(std::string_view owner, Op op, int res) {
+  log_bug(fmt::format("{}: completion of {} (res {})", owner, to_string(op), res));
+}
+
 std::string_view to_string(Op op) {
   switch (op) {
     case Op::none:

@@ -86,8 +86,7 @@ void HboneConnection::on_completion(Op op, uint8_t, const io_uring_cqe& cqe) {
     case Op::splice_out:
     case Op::accept:
     case Op::wake:
-      ctx_.log_bug(
-          fmt::format("HBONE connection: completion of {} (res {})", to_string(op), cqe.res));
+      ctx_.unexpected("HBONE connection", op, cqe.res);
       break;
   }
   if (closing()) maybe_release();

@@ -126,7 +126,7 @@ void HboneStream::on_completion(Op op, uint8_t, const io_uring_cqe& cqe) {
     case Op::splice_out:
     case Op::accept:
     case Op::wake:
-      ctx_.log_bug(fmt::format("HBONE stream: completion of {} (res {})", to_string(op), cqe.res));
+      ctx_.unexpected("HBONE stream", op, cqe.res);
       break;
   }
   if (ending()) maybe_release();

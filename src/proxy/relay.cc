@@ -99,7 +99,7 @@ void Relay::on_completion(Op op, uint8_t d, const io_uring_cqe& cqe) {
     case Op::none:
     case Op::accept:
     case Op::wake:
-      ctx_.log_bug(fmt::format("relay: completion of {} (res {})", to_string(op), cqe.res));
+      ctx_.unexpected("relay", op, cqe.res);
       break;
   }
   if (state_ == State::ending || state_ == State::closing) maybe_release();

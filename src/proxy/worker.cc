@@ -205,7 +205,7 @@ void Worker::on_completion(const io_uring_cqe& cqe) {
     case Op::splice_out:
       break;
   }
-  ctx_.log_bug(fmt::format("worker completion of {} (res {})", to_string(Op(tag.op)), cqe.res));
+  ctx_.unexpected("worker", Op(tag.op), cqe.res);
 }
 
 void Worker::after_completions() {

@@ -119,6 +119,8 @@ class WorkerContext {
   void access(const AccessRecord& record, std::string_view reason = {});
   std::string log_batch;  // the Worker hands it to the log after each iteration
   void log_bug(std::string_view what);
+  // A completion of an op that `owner` never submits: a bug, logged and ignored.
+  void unexpected(std::string_view owner, Op op, int res);
 
   // ---- configuration, budgets, drain
   const unsigned id;
