@@ -24,6 +24,8 @@ rt_deps_packages=(
     build-essential g++ meson ninja-build pkg-config
     liburing-dev libnghttp2-dev libfmt-dev doctest-dev libbenchmark-dev
     python3 iproute2 util-linux
+    # the mesh tests' capture rules in network namespaces (iptables-nft and iptables-legacy)
+    iptables
     # to build wolfSSL from Debian's source package
     dpkg-dev autoconf automake libtool
     # peers of the tests and benchmarks; clang for the fuzz targets

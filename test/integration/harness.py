@@ -878,14 +878,17 @@ class Proxy:
     """ringtunnel started with the given flags; stdout and stderr go to temp
     files (the access log defaults to stderr)."""
 
-    def __init__(self, args, listens=(), wait=True, timeout=15.0, cwd=None):
+    def __init__(self, args, listens=(), wait=True, timeout=15.0, cwd=None, prefix=()):
+        """prefix: argv before the binary's (say, nsenter into a network
+        namespace: mesh_hosts.HostProxy); self.args are the binary's own."""
         self.args = list(args)
         self.listens = list(listens)
         fd, self.out_path = tempfile.mkstemp(prefix="proxy-", suffix=".stdout")
         self._out = os.fdopen(fd, "wb")
         fd, self.err_path = tempfile.mkstemp(prefix="proxy-", suffix=".stderr")
         self._err = os.fdopen(fd, "wb")
-        self.proc = spawn([binary()] + self.args, stdout=self._out, stderr=self._err, cwd=cwd)
+        self.proc = spawn(list(prefix) + [binary()] + self.args, stdout=self._out,
+                          stderr=self._err, cwd=cwd)
         self.pid = self.proc.pid
         _proxies.append(self)
         if wait and self.listens:
