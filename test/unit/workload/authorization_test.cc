@@ -79,11 +79,12 @@ struct Case {
 };
 
 void run(const Case& c) {
-  CAPTURE(c.what);
+  const std::string what = c.what;  // a std::string, so that a failure prints the text
+  CAPTURE(what);
   CAPTURE(c.policies);
   Result r = evaluate(c.policies, c.peer, c.src, c.dst, c.port);
   CHECK(r.verdict.allowed() == c.allowed);
-  CHECK(r.decider == c.decider);
+  CHECK(r.decider == std::string(c.decider));
 }
 
 }  // namespace

@@ -461,6 +461,10 @@ TEST_CASE("errors name the file, line, column, field and reason") {
        "cfg.yaml:2:96: policies[0].rules[0][0][0].principals[0]: expected a tagged string match: "
        "!Exact, !Prefix or !Suffix with a string, or !Presence [], got !Regex with a scalar"},
       {"policies:\n- {name: p, namespace: n, scope: Global, action: Allow, dryRun: false, rules: "
+       "[[[{principals: [!Absence []]}]]]}\n",
+       "cfg.yaml:2:96: policies[0].rules[0][0][0].principals[0]: expected a tagged string match: "
+       "!Exact, !Prefix or !Suffix with a string, or !Presence [], got !Absence with a sequence"},
+      {"policies:\n- {name: p, namespace: n, scope: Global, action: Allow, dryRun: false, rules: "
        "[[[{principals: [!Presence [a]]}]]]}\n",
        "cfg.yaml:2:96: policies[0].rules[0][0][0].principals[0]: expected a tagged string match: "
        "!Exact, !Prefix or !Suffix with a string, or !Presence [], got !Presence with a sequence"},
