@@ -23,6 +23,8 @@ rt_deps_packages=(
     # toolchain and libraries of the project
     build-essential g++ meson ninja-build pkg-config
     liburing-dev libnghttp2-dev libfmt-dev doctest-dev libbenchmark-dev
+    # the workload config (ztunnel's local YAML format)
+    libyaml-cpp-dev
     python3 iproute2 util-linux
     # the mesh tests' capture rules in network namespaces (iptables-nft and iptables-legacy)
     iptables
