@@ -29,11 +29,31 @@ int listen_reuseport(const Endpoint& at, int backlog, std::string& error) {
   return fd;
 }
 
-int stream_socket_for(const Endpoint& to) {
+int stream_socket_for(const Endpoint& to, uint32_t mark) {
   const int fd = socket(to.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
+  if (mark && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
+    const int err = errno;
+    close(fd);
+    return -err;
+  }
   tune_relay_socket(fd);
   return fd;
+}
+
+int original_dst(int fd, Endpoint& out) {
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) < 0) return -errno;
+  // The option's number is the same for both families (netfilter's SO_ORIGINAL_DST and
+  // IP6T_SO_ORIGINAL_DST are 80), at its own level.
+  constexpr int kOriginalDst = 80;
+  const int level = local.ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
+  out = Endpoint{};
+  len = sizeof out.storage;
+  if (getsockopt(fd, level, kOriginalDst, &out.storage, &len) < 0) return -errno;
+  out.length = len;
+  return 0;
 }
 
 void tune_relay_socket(int fd) {

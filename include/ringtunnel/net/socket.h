@@ -1,6 +1,7 @@
 // Socket set-up done once per connection or listener, outside the data path.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "ringtunnel/net/address.h"
@@ -11,8 +12,15 @@ namespace ringtunnel::net {
 // accepted connections among them. Returns the fd, or -errno with `error` set.
 int listen_reuseport(const Endpoint& at, int backlog, std::string& error);
 
-// A fresh TCP socket for a connection to `to` (close-on-exec, TCP_NODELAY). Returns fd or -errno.
-int stream_socket_for(const Endpoint& to);
+// A fresh TCP socket for a connection to `to` (close-on-exec, TCP_NODELAY). A non-zero `mark`
+// is set as its SO_MARK: the host's capture rules let the proxy's own upstream sockets through
+// by that mark. Returns fd or -errno.
+int stream_socket_for(const Endpoint& to, uint32_t mark = 0);
+
+// Where an accepted connection was going before the host's NAT rules (REDIRECT, or TPROXY's
+// local address) sent it to us: SO_ORIGINAL_DST (IPv4) or IP6T_SO_ORIGINAL_DST (IPv6). Returns
+// 0 and fills `out`, or -errno (-ENOENT: the connection was not redirected).
+int original_dst(int fd, Endpoint& out);
 
 // Options every relayed socket gets: no Nagle delay (the relay already batches its writes).
 void tune_relay_socket(int fd);
