@@ -18,9 +18,11 @@
 
 namespace ringtunnel::proxy {
 
-void Relay::open(int client_fd, uint16_t route_index) {
+void Relay::open(int client_fd, const TcpTarget& to) {
   state_ = State::connecting;
-  route_ = route_index;
+  listener_ = to.listener;
+  target_text_ = to.target_text;
+  target_ = to.target;
   legs_[kClient].fd = client_fd;
   start_ns_ = ctx_.now();
   start_unix_ms_ = unix_ms();
@@ -29,13 +31,12 @@ void Relay::open(int client_fd, uint16_t route_index) {
   getpeername(client_fd, &client_.sa, &len);
   net::tune_relay_socket(client_fd);
 
-  const config::Route& route = ctx_.config.routes[route_index];
-  const int target_fd = net::stream_socket_for(route.target);
+  const int target_fd = net::stream_socket_for(target_, ctx_.config.mark);
   if (target_fd < 0) return end(EndReason::connect_error);
   legs_[kTarget].fd = target_fd;
   if (ctx_.config.tcp_splice && !open_pipes()) return end(EndReason::error);
   adopt_fixed();
-  legs_[kTarget].connect(ctx_, ops_, route.target);
+  legs_[kTarget].connect(ctx_, ops_, target_);
 }
 
 bool Relay::open_pipes() {
@@ -414,18 +415,12 @@ void Relay::release() {
     dir.queue = nullptr;
   }
   if (ctx_.access_enabled()) {
-    const config::Route& route = ctx_.config.routes[route_];
     const std::string client = client_text();
-    ctx_.access({route.listen_text,
-                 client,
-                 route.target_text,
-                 dirs_[kUp].bytes,
-                 dirs_[kDown].bytes,
-                 (ctx_.now() - start_ns_) / 1'000'000,
-                 end_,
-                 start_unix_ms_,
-                 {},
-                 {}});
+    std::string formatted;
+    const std::string_view target =
+        target_text_ ? std::string_view(*target_text_) : (formatted = target_.to_string());
+    ctx_.access({*listener_, client, target, dirs_[kUp].bytes, dirs_[kDown].bytes,
+                 (ctx_.now() - start_ns_) / 1'000'000, end_, start_unix_ms_, {}, {}});
   }
   ctx_.budgets.connection_released();
   state_ = State::free;

@@ -62,6 +62,9 @@ struct Config {
   uint32_t max_connections = 16384;
   uint32_t max_streams = 16384;
   std::vector<Route> routes;
+  // SO_MARK of every upstream socket (0: none), so that a host's capture rules let the proxy's
+  // own connections through.
+  uint32_t mark = 0;
 
   // HBONE
   bool hbone_listen = false;

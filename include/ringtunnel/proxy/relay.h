@@ -21,6 +21,7 @@
 #include <string>
 
 #include "ringtunnel/proxy/context.h"
+#include "ringtunnel/proxy/destination.h"
 #include "ringtunnel/proxy/outcome.h"
 #include "ringtunnel/proxy/send_queue.h"
 #include "ringtunnel/proxy/tcp_leg.h"
@@ -41,8 +42,8 @@ class Relay {
   bool live() const { return state_ != State::free; }
   State state() const { return state_; }
 
-  // A client accepted on route `route`'s listener (counted in the budgets): dials the target.
-  void open(int client_fd, uint16_t route);
+  // A client accepted (counted in the budgets): dials `to`.
+  void open(int client_fd, const TcpTarget& to);
   void on_completion(Op op, uint8_t lane, const io_uring_cqe& cqe);
   void service(uint8_t d);
   // Receive buffers came back after direction d found none.
@@ -101,7 +102,9 @@ class Relay {
   State state_ = State::free;
   EndReason end_ = EndReason::none;
   std::array<bool, 2> reset_{};  // per leg: close with a reset rather than a FIN
-  uint16_t route_ = 0;
+  const std::string* listener_ = nullptr;
+  const std::string* target_text_ = nullptr;  // null: target_ formatted
+  net::Endpoint target_;  // the connect reads it at submission
   std::array<TcpLeg, 2> legs_;
   std::array<Direction, 2> dirs_;
   union {

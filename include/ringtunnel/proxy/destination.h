@@ -1,0 +1,35 @@
+// Where an accepted client goes, decided once at its accept: from its listener's --forward route,
+// or, for a captured connection, from the workload config and its original destination.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ringtunnel/config/config.h"
+#include "ringtunnel/net/address.h"
+
+namespace ringtunnel::proxy {
+
+// Plain TCP to `target`.
+struct TcpTarget {
+  net::Endpoint target;
+  const std::string* listener = nullptr;     // the listener's text, for the log (in Config)
+  const std::string* target_text = nullptr;  // for the log; null: `target` formatted
+};
+
+// An HBONE stream: CONNECT `authority` through a pooled connection to `peer`, which must present
+// `identity`. Immutable and shared: by every stream of a route, or by one captured connection.
+struct HboneTarget {
+  const std::string* listener = nullptr;  // the listener's text, for the log (in Config)
+  std::string authority;                  // the CONNECT's :authority, and the log's target
+  net::Endpoint peer;
+  std::string peer_text;
+  std::string identity;  // the SPIFFE ID the peer must present
+  uint32_t pool_key = 0;  // OutboundPool: targets with the same peer and identity share it
+};
+
+// A --forward route's target.
+TcpTarget tcp_target(const config::Route& route);
+
+}  // namespace ringtunnel::proxy
