@@ -52,13 +52,13 @@ void open_relay(WorkerContext& ctx, int fd, uint16_t route) {
                          ctx.objects().relays.live()));
     return refuse_accepted(ctx, fd);
   }
-  r->open(fd, route);
+  r->open(fd, tcp_target(ctx.config.routes[route]));
 }
 
 void open_outbound_stream(WorkerContext& ctx, int fd, uint16_t route) {
   HboneStream* s = ctx.objects().streams.acquire(ctx);
   if (!s) return refuse_accepted(ctx, fd);
-  s->open_outbound(fd, route);
+  s->open_outbound(fd, ctx.outbound().route_target(route));
 }
 
 void open_inbound_conn(WorkerContext& ctx, int fd) {

@@ -44,23 +44,24 @@ void HboneConnection::open_inbound(int fd, std::string peer_text, std::string so
   arm_recv();
 }
 
-void HboneConnection::open_outbound(uint16_t route) {
-  const config::Route& r = ctx_.config.routes[route];
+void HboneConnection::open_outbound(std::shared_ptr<const HboneTarget> to) {
+  target_ = std::move(to);
+  const HboneTarget& t = *target_;
   info_.inbound = false;
   const uint64_t now = ctx_.now();
   next_ping_ns_ = now + ms_to_ns(ctx_.config.keepalive_ms);
   // The TCP connect has its linked timeout; the TLS handshake must also be done by then.
   handshake_deadline_ns_ = now + ms_to_ns(ctx_.config.connect_timeout_ms);
-  info_.route = route;
-  info_.peer_text = r.peer_text;
+  info_.pool_key = t.pool_key;
+  info_.peer_text = t.peer_text;
   state_ = State::connecting;
-  socket_.fd = net::stream_socket_for(r.peer);
+  socket_.fd = net::stream_socket_for(t.peer, ctx_.config.mark);
   if (socket_.fd < 0) {
     const int err = -socket_.fd;
     socket_.fd = -1;
     return fail(ConnFailure::socket, strerror(err));
   }
-  socket_.connect(ctx_, ops_, r.peer);
+  socket_.connect(ctx_, ops_, t.peer);
 }
 
 void HboneConnection::on_completion(Op op, uint8_t, const io_uring_cqe& cqe) {
@@ -98,8 +99,7 @@ void HboneConnection::on_connected(int res) {
     return res == -ECANCELED ? fail(ConnFailure::connect_timeout)
                              : fail(ConnFailure::connect, strerror(-res));
   state_ = State::handshaking;
-  session_.create(false, *ctx_.identity, ctx_.blocks, ctx_.config,
-                  ctx_.config.routes[info_.route].identity, streams_);
+  session_.create(false, *ctx_.identity, ctx_.blocks, ctx_.config, target_->identity, streams_);
   drive();  // the client's ClientHello
   arm_recv();
 }

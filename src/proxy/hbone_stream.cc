@@ -25,21 +25,21 @@ std::string traceparent() {
 
 // ---- lifecycle
 
-void HboneStream::open_outbound(int fd, uint16_t route) {
+void HboneStream::open_outbound(int fd, std::shared_ptr<const HboneTarget> to) {
   inbound_ = false;
   state_ = State::opening;
   start_ns_ = ctx_.now();
   start_unix_ms_ = unix_ms();
   tcp_.fd = fd;
-  route_ = route;
+  outbound_ = std::move(to);
   sockaddr_storage peer{};
   socklen_t len = sizeof peer;
   getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len);
   client_text_ = net::format_sockaddr(reinterpret_cast<sockaddr*>(&peer), len);
   net::tune_relay_socket(fd);
   src_identity_ = ctx_.identity->identity().to_string();
-  dst_identity_ = ctx_.config.routes[route].identity;
-  HboneConnection* conn = ctx_.outbound().connection_for(ctx_, route);
+  dst_identity_ = outbound_->identity;
+  HboneConnection* conn = ctx_.outbound().connection_for(ctx_, outbound_);
   if (!conn || conn->closing()) return end(EndReason::peer_error, true);
   if (conn->state() == HboneConnection::State::open) return attach(*conn);
   conn->streams().add_waiting(*this);
@@ -47,11 +47,10 @@ void HboneStream::open_outbound(int fd, uint16_t route) {
 
 void HboneStream::attach(HboneConnection& conn) {
   if (state_ != State::opening) return;
-  const config::Route& r = ctx_.config.routes[route_];
   const std::string forwarded = fmt::format("for=\"{}\"", client_text_);
   const std::string trace = traceparent();
   const h2::Header headers[] = {{"forwarded", forwarded}, {"traceparent", trace}};
-  const int32_t id = conn.h2().submit_connect(r.target_text, headers, this);
+  const int32_t id = conn.h2().submit_connect(outbound_->authority, headers, this);
   if (id < 0) return end(EndReason::error, true);
   bind(conn, id);
   dst_identity_ = conn.info().peer_identity;
@@ -89,7 +88,7 @@ void HboneStream::open_inbound(HboneConnection& conn, int32_t id, const net::End
     state_ = State::ending;
     return;
   }
-  tcp_.fd = net::stream_socket_for(target);
+  tcp_.fd = net::stream_socket_for(target, ctx_.config.mark);
   if (tcp_.fd < 0) {
     tcp_.fd = -1;
     conn.h2().submit_response(id, 503);
@@ -297,9 +296,9 @@ void HboneStream::release() {
 
 void HboneStream::log_access() {
   const config::Config& config = ctx_.config;
-  const std::string listener =
-      inbound_ ? config.hbone_listen_text : config.routes[route_].listen_text;
-  const std::string target = inbound_ ? target_.to_string() : config.routes[route_].target_text;
+  const std::string_view listener = inbound_ ? std::string_view(config.hbone_listen_text)
+                                             : std::string_view(*outbound_->listener);
+  const std::string target = inbound_ ? target_.to_string() : outbound_->authority;
   AccessRecord rec;
   rec.listener = listener;
   rec.client = client_text_;

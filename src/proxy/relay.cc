@@ -419,8 +419,16 @@ void Relay::release() {
     std::string formatted;
     const std::string_view target =
         target_text_ ? std::string_view(*target_text_) : (formatted = target_.to_string());
-    ctx_.access({*listener_, client, target, dirs_[kUp].bytes, dirs_[kDown].bytes,
-                 (ctx_.now() - start_ns_) / 1'000'000, end_, start_unix_ms_, {}, {}});
+    ctx_.access({*listener_,
+                 client,
+                 target,
+                 dirs_[kUp].bytes,
+                 dirs_[kDown].bytes,
+                 (ctx_.now() - start_ns_) / 1'000'000,
+                 end_,
+                 start_unix_ms_,
+                 {},
+                 {}});
   }
   ctx_.budgets.connection_released();
   state_ = State::free;

@@ -25,7 +25,7 @@ struct HboneTarget {
   std::string authority;                  // the CONNECT's :authority, and the log's target
   net::Endpoint peer;
   std::string peer_text;
-  std::string identity;  // the SPIFFE ID the peer must present
+  std::string identity;   // the SPIFFE ID the peer must present
   uint32_t pool_key = 0;  // OutboundPool: targets with the same peer and identity share it
 };
 

@@ -30,6 +30,7 @@
 #include "ringtunnel/h2/session.h"
 #include "ringtunnel/proxy/connection_streams.h"
 #include "ringtunnel/proxy/context.h"
+#include "ringtunnel/proxy/destination.h"
 #include "ringtunnel/proxy/outcome.h"
 #include "ringtunnel/proxy/tcp_leg.h"
 #include "ringtunnel/proxy/tunnel_session.h"
@@ -53,9 +54,9 @@ class HboneConnection {
   static constexpr unsigned kMaxGather = 64;
   struct Info {
     bool inbound = false;
-    bool overloaded = false;  // failed to free the receive pool: its streams end with overload
-    uint16_t route = 0;       // outbound: the route whose peer and identity this connection serves
-    std::string peer_text;    // ip:port of the other end
+    bool overloaded = false;    // failed to free the receive pool: its streams end with overload
+    uint32_t pool_key = 0;      // outbound: its key in the OutboundPool (its peer and identity)
+    std::string peer_text;      // ip:port of the other end
     std::string peer_identity;  // its SPIFFE ID, once the handshake is done
   };
 
@@ -74,8 +75,8 @@ class HboneConnection {
   // Accepted on --hbone-listen; `source` is the client's IP address (raw bytes), counted as a
   // handshake in progress until the handshake ends.
   void open_inbound(int fd, std::string peer_text, std::string source);
-  // Dials route `route`'s peer.
-  void open_outbound(uint16_t route);
+  // Dials `to`'s peer, which must present `to`'s identity.
+  void open_outbound(std::shared_ptr<const HboneTarget> to);
   void on_completion(Op op, uint8_t lane, const io_uring_cqe& cqe);
   void service();
   void schedule();
@@ -119,6 +120,7 @@ class HboneConnection {
   bool in_handshake_ = false;  // inbound: counted in the budgets' handshakes in progress
   SendState send_ = SendState::idle;
   TcpLeg socket_;
+  std::shared_ptr<const HboneTarget> target_;  // outbound: the connect reads its peer address
   TunnelSession session_;
   ConnectionStreams streams_;
   std::array<iovec, kMaxGather> iov_{};

@@ -32,6 +32,7 @@
 #include "ringtunnel/net/address.h"
 #include "ringtunnel/proxy/admission.h"
 #include "ringtunnel/proxy/context.h"
+#include "ringtunnel/proxy/destination.h"
 #include "ringtunnel/proxy/lent_payloads.h"
 #include "ringtunnel/proxy/outcome.h"
 #include "ringtunnel/proxy/tcp_leg.h"
@@ -59,8 +60,8 @@ class HboneStream {
   bool ending() const { return state_ >= State::ending; }
 
   // ---- lifecycle
-  // A client accepted on route `route`'s --forward hbone:// listener.
-  void open_outbound(int fd, uint16_t route);
+  // A client accepted for `to` (a --forward hbone:// route's, or a captured connection's).
+  void open_outbound(int fd, std::shared_ptr<const HboneTarget> to);
   // A CONNECT for `target` with id `id` on `conn`, judged by admission (refused: answered now).
   void open_inbound(HboneConnection& conn, int32_t id, const net::Endpoint& target,
                     std::span<const h2::Header> headers, Admission admission);
@@ -107,9 +108,9 @@ class HboneStream {
   bool scheduled_ = false;
   bool reset_tcp_ = false;  // close the TCP socket with a reset
   EndReason end_ = EndReason::none;
-  uint16_t route_ = 0;
-  HboneConnection* conn_ = nullptr;  // set while bound
-  Slot conn_ref_;                    // the connection, for flow control after the stream closed
+  std::shared_ptr<const HboneTarget> outbound_;  // outbound: where the CONNECT goes
+  HboneConnection* conn_ = nullptr;              // set while bound
+  Slot conn_ref_;  // the connection, for flow control after the stream closed
   int32_t id_ = -1;
   TcpLeg tcp_;  // the client (outbound) or the target (inbound)
   // TCP -> tunnel

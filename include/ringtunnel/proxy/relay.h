@@ -104,7 +104,7 @@ class Relay {
   std::array<bool, 2> reset_{};  // per leg: close with a reset rather than a FIN
   const std::string* listener_ = nullptr;
   const std::string* target_text_ = nullptr;  // null: target_ formatted
-  net::Endpoint target_;  // the connect reads it at submission
+  net::Endpoint target_;                      // the connect reads it at submission
   std::array<TcpLeg, 2> legs_;
   std::array<Direction, 2> dirs_;
   union {

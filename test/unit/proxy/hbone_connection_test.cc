@@ -55,7 +55,8 @@ TEST_CASE("HBONE connection: a handshake timeout with a send in flight waits for
   LogCapture log;
   const uint64_t t0 = g_now_ns = 1'000 * kMs;
 
-  HboneConnection* c = f.objects().outbound.connection_for(*f.ctx, 0);
+  HboneConnection* c =
+      f.objects().outbound.connection_for(*f.ctx, f.objects().outbound.route_target(0));
   REQUIRE(c);
   CHECK(c->state() == HboneConnection::State::connecting);
   CHECK(f.objects().outbound.size() == 1);
@@ -64,7 +65,7 @@ TEST_CASE("HBONE connection: a handshake timeout with a send in flight waits for
   CHECK(sq[0].opcode == IORING_OP_CONNECT);
   CHECK(owner_of(sq[0]) == Owner::conn);
   CHECK(sq[0].flags == IOSQE_IO_LINK);  // a plain fd: connections are not in the file table
-  CHECK(sq[0].addr == reinterpret_cast<uint64_t>(f.config.routes[0].peer.addr()));
+  CHECK(same_address(sq[0], f.config.routes[0].peer));
   CHECK(sq[1].opcode == IORING_OP_LINK_TIMEOUT);
   const int fd = sq[0].fd;
   CHECK(fd_open(fd));

@@ -86,7 +86,7 @@ TEST_CASE(
   std::vector<io_uring_sqe> dials = connects(f);
   REQUIRE(dials.size() == 1);  // the second stream waits for the same connection's handshake
   CHECK(owner_of(dials[0]) == Owner::conn);
-  CHECK(dials[0].addr == reinterpret_cast<uint64_t>(f.config.routes[0].peer.addr()));
+  CHECK(same_address(dials[0], f.config.routes[0].peer));
   for (uint32_t i = 0; i < 2; ++i)
     CHECK(f.objects().streams.find(i, 1)->state() == HboneStream::State::opening);
 
@@ -95,7 +95,7 @@ TEST_CASE(
   proxy::open_outbound_stream(*f.ctx, c.accepted, 2);
   dials = connects(f);
   REQUIRE(dials.size() == 2);
-  CHECK(dials[1].addr == reinterpret_cast<uint64_t>(f.config.routes[2].peer.addr()));
+  CHECK(same_address(dials[1], f.config.routes[2].peer));
   CHECK(tag_of(dials[1]).index != tag_of(dials[0]).index);
   CHECK(f.objects().conns.live() == 2);
   CHECK(f.objects().outbound.size() == 2);
@@ -136,7 +136,8 @@ TEST_CASE(
   REQUIRE(b.objects().conns.live() == 1);
   HboneConnection* in = b.objects().conns.find(0, 1);
   REQUIRE(in);
-  HboneConnection* out = a.objects().outbound.connection_for(*a.ctx, 0);
+  HboneConnection* out =
+      a.objects().outbound.connection_for(*a.ctx, a.objects().outbound.route_target(0));
   REQUIRE(out);
   a.ring.complete_linked(a.open_op(Owner::conn, Op::connect), 0);
   proxy::settle(*a.ctx);
@@ -154,7 +155,7 @@ TEST_CASE(
   CHECK(log.lines().empty());
 
   // Open and idle: the pool hands it out again, with no dial.
-  CHECK(a.objects().outbound.connection_for(*a.ctx, 0) == out);
+  CHECK(a.objects().outbound.connection_for(*a.ctx, a.objects().outbound.route_target(0)) == out);
   CHECK(connects(a).size() == 1);
 
   // Idle for just under --pool-idle-timeout: it stays. At the timeout: GOAWAY, and with no stream

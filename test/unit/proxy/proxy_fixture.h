@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -40,6 +41,12 @@ inline uint64_t fake_clock() {
   return g_now_ns;
 }
 inline constexpr uint64_t kMs = 1'000'000;
+
+// A connect SQE dials `to` (the address bytes it points at, and their length).
+inline bool same_address(const io_uring_sqe& s, const net::Endpoint& to) {
+  return s.off == to.length &&
+         memcmp(reinterpret_cast<const void*>(s.addr), to.addr(), to.length) == 0;
+}
 
 // A configuration with these --forward routes (LISTEN=tcp://TARGET or LISTEN=hbone://...).
 inline config::Config make_config(std::initializer_list<std::string_view> forwards) {

@@ -99,7 +99,7 @@ TEST_CASE("relay: the target resets -> cancel both -> close (client reset) -> re
   CHECK(sq[2].opcode == IORING_OP_CONNECT);
   CHECK(sq[2].fd == 1);
   CHECK(sq[2].flags == (IOSQE_FIXED_FILE | IOSQE_IO_LINK));
-  CHECK(sq[2].addr == reinterpret_cast<uint64_t>(f.config.routes[0].target.addr()));
+  CHECK(same_address(sq[2], f.config.routes[0].target));
   CHECK(sq[3].opcode == IORING_OP_LINK_TIMEOUT);
   for (const io_uring_sqe& s : sq) {
     CHECK(owner_of(s) == Owner::relay);
