@@ -46,19 +46,27 @@ T* owner_of(WorkerContext& ctx, SlotTable<T>& table, const ring::OpTag& tag,
 }  // namespace
 
 void open_relay(WorkerContext& ctx, int fd, uint16_t route) {
+  open_relay(ctx, fd, tcp_target(ctx.config.routes[route]));
+}
+
+void open_relay(WorkerContext& ctx, int fd, const TcpTarget& to) {
   Relay* r = ctx.objects().relays.acquire(ctx);
   if (!r) {
     log_line(fmt::format("ringtunnel: worker {}: {} connections open, refusing another", ctx.id,
                          ctx.objects().relays.live()));
     return refuse_accepted(ctx, fd);
   }
-  r->open(fd, tcp_target(ctx.config.routes[route]));
+  r->open(fd, to);
 }
 
 void open_outbound_stream(WorkerContext& ctx, int fd, uint16_t route) {
+  open_outbound_stream(ctx, fd, ctx.outbound().route_target(route));
+}
+
+void open_outbound_stream(WorkerContext& ctx, int fd, std::shared_ptr<const HboneTarget> to) {
   HboneStream* s = ctx.objects().streams.acquire(ctx);
   if (!s) return refuse_accepted(ctx, fd);
-  s->open_outbound(fd, ctx.outbound().route_target(route));
+  s->open_outbound(fd, std::move(to));
 }
 
 void open_inbound_conn(WorkerContext& ctx, int fd) {

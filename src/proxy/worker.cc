@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "ringtunnel/net/socket.h"
+#include "ringtunnel/proxy/capture.h"
 #include "ringtunnel/proxy/dispatch.h"
 #include "ringtunnel/proxy/log.h"
 #include "ringtunnel/proxy/objects.h"
@@ -22,7 +23,7 @@ namespace {
 // Routes are numbered in 16 bits (Listener::route) with the last value meaning --hbone-listen,
 // so config::kMaxRoutes of them plus that one always fit.
 static_assert(config::kMaxRoutes + 1 <= size_t{ring::OpTag::kIndexMask} + 1);
-static_assert(config::kMaxRoutes <= UINT16_MAX);
+static_assert(config::kMaxRoutes <= UINT16_MAX - 2);  // kOutboundListener, kHboneListener
 
 uint64_t worker_tag(Op op, size_t index = 0) {
   return op_tag(Owner::worker, op, 0, uint32_t(index), 0);
@@ -41,12 +42,14 @@ constexpr uint64_t kAcceptRetryNs = 100'000'000;
 }  // namespace
 
 Worker::Worker(unsigned id, const config::Config& config, AccessLog& log,
-               const tls::Credentials* identity)
+               const tls::Credentials* identity, const workload::Store* store)
     : id_(id),
       config_(config),
       log_(log),
       ctx_(id, config, identity, ring_, pool_, tls_pool_, &log) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
+  ctx_.store = store;
+  refresh_state(ctx_);
 }
 
 Worker::~Worker() {
@@ -98,6 +101,14 @@ std::string Worker::start() {
     listeners_.push_back({fd, kHboneListener});
     arm_accept(listeners_.size() - 1);
   }
+  if (config_.outbound_listen) {
+    std::string err;
+    const int fd = net::listen_reuseport(config_.outbound_listen_at,
+                                         static_cast<int>(config_.listen_backlog), err);
+    if (fd < 0) return err;
+    listeners_.push_back({fd, kOutboundListener});
+    arm_accept(listeners_.size() - 1);
+  }
   io_uring_sqe* s = ring_.sqe();
   io_uring_prep_read(s, wake_fd_, &wake_value_, sizeof wake_value_, 0);
   io_uring_sqe_set_data64(s, worker_tag(Op::wake));
@@ -118,6 +129,17 @@ void Worker::close_listener(Listener& l) {
   l.state = Listener::State::closed;
 }
 
+const std::string& Worker::listener_text(const Listener& l) const {
+  switch (l.route) {
+    case kHboneListener:
+      return config_.hbone_listen_text;
+    case kOutboundListener:
+      return config_.outbound_listen_text;
+    default:
+      return config_.routes[l.route].listen_text;
+  }
+}
+
 void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
   Listener& l = listeners_[i];
   if (!(cqe.flags & IORING_CQE_F_MORE) && l.state == Listener::State::armed)
@@ -125,8 +147,8 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
   const bool draining = phase_ != Phase::serving;
   if (cqe.res >= 0) {
     const int fd = cqe.res;
-    const bool hbone_forward =
-        l.route != kHboneListener && config_.routes[l.route].kind == config::Route::Kind::hbone;
+    const bool hbone_forward = l.route < config_.routes.size() &&
+                               config_.routes[l.route].kind == config::Route::Kind::hbone;
     if (draining) {
       close(fd);
     } else if (!ctx_.budgets.admit_connection(hbone_forward, ctx_.live_streams())) {
@@ -136,6 +158,8 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
       return;
     } else if (l.route == kHboneListener) {
       open_inbound_conn(ctx_, fd);
+    } else if (l.route == kOutboundListener) {
+      open_captured_outbound(ctx_, fd);
     } else if (hbone_forward) {
       open_outbound_stream(ctx_, fd, l.route);
     } else {
@@ -147,10 +171,7 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
       log_line(
           fmt::format("ringtunnel: worker {}: accept on {}: {}; accepting again when descriptors "
                       "are free (tried every 100 ms)",
-                      id_,
-                      l.route == kHboneListener ? config_.hbone_listen_text
-                                                : config_.routes[l.route].listen_text,
-                      strerror(-cqe.res)));
+                      id_, listener_text(l), strerror(-cqe.res)));
     ctx_.accept_blocked = true;
   }
   if (draining && l.state == Listener::State::idle) close_listener(l);
@@ -284,6 +305,7 @@ void Worker::run() {
     }
     ring_.submit_and_wait(timeout, wait_nr);
     ctx_.loop_now = monotonic_ns();
+    refresh_state(ctx_);  // a reloaded workload config: one atomic load when unchanged
     ring_.drain_completions([this](const io_uring_cqe& cqe) { on_completion(cqe); });
     after_completions();
   }

@@ -15,7 +15,8 @@ namespace ringtunnel::config {
 
 // The most --forward listeners: the workers number routes in 16 bits, keeping the last value for
 // --hbone-listen.
-inline constexpr size_t kMaxRoutes = 65535;
+inline constexpr size_t kMaxRoutes =
+    65532;  // a worker numbers listeners in 16 bits, with 3 of its own
 
 struct Route {
   enum class Kind : uint8_t { tcp, hbone };
@@ -65,6 +66,14 @@ struct Config {
   // SO_MARK of every upstream socket (0: none), so that a host's capture rules let the proxy's
   // own connections through.
   uint32_t mark = 0;
+
+  // Capture (ztunnel's dedicated mode; need the workload config)
+  bool outbound_listen = false;  // --outbound-listen: redirected outbound connections
+  net::Endpoint outbound_listen_at;
+  std::string outbound_listen_text;
+  bool inbound_plaintext_listen = false;  // --inbound-plaintext-listen: redirected inbound
+  net::Endpoint inbound_plaintext_listen_at;
+  std::string inbound_plaintext_listen_text;
 
   // HBONE
   bool hbone_listen = false;

@@ -27,6 +27,12 @@
 #include "ringtunnel/tls/ciphertext_queue.h"
 #include "ringtunnel/tls/credentials.h"
 
+namespace ringtunnel::workload {
+class State;
+class Store;
+struct Workload;
+}  // namespace ringtunnel::workload
+
 namespace ringtunnel::proxy {
 
 struct Objects;  // objects.h: the tables of relays, connections and streams
@@ -121,6 +127,12 @@ class WorkerContext {
   void log_bug(std::string_view what);
   // A completion of an op that `owner` never submits: a bug, logged and ignored.
   void unexpected(std::string_view owner, Op op, int res);
+
+  // ---- the workload config (--config; all null without it)
+  const workload::Store* store = nullptr;
+  std::shared_ptr<const workload::State> state;  // this worker's snapshot
+  const workload::Workload* local = nullptr;     // the local workload, in `state`
+  uint64_t state_generation = 0;
 
   // ---- configuration, budgets, drain
   const unsigned id;

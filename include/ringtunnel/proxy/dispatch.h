@@ -9,13 +9,16 @@
 #include <cstdint>
 
 #include "ringtunnel/proxy/context.h"
+#include "ringtunnel/proxy/destination.h"
 #include "ringtunnel/ring/op_tag.h"
 
 namespace ringtunnel::proxy {
 
 // ---- accepted sockets (already admitted by the budgets; each is released once)
 void open_relay(WorkerContext& ctx, int fd, uint16_t route);
+void open_relay(WorkerContext& ctx, int fd, const TcpTarget& to);
 void open_outbound_stream(WorkerContext& ctx, int fd, uint16_t route);
+void open_outbound_stream(WorkerContext& ctx, int fd, std::shared_ptr<const HboneTarget> to);
 void open_inbound_conn(WorkerContext& ctx, int fd);
 
 // ---- completions

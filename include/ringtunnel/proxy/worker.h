@@ -30,8 +30,9 @@ namespace ringtunnel::proxy {
 class Worker {
  public:
   // `identity` may be null when no route needs one (no HBONE).
+  // `store` may be null: no workload config (--config).
   Worker(unsigned id, const config::Config& config, AccessLog& log,
-         const tls::Credentials* identity);
+         const tls::Credentials* identity, const workload::Store* store = nullptr);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -46,7 +47,9 @@ class Worker {
   const ring::RingFeatures& features() const { return ring_.features(); }
 
  private:
-  static constexpr uint16_t kHboneListener = UINT16_MAX;  // Listener::route of --hbone-listen
+  // Listener::route of the listeners that are not a --forward route's.
+  static constexpr uint16_t kHboneListener = UINT16_MAX;         // --hbone-listen
+  static constexpr uint16_t kOutboundListener = UINT16_MAX - 1;  // --outbound-listen
   enum class Phase : uint8_t { serving, draining, expired };
 
   struct Listener {
@@ -61,6 +64,7 @@ class Worker {
   void arm_accept(size_t listener);
   void on_accept(size_t listener, const io_uring_cqe& cqe);
   void close_listener(Listener& l);
+  const std::string& listener_text(const Listener& l) const;
   void on_wake();
   void begin_drain();
   void retry_accepts(uint64_t now, std::optional<int64_t>& timeout);

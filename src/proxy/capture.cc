@@ -1,0 +1,98 @@
+#include "ringtunnel/proxy/capture.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <random>
+
+#include <fmt/format.h>
+
+#include "ringtunnel/net/ip.h"
+#include "ringtunnel/net/socket.h"
+#include "ringtunnel/proxy/dispatch.h"
+#include "ringtunnel/proxy/log.h"
+#include "ringtunnel/proxy/objects.h"
+#include "ringtunnel/workload/state.h"
+#include "ringtunnel/workload/store.h"
+
+namespace ringtunnel::proxy {
+
+namespace {
+
+// ztunnel's port for HBONE.
+constexpr uint16_t kHbonePort = 15008;
+
+net::Endpoint endpoint_of(const net::IpAddress& ip, uint16_t port) {
+  net::Endpoint e;
+  if (ip.is_v4()) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&e.storage);
+    in->sin_family = AF_INET;
+    in->sin_port = htons(port);
+    memcpy(&in->sin_addr, ip.bytes.data(), 4);
+    e.length = sizeof(sockaddr_in);
+  } else {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&e.storage);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(port);
+    memcpy(&in6->sin6_addr, ip.bytes.data(), 16);
+    e.length = sizeof(sockaddr_in6);
+  }
+  return e;
+}
+
+uint16_t port_of(const net::Endpoint& e) {
+  return ntohs(e.family() == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(&e.storage)->sin6_port
+                                      : reinterpret_cast<const sockaddr_in*>(&e.storage)->sin_port);
+}
+
+void refuse(WorkerContext& ctx, int fd) {
+  net::arm_reset_on_close(fd);
+  close(fd);
+  ctx.budgets.connection_released();
+}
+
+}  // namespace
+
+bool refresh_state(WorkerContext& ctx) {
+  if (!ctx.store || ctx.store->generation() == ctx.state_generation) return false;
+  ctx.state_generation = ctx.store->generation();
+  ctx.state = ctx.store->snapshot();
+  const workload::LocalWorkloadInfo& local = ctx.store->local();
+  ctx.local = ctx.state
+                  ? ctx.state->workload_by_info(local.namespace_, local.name, local.service_account)
+                  : nullptr;
+  return true;
+}
+
+void open_captured_outbound(WorkerContext& ctx, int fd) {
+  net::Endpoint original;
+  if (const int err = net::original_dst(fd, original); err < 0) {
+    log_line(fmt::format("ringtunnel: worker {}: {}: no original destination ({}), refused", ctx.id,
+                         ctx.config.outbound_listen_text, strerror(-err)));
+    return refuse(ctx, fd);
+  }
+  const auto ip = net::IpAddress::from_sockaddr(original.addr(), original.length);
+  if (!ip || !ctx.state || !ctx.local) return refuse(ctx, fd);
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  const workload::Destination d =
+      ctx.state->resolve_outbound(*ctx.local, *ip, port_of(original), rng());
+  const std::string* listener = &ctx.config.outbound_listen_text;
+  switch (d.kind) {
+    case workload::Destination::Kind::no_endpoint:
+      return refuse(ctx, fd);
+    case workload::Destination::Kind::passthrough:
+      return open_relay(ctx, fd, TcpTarget{original, listener, nullptr});
+    case workload::Destination::Kind::workload:
+    case workload::Destination::Kind::service:
+      break;
+  }
+  const net::Endpoint target = endpoint_of(d.ip, d.port);
+  if (d.workload->protocol != workload::Protocol::hbone)
+    return open_relay(ctx, fd, TcpTarget{target, listener, nullptr});
+  open_outbound_stream(
+      ctx, fd,
+      ctx.outbound().target(listener, target.to_string(), endpoint_of(d.ip, kHbonePort),
+                            d.workload->spiffe_id()));
+}
+
+}  // namespace ringtunnel::proxy
