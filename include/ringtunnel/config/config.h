@@ -13,10 +13,9 @@
 
 namespace ringtunnel::config {
 
-// The most --forward listeners: the workers number routes in 16 bits, keeping the last value for
-// --hbone-listen.
-inline constexpr size_t kMaxRoutes =
-    65532;  // a worker numbers listeners in 16 bits, with 3 of its own
+// The most --forward listeners: the workers number routes in 16 bits, keeping the last values for
+// their own listeners (--hbone-listen, --outbound-listen, --inbound-plaintext-listen).
+inline constexpr size_t kMaxRoutes = 65532;
 
 struct Route {
   enum class Kind : uint8_t { tcp, hbone };
