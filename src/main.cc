@@ -1,11 +1,20 @@
 // ringtunnel: flags -> config -> one worker per core -> wait for SIGTERM/SIGINT -> drain -> exit.
+// With --config, the main thread also reloads the workload config while it waits (on SIGHUP
+// and when the file changes) and the workers take each new snapshot from the Store.
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -24,6 +33,7 @@
 #include "ringtunnel/proxy/log.h"
 #include "ringtunnel/proxy/worker.h"
 #include "ringtunnel/tls/credentials.h"
+#include "ringtunnel/workload/store.h"
 
 namespace {
 
@@ -69,6 +79,208 @@ std::string load_identity(const config::Config& config, std::unique_ptr<tls::Cre
   return err;
 }
 
+std::string counts(const workload::State& state) {
+  return fmt::format("{} workloads, {} services, {} policies", state.workloads().size(),
+                     state.services().size(), state.policies().size());
+}
+
+void log_warnings(const workload::LoadNotes& notes) {
+  for (const std::string& w : notes.warnings)
+    proxy::log_line(fmt::format("ringtunnel: config: warning: {}", w));
+}
+
+// --config at start-up: the file, and the local workload in it. Returns "" or the error (exit 2).
+std::string load_config(const config::Config& config, workload::Store& store) {
+  workload::LoadNotes notes;
+  std::string err = store.load(
+      config.config_path,
+      {config.workload_namespace, config.workload_name, config.workload_service_account}, &notes);
+  log_warnings(notes);
+  return err;
+}
+
+// The local workload's SPIFFE ID is the one its node proxy presents: it must be the
+// certificate's. Returns "" or the error (exit 1).
+std::string check_local_identity(const config::Config& config, const workload::Store& store,
+                                 const tls::Credentials& identity) {
+  const auto state = store.snapshot();
+  const std::string want = store.local_workload(*state)->spiffe_id();
+  const std::string have = identity.identity().to_string();
+  if (want == have) return {};
+  return fmt::format(
+      "the local workload {} has the identity {} in {}, but {} carries {}: they must be the "
+      "same",
+      store.local().to_string(), want, store.path(),
+      config.cert.empty() ? std::string("the embedded development identity")
+                          : fmt::format("the certificate {} (--cert)", config.cert),
+      have);
+}
+
+// Setting SO_MARK needs CAP_NET_ADMIN: find out at start-up rather than on every upstream
+// connection. Returns "" or the error (exit 1).
+std::string check_mark(const config::Config& config) {
+  if (!config.mark) return {};
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fmt::format("socket: {}", strerror(errno));
+  std::string err;
+  if (setsockopt(fd, SOL_SOCKET, SO_MARK, &config.mark, sizeof config.mark) != 0)
+    err = fmt::format(
+        "cannot mark upstream sockets with {:#x} (--mark{}): {}; setting SO_MARK needs "
+        "CAP_NET_ADMIN (or give --mark 0 if the capture rules let ringtunnel's connections "
+        "through otherwise)",
+        config.mark,
+        config.mark == config::Config::kCaptureMark
+            ? ", the default with --outbound-listen and --inbound-plaintext-listen"
+            : "",
+        strerror(errno));
+  close(fd);
+  return err;
+}
+
+// Reads the config file again and logs the outcome: the new counts and generation, or the
+// error and the generation that stays.
+void reload_config(workload::Store& store, bool log_unchanged) {
+  workload::LoadNotes notes;
+  const std::string err = store.reload(&notes);
+  log_warnings(notes);
+  uint64_t generation = 0;
+  const auto state = store.snapshot(&generation);
+  if (!err.empty())
+    proxy::log_line(fmt::format("ringtunnel: config: {}; keeping generation {}", err, generation));
+  else if (!notes.unchanged)
+    proxy::log_line(fmt::format("ringtunnel: config: reloaded {}: {} (generation {})", store.path(),
+                                counts(*state), generation));
+  else if (log_unchanged)
+    proxy::log_line(fmt::format("ringtunnel: config: {} is unchanged; keeping generation {}",
+                                store.path(), generation));
+}
+
+// What the main thread does until a stop signal with --config: reloads on SIGHUP, and when the
+// file changes. One thread (this one) both waits for signals (a signalfd: the signals stay
+// blocked in every thread) and watches the file (inotify on its directory), so reloads never
+// run concurrently and a stop is never delayed by more than one reload.
+//
+// The directory is watched, not the file: an editor or a deployment tool that writes a new
+// file and renames it over the old one replaces the inode a file watch would follow. Events
+// for the file's name (written and closed, renamed to, created, modified) start a short quiet
+// period, restarted by each further event, after which the file is read: a file being written
+// is read once, complete. When the path is a symbolic link (a Kubernetes ConfigMap volume
+// swaps a link beside it), any event in the directory counts; a file whose bytes did not
+// change replaces nothing.
+class ConfigWaiter {
+ public:
+  static constexpr int kQuietMs = 100;
+  using Clock = std::chrono::steady_clock;
+
+  ConfigWaiter(workload::Store& store, const sigset_t& signals) : store_(store) {
+    signal_fd_ = signalfd(-1, &signals, SFD_CLOEXEC);
+    const std::string& path = store.path();
+    const size_t slash = path.rfind('/');
+    dir_ = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    name_ = slash == std::string::npos ? path : path.substr(slash + 1);
+    struct stat st {};
+    any_event_ = lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
+    inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (inotify_fd_ < 0 || inotify_add_watch(inotify_fd_, dir_.c_str(),
+                                             IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_MODIFY |
+                                                 IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+      proxy::log_line(fmt::format(
+          "ringtunnel: config: cannot watch {} for changes to {}: {}; SIGHUP reloads it", dir_,
+          name_, strerror(errno)));
+      stop_watching();
+    }
+    // A change between load() and the watch: the first check finds it (and says nothing when
+    // the file is as loaded).
+    pending_ = true;
+    due_ = Clock::now();
+  }
+  ~ConfigWaiter() {
+    stop_watching();
+    if (signal_fd_ >= 0) close(signal_fd_);
+  }
+  ConfigWaiter(const ConfigWaiter&) = delete;
+  ConfigWaiter& operator=(const ConfigWaiter&) = delete;
+
+  // Returns the stop signal (SIGTERM or SIGINT).
+  int wait(const sigset_t& signals) {
+    if (signal_fd_ < 0) {
+      // No signalfd (should not happen): SIGHUP still reloads.
+      for (int sig = 0;;) {
+        sigwait(&signals, &sig);
+        if (sig != SIGHUP) return sig;
+        reload_config(store_, true);
+      }
+    }
+    for (;;) {
+      pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}};
+      int timeout = -1;
+      if (pending_)
+        timeout = int(std::max<int64_t>(
+            0, std::chrono::ceil<std::chrono::milliseconds>(due_ - Clock::now()).count()));
+      const int n = poll(fds, inotify_fd_ >= 0 ? 2 : 1, timeout);
+      if (n < 0 && errno != EINTR) {
+        proxy::log_line(fmt::format("ringtunnel: config: poll: {}", strerror(errno)));
+        return SIGTERM;
+      }
+      if (n > 0 && (fds[0].revents & POLLIN)) {
+        signalfd_siginfo info{};
+        if (read(signal_fd_, &info, sizeof info) == ssize_t(sizeof info)) {
+          if (info.ssi_signo != SIGHUP) return int(info.ssi_signo);
+          pending_ = false;  // this reload reads whatever the file now holds
+          reload_config(store_, true);
+        }
+      }
+      if (n > 0 && inotify_fd_ >= 0 && fds[1].revents) {
+        if (file_changed()) {
+          pending_ = true;
+          due_ = Clock::now() + std::chrono::milliseconds(kQuietMs);
+        }
+      }
+      if (pending_ && Clock::now() >= due_) {
+        pending_ = false;
+        reload_config(store_, false);
+      }
+    }
+  }
+
+ private:
+  // Drains the inotify events: whether one concerns the config file.
+  bool file_changed() {
+    alignas(inotify_event) char buffer[8192];
+    bool changed = false;
+    for (;;) {
+      const ssize_t n = read(inotify_fd_, buffer, sizeof buffer);
+      if (n <= 0) return changed;
+      for (ssize_t at = 0; at < n;) {
+        const auto* event = reinterpret_cast<const inotify_event*>(buffer + at);
+        at += ssize_t(sizeof(inotify_event) + event->len);
+        if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
+          proxy::log_line(fmt::format(
+              "ringtunnel: config: {} was removed or moved: no longer watching it for changes "
+              "to {}; SIGHUP reloads it",
+              dir_, name_));
+          stop_watching();
+          return changed;
+        }
+        if (any_event_ || (event->len && name_ == event->name)) changed = true;
+      }
+    }
+  }
+
+  void stop_watching() {
+    if (inotify_fd_ >= 0) close(inotify_fd_);
+    inotify_fd_ = -1;
+  }
+
+  workload::Store& store_;
+  int signal_fd_ = -1;
+  int inotify_fd_ = -1;
+  std::string dir_, name_;
+  bool any_event_ = false;
+  bool pending_ = false;  // a reload is due at due_
+  Clock::time_point due_;
+};
+
 // Writes what the log writers still hold and stops them; log_line() writes synchronously again.
 void stop_logs(proxy::AccessLog& access_log, proxy::LogSink& stderr_sink) {
   proxy::set_log_sink(nullptr);
@@ -76,13 +288,22 @@ void stop_logs(proxy::AccessLog& access_log, proxy::LogSink& stderr_sink) {
   stderr_sink.stop(proxy::LogSink::kStopTimeoutMs);
 }
 
-int run(const config::Config& config) {
+int run(config::Config& config) {
   // Standard error's writer: operational messages, and the access log unless it has a file.
   proxy::LogSink stderr_sink(STDERR_FILENO, false);
   proxy::AccessLog access_log;
   if (std::string err = access_log.open(config.access_log, stderr_sink); !err.empty()) {
     proxy::log_line(fmt::format("ringtunnel: {}", err));
     return 1;
+  }
+  // Lives until the workers have stopped: they hold config.store.
+  workload::Store store;
+  if (!config.config_path.empty()) {
+    if (std::string err = load_config(config, store); !err.empty()) {
+      proxy::log_line(fmt::format("ringtunnel: {}", err));
+      return 2;
+    }
+    config.store = &store;
   }
   std::unique_ptr<tls::Credentials> identity;
   if (config.needs_identity()) {
@@ -91,15 +312,35 @@ int run(const config::Config& config) {
       return 1;
     }
   }
+  if (config.store) {
+    if (std::string err = check_local_identity(config, store, *identity); !err.empty()) {
+      proxy::log_line(fmt::format("ringtunnel: {}", err));
+      return 1;
+    }
+    const auto state = store.snapshot();
+    proxy::log_line(fmt::format(
+        "ringtunnel: config: loaded {}: {} (generation {}); local workload {}, identity {}",
+        store.path(), counts(*state), store.generation(), store.local().to_string(),
+        store.local_workload(*state)->spiffe_id()));
+  }
+  if (std::string err = check_mark(config); !err.empty()) {
+    proxy::log_line(fmt::format("ringtunnel: {}", err));
+    return 1;
+  }
   const unsigned workers =
       config.workers ? config.workers : std::max(1u, std::thread::hardware_concurrency());
 
-  // Workers inherit this mask: only the main thread takes the stop signals, through sigwait.
+  // Workers inherit this mask: only the main thread takes the stop signals, through sigwait
+  // (and SIGHUP with --config, through ConfigWaiter; without --config SIGHUP still ends the
+  // process, as it always did).
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
+  if (config.store) sigaddset(&stop, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  std::optional<ConfigWaiter> waiter;
+  if (config.store) waiter.emplace(store, stop);
   signal(SIGPIPE, SIG_IGN);  // a write to a reset peer returns EPIPE instead of killing us
 
   // From here on the log is written by writer threads: a worker never waits for its output.
@@ -174,7 +415,10 @@ int run(const config::Config& config) {
   }
 
   int sig = 0;
-  sigwait(&stop, &sig);
+  if (waiter)
+    sig = waiter->wait(stop);
+  else
+    sigwait(&stop, &sig);
   proxy::log_line(
       fmt::format("ringtunnel: {} received, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
   for (auto& w : pool)
@@ -190,7 +434,7 @@ int run(const config::Config& config) {
 
 int main(int argc, char** argv) {
   std::vector<std::string_view> args(argv + 1, argv + argc);
-  config::FlagsResult parsed = config::parse_flags(args);
+  config::FlagsResult parsed = config::parse_flags(args, config::Environment::from_process());
   switch (parsed.action) {
     case config::FlagsResult::Action::help:
       fmt::print("{}", config::help_text());

@@ -3,8 +3,10 @@
 #include <arpa/inet.h>
 
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <set>
 #include <utility>
 
 #include <fmt/format.h>
@@ -91,6 +93,32 @@ std::string show_access_log(const Config& c) {
   return c.access_log;
 }
 
+// Flags whose default comes from the environment or from other flags: the default is a sentence
+// rather than a value. Config{} holds "none" (an empty path, a zero mark) for them.
+std::string show_config(const Config& c) {
+  return c.config_path.empty() ? "$LOCAL_XDS_PATH if set, else none" : c.config_path;
+}
+
+std::string show_workload(const Config& c) {
+  if (c.workload_namespace.empty()) return "$PROXY_WORKLOAD_INFO if set, else none";
+  return c.workload_namespace + "/" + c.workload_name + "/" + c.workload_service_account;
+}
+
+std::string show_mark(const Config& c) {
+  if (c.mark) return fmt::format("{:#x}", c.mark);
+  return fmt::format("{:#x} with --outbound-listen or --inbound-plaintext-listen, else 0 (none)",
+                     Config::kCaptureMark);
+}
+
+// --outbound-listen, --inbound-plaintext-listen: one address each.
+std::string set_listen(std::string_view v, bool& given, net::Endpoint& at, std::string& text) {
+  if (given) return "may be given once";
+  if (std::string err = net::parse_endpoint(v, at); !err.empty()) return err;
+  given = true;
+  text = at.to_string();
+  return {};
+}
+
 std::string set_bool(std::string_view v, bool& out) {
   if (v == "on" || v == "true" || v == "1") return out = true, "";
   if (v == "off" || v == "false" || v == "0") return out = false, "";
@@ -103,8 +131,8 @@ const std::vector<Flag>& flags() {
        "Relay every TCP connection accepted on LISTEN to TARGET: directly (tcp://), or as an "
        "HTTP/2 CONNECT stream for TARGET inside a pooled mutual-TLS connection to the HBONE proxy "
        "at PEER, whose certificate must carry SPIFFE_ID (hbone://). Addresses are ip:port, IPv6 "
-       "as [addr]:port. Repeatable. Listeners named here or by --hbone-listen replace the "
-       "embedded default (127.0.0.1:15001=tcp://127.0.0.1:8080 and --hbone-listen "
+       "as [addr]:port. Repeatable. Listeners named here or by --hbone-listen, and --config, "
+       "replace the embedded default (127.0.0.1:15001=tcp://127.0.0.1:8080 and --hbone-listen "
        "127.0.0.1:15008).",
        nullptr,
        [](std::string_view v, Config& c) {
@@ -125,6 +153,52 @@ const std::vector<Flag>& flags() {
          c.hbone_listen_text = c.hbone_listen_at.to_string();
          return {};
        }},
+      {"--config", "PATH",
+       "The workload config: a YAML file in the local-config format of an ambient-mesh node "
+       "proxy (top-level workloads, services and policies; unknown fields are errors). With it "
+       "ringtunnel is the node proxy of one mesh workload, named by --workload, whose SPIFFE ID "
+       "must be the one in --cert. The file is read again when it changes (written in place, or "
+       "a new file renamed over it) and on SIGHUP: a bad file at start-up exits 2 naming its "
+       "line, column and field; a bad file later is logged and the running config stays. With "
+       "it, the embedded default listeners are not added: name the listeners.",
+       show_config,
+       [](std::string_view v, Config& c) -> std::string {
+         if (!c.config_path.empty()) return "may be given once";
+         if (v.empty()) return "must be a file path";
+         c.config_path = std::string(v);
+         return {};
+       }},
+      {"--workload", "NS/NAME/SA",
+       "The local workload: the namespace, name and service account of the workload in the "
+       "--config file that this node serves. Required with --config.",
+       show_workload,
+       [](std::string_view v, Config& c) -> std::string {
+         if (!c.workload_namespace.empty()) return "may be given once";
+         return parse_workload_info(v, c);
+       }},
+      {"--outbound-listen", "ADDR",
+       "Accept the local workload's outbound connections that the host's capture rules redirect "
+       "here (iptables REDIRECT or TPROXY; port 15001 by convention), each routed by its "
+       "original destination through the --config file. Needs --config.",
+       nullptr,
+       [](std::string_view v, Config& c) {
+         return set_listen(v, c.outbound_listen, c.outbound_listen_at, c.outbound_listen_text);
+       }},
+      {"--inbound-plaintext-listen", "ADDR",
+       "Accept plain TCP connections to the local workload that the host's capture rules "
+       "redirect here (port 15006 by convention): they reach the local workload only, under the "
+       "--config file's policies, without a peer identity. Needs --config.",
+       nullptr,
+       [](std::string_view v, Config& c) {
+         return set_listen(v, c.inbound_plaintext_listen, c.inbound_plaintext_listen_at,
+                           c.inbound_plaintext_listen_text);
+       }},
+      {"--mark", "MARK",
+       "SO_MARK of every upstream socket (decimal, or hex after 0x; 0: none), so that the host's "
+       "capture rules can let ringtunnel's own connections through (e.g. iptables -m mark "
+       "--mark 0x539/0xfff -j RETURN) instead of capturing them again. Setting a mark needs "
+       "CAP_NET_ADMIN: without it, start-up fails.",
+       show_mark, [](std::string_view v, Config& c) { return parse_mark(v, c.mark); }},
       {"--allow-dest", "CIDR[:PORTS]",
        "Let CONNECT streams arriving on --hbone-listen dial targets in CIDR, on PORTS only if "
        "given. CIDR is a.b.c.d/n or [x::y]/n, a bare address meaning /32 or /128; PORTS is N, "
@@ -623,8 +697,38 @@ std::string parse_allow_dest(std::string_view text, AllowDest& out) {
   return {};
 }
 
-FlagsResult parse_flags(const std::vector<std::string_view>& args) {
+std::string parse_workload_info(std::string_view text, Config& out) {
+  const std::vector<std::string_view> parts = split(text, '/');
+  if (parts.size() != 3 || parts[0].empty() || parts[1].empty() || parts[2].empty())
+    return "must be NS/NAME/SA: the workload's namespace, name and service account (e.g. "
+           "default/vm-1/vm-sa)";
+  out.workload_namespace = std::string(parts[0]);
+  out.workload_name = std::string(parts[1]);
+  out.workload_service_account = std::string(parts[2]);
+  return {};
+}
+
+std::string parse_mark(std::string_view text, uint32_t& out) {
+  const bool hex = text.starts_with("0x") || text.starts_with("0X");
+  if (hex) text.remove_prefix(2);
+  uint64_t n = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n, hex ? 16 : 10);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || n > 0xffffffffu)
+    return "must be a number from 0 to 0xffffffff (decimal, or hex after 0x)";
+  out = static_cast<uint32_t>(n);
+  return {};
+}
+
+Environment Environment::from_process() {
+  Environment env;
+  if (const char* v = std::getenv("LOCAL_XDS_PATH")) env.local_xds_path = v;
+  if (const char* v = std::getenv("PROXY_WORKLOAD_INFO")) env.proxy_workload_info = v;
+  return env;
+}
+
+FlagsResult parse_flags(const std::vector<std::string_view>& args, const Environment& env) {
   FlagsResult result;
+  std::set<std::string_view> seen;  // the flags given
   auto usage = [&](std::string message) {
     result.action = FlagsResult::Action::usage_error;
     result.error = std::move(message);
@@ -643,6 +747,7 @@ FlagsResult parse_flags(const std::vector<std::string_view>& args) {
     for (const Flag& f : flags())
       if (arg == f.name) flag = &f;
     if (!flag) return usage(fmt::format("unknown option \"{}\"", args[i]));
+    seen.insert(flag->name);
     if (arg == "--help") return result.action = FlagsResult::Action::help, result;
     if (arg == "--version") return result.action = FlagsResult::Action::version, result;
     if (!flag->metavar) {
@@ -666,7 +771,35 @@ FlagsResult parse_flags(const std::vector<std::string_view>& args) {
         "--memory-budget {} is smaller than twice the largest buffer size {}: it could never "
         "hold a stalled connection's data",
         c.memory_budget, c.buffer_sizes.back()));
-  if (c.routes.empty() && !c.hbone_listen) {
+  // The mesh node proxy: --config (or $LOCAL_XDS_PATH) and what only it gives a meaning to.
+  const bool config_from_env = !seen.count("--config") && !env.local_xds_path.empty();
+  if (config_from_env) c.config_path = env.local_xds_path;
+  if (!c.config_path.empty()) {
+    const std::string config_flag = fmt::format("--config \"{}\"{}", c.config_path,
+                                                config_from_env ? " (from $LOCAL_XDS_PATH)" : "");
+    if (!seen.count("--workload")) {
+      if (env.proxy_workload_info.empty())
+        return usage(fmt::format(
+            "{} needs --workload NS/NAME/SA (or $PROXY_WORKLOAD_INFO): the local workload",
+            config_flag));
+      if (std::string err = parse_workload_info(env.proxy_workload_info, c); !err.empty())
+        return usage(fmt::format("$PROXY_WORKLOAD_INFO \"{}\" (the default of --workload): {}",
+                                 env.proxy_workload_info, err));
+    }
+    if (c.routes.empty() && !c.hbone_listen && !c.outbound_listen && !c.inbound_plaintext_listen)
+      return usage(
+          fmt::format("{} names no listener: give --outbound-listen, --inbound-plaintext-listen, "
+                      "--hbone-listen or --forward",
+                      config_flag));
+  } else {
+    for (const char* name : {"--workload", "--outbound-listen", "--inbound-plaintext-listen"})
+      if (seen.count(name))
+        return usage(fmt::format("{} needs --config (the workload config)", name));
+  }
+  // Capture mode: the capture rules let the proxy's own connections through by their mark.
+  if (!seen.count("--mark") && (c.outbound_listen || c.inbound_plaintext_listen))
+    c.mark = Config::kCaptureMark;
+  if (c.routes.empty() && !c.hbone_listen && c.config_path.empty()) {
     Route r;
     parse_forward(Config::kDefaultForward, r);
     c.routes.push_back(std::move(r));
@@ -687,14 +820,23 @@ FlagsResult parse_flags(const std::vector<std::string_view>& args) {
   if (c.routes.size() > kMaxRoutes)
     return usage(fmt::format("--forward: {} listeners named, at most {} are supported",
                              c.routes.size(), kMaxRoutes));
-  for (size_t a = 0; a < c.routes.size(); ++a)
-    for (size_t b = a + 1; b < c.routes.size(); ++b)
-      if (c.routes[a].listen_text == c.routes[b].listen_text)
-        return usage(fmt::format("--forward: {} is named twice as a listen address",
-                                 c.routes[a].listen_text));
+  // Every listen address once: (flag, address) of each listener.
+  std::vector<std::pair<const char*, const std::string*>> listeners;
   for (const Route& r : c.routes)
-    if (c.hbone_listen && r.listen_text == c.hbone_listen_text)
-      return usage(fmt::format("{} is named by both --forward and --hbone-listen", r.listen_text));
+    listeners.emplace_back("--forward", &r.listen_text);
+  if (c.hbone_listen) listeners.emplace_back("--hbone-listen", &c.hbone_listen_text);
+  if (c.outbound_listen) listeners.emplace_back("--outbound-listen", &c.outbound_listen_text);
+  if (c.inbound_plaintext_listen)
+    listeners.emplace_back("--inbound-plaintext-listen", &c.inbound_plaintext_listen_text);
+  for (size_t a = 0; a < listeners.size(); ++a)
+    for (size_t b = a + 1; b < listeners.size(); ++b) {
+      if (*listeners[a].second != *listeners[b].second) continue;
+      if (std::string_view(listeners[a].first) == listeners[b].first)
+        return usage(fmt::format("{}: {} is named twice as a listen address", listeners[a].first,
+                                 *listeners[a].second));
+      return usage(fmt::format("{} is named by both {} and {}", *listeners[a].second,
+                               listeners[a].first, listeners[b].first));
+    }
   return result;
 }
 

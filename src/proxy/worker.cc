@@ -42,13 +42,13 @@ constexpr uint64_t kAcceptRetryNs = 100'000'000;
 }  // namespace
 
 Worker::Worker(unsigned id, const config::Config& config, AccessLog& log,
-               const tls::Credentials* identity, const workload::Store* store)
+               const tls::Credentials* identity)
     : id_(id),
       config_(config),
       log_(log),
       ctx_(id, config, identity, ring_, pool_, tls_pool_, &log) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
-  ctx_.store = store;
+  ctx_.store = config.store;  // null without --config
   refresh_state(ctx_);
 }
 

@@ -11,6 +11,10 @@
 #include "ringtunnel/net/address.h"
 #include "ringtunnel/ring/buffer_class.h"
 
+namespace ringtunnel::workload {
+class Store;
+}  // namespace ringtunnel::workload
+
 namespace ringtunnel::config {
 
 // The most --forward listeners: the workers number routes in 16 bits, keeping the last values for
@@ -63,16 +67,26 @@ struct Config {
   uint32_t max_streams = 16384;
   std::vector<Route> routes;
   // SO_MARK of every upstream socket (0: none), so that a host's capture rules let the proxy's
-  // own connections through.
+  // own connections through. parse_flags sets kCaptureMark when a capture listener is given and
+  // --mark is not.
   uint32_t mark = 0;
 
-  // Capture (ztunnel's dedicated mode; need the workload config)
-  bool outbound_listen = false;  // --outbound-listen: redirected outbound connections
+  // Mesh node proxy: the workload config (--config, a local-config YAML file; "" for none) and
+  // the local workload it serves (--workload NS/NAME/SA; set exactly when config_path is).
+  std::string config_path;
+  std::string workload_namespace, workload_name, workload_service_account;
+  // Captured connections (both need config_path): the local workload's outbound connections
+  // (--outbound-listen), and plaintext connections to it (--inbound-plaintext-listen).
+  bool outbound_listen = false;
   net::Endpoint outbound_listen_at;
   std::string outbound_listen_text;
-  bool inbound_plaintext_listen = false;  // --inbound-plaintext-listen: redirected inbound
+  bool inbound_plaintext_listen = false;
   net::Endpoint inbound_plaintext_listen_at;
   std::string inbound_plaintext_listen_text;
+  // The loaded workload config (see workload/store.h): set by main before the workers are made,
+  // for as long as they run; null without config_path. The pointer never changes; the Store
+  // hands out snapshots.
+  const workload::Store* store = nullptr;
 
   // HBONE
   bool hbone_listen = false;
@@ -94,7 +108,8 @@ struct Config {
   int64_t hbone_idle_timeout_ms = 60000;  // an inbound connection with no stream closes after it
 
   bool needs_identity() const {
-    if (hbone_listen) return true;
+    // A mesh workload's SPIFFE ID is checked against the certificate's at start-up.
+    if (hbone_listen || !config_path.empty()) return true;
     for (const Route& r : routes)
       if (r.kind == Route::Kind::hbone) return true;
     return false;
@@ -105,6 +120,9 @@ struct Config {
   static constexpr const char* kDefaultHboneListen = "127.0.0.1:15008";
   // ... and where its HBONE listener may dial when no --allow-dest is given: its demo target.
   static constexpr const char* kDefaultAllowDest = "127.0.0.1/32:8080";
+  // The upstream mark of capture mode (--outbound-listen, --inbound-plaintext-listen) when
+  // --mark is not given: the capture rules let packets with it through.
+  static constexpr uint32_t kCaptureMark = 0x539;
 };
 
 }  // namespace ringtunnel::config

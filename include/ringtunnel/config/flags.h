@@ -15,7 +15,17 @@ struct FlagsResult {
   std::string error;  // for usage_error: names the flag, the value and the reason
 };
 
-FlagsResult parse_flags(const std::vector<std::string_view>& args);
+// The environment variables that give flags their defaults, as a mesh node proxy's deployment
+// sets them; a flag given on the command line wins. Unset and empty are the same.
+struct Environment {
+  std::string local_xds_path;       // LOCAL_XDS_PATH: --config
+  std::string proxy_workload_info;  // PROXY_WORKLOAD_INFO: --workload
+  static Environment from_process();
+};
+
+// `env` defaults to none: parsing depends on the arguments only, unless main passes
+// Environment::from_process().
+FlagsResult parse_flags(const std::vector<std::string_view>& args, const Environment& env = {});
 // Each flag's description ends with "Default: X.", X being the flag's value in Config{} as
 // formatted by its row of the table: Config's member initializers are the only defaults.
 std::string help_text();
@@ -46,5 +56,9 @@ std::string parse_forward(std::string_view text, Route& out);
 // "CIDR[:PORTS]" of --allow-dest: a.b.c.d/n or [x::y]/n (a bare address: /32 or /128), then
 // optionally ':' and N, N-M or a comma list of those.
 std::string parse_allow_dest(std::string_view text, AllowDest& out);
+// "NS/NAME/SA" of --workload: three non-empty parts, no other '/'.
+std::string parse_workload_info(std::string_view text, Config& out);
+// --mark: decimal, or hex after 0x, up to 0xffffffff.
+std::string parse_mark(std::string_view text, uint32_t& out);
 
 }  // namespace ringtunnel::config

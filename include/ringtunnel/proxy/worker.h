@@ -30,9 +30,8 @@ namespace ringtunnel::proxy {
 class Worker {
  public:
   // `identity` may be null when no route needs one (no HBONE).
-  // `store` may be null: no workload config (--config).
   Worker(unsigned id, const config::Config& config, AccessLog& log,
-         const tls::Credentials* identity, const workload::Store* store = nullptr);
+         const tls::Credentials* identity);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;

@@ -1,5 +1,6 @@
 #include "ringtunnel/config/flags.h"
 
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <string>
@@ -127,7 +128,7 @@ TEST_CASE("more --forward listeners than the workers can number is a usage error
   std::vector<std::string_view> args(owned.begin(), owned.end());
   const FlagsResult r = parse_flags(args);
   CHECK(r.action == Action::usage_error);
-  CHECK(r.error == "--forward: 65536 listeners named, at most 65535 are supported");
+  CHECK(r.error == "--forward: 65533 listeners named, at most 65532 are supported");
   args.resize(300);  // 300 are fine
   CHECK(parse_flags(args).action == Action::run);
 }
@@ -203,6 +204,11 @@ TEST_CASE("--help explains every flag") {
                            "--max-handshakes",
                            "--max-handshakes-per-source",
                            "--hbone-idle-timeout",
+                           "--config",
+                           "--workload",
+                           "--outbound-listen",
+                           "--inbound-plaintext-listen",
+                           "--mark",
                            "--help",
                            "--version"})
     CHECK_MESSAGE(help.find(std::string("  ") + flag) != std::string::npos, flag);
@@ -312,11 +318,27 @@ TEST_CASE("--help shows each flag's default as Config's initializers set it") {
   const Config defaults;
   const std::map<std::string, std::string> default_values = shown_values(defaults);
   // Flags with no single default value: repeatable, optional, or actions.
-  const std::set<std::string> no_default = {"--forward", "--hbone-listen", "--allow-dest",
-                                            "--cert",    "--key",          "--ca",
-                                            "--help",    "--version"};
+  const std::set<std::string> no_default = {"--forward",
+                                            "--hbone-listen",
+                                            "--outbound-listen",
+                                            "--inbound-plaintext-listen",
+                                            "--allow-dest",
+                                            "--cert",
+                                            "--key",
+                                            "--ca",
+                                            "--help",
+                                            "--version"};
   // Defaults with a meaning of their own rather than a value the flag accepts.
-  const std::map<std::string, std::string> special = {{"--workers", "one per online CPU"}};
+  const std::map<std::string, std::string> special = {
+      {"--workers", "one per online CPU"},
+      {"--config", "$LOCAL_XDS_PATH if set, else none"},
+      {"--workload", "$PROXY_WORKLOAD_INFO if set, else none"},
+      {"--mark", "0x539 with --outbound-listen or --inbound-plaintext-listen, else 0 (none)"}};
+  // Flags that are usage errors alone, and what they need beside them (flag, value pairs).
+  const std::map<std::string, std::vector<std::string>> companions = {
+      {"--config", {"--workload", "default/vm-1/vm-sa", "--hbone-listen", "127.0.0.1:15008"}},
+      {"--workload", {"--config", "mesh.yaml", "--hbone-listen", "127.0.0.1:15008"}},
+  };
   // Other values to set each kind of flag to: each that the flag accepts must come back as
   // written, and change that flag's value only.
   const std::map<std::string, std::vector<std::string>> others = {
@@ -327,6 +349,9 @@ TEST_CASE("--help shows each flag's default as Config's initializers set it") {
       {"S1,S2,S3", {"2k,32k,1m"}},
       {"N|N1,N2,N3", {"64,64,64", "2048,512,128"}},
       {"PATH|-|off", {"off"}},
+      {"PATH", {"/etc/ringtunnel/mesh.yaml"}},
+      {"NS/NAME/SA", {"prod/db-0/db"}},
+      {"MARK", {"0x10", "0xffffffff"}},
   };
   const std::vector<FlagInfo> table = flag_table();
   REQUIRE(table.size() == help.size());
@@ -374,11 +399,18 @@ TEST_CASE("--help shows each flag's default as Config's initializers set it") {
     size_t tried = 0;
     for (const std::string& value : others.at(f.metavar)) {
       if (value == shown) continue;
-      const FlagsResult r = parse({name, value});
+      std::vector<std::string_view> args = {name, value};
+      std::map<std::string, std::string> expected = default_values;
+      if (companions.count(name)) {
+        const std::vector<std::string>& with = companions.at(name);
+        args.insert(args.end(), with.begin(), with.end());
+        for (size_t i = 0; i + 1 < with.size(); i += 2)
+          if (expected.count(with[i])) expected[with[i]] = with[i + 1];
+      }
+      const FlagsResult r = parse_flags(args);
       if (r.action != Action::run) continue;  // out of this flag's range
       ++tried;
       INFO("value: ", value);
-      std::map<std::string, std::string> expected = default_values;
       expected[name] = value;
       CHECK(differences(shown_values(r.config), expected) == "");
     }
@@ -541,4 +573,210 @@ TEST_CASE("--allow-dest: bad values name the flag, the value and the reason") {
     CHECK(r.error == std::string("--allow-dest \"") + c.value + "\": " + c.error);
   }
   CHECK(parse({"--allow-dest"}).error == "--allow-dest needs a value: CIDR[:PORTS]");
+}
+
+TEST_CASE("mesh: --config, --workload and the capture listeners set what they name") {
+  const FlagsResult r =
+      parse({"--config", "/etc/ringtunnel/mesh.yaml", "--workload", "prod/db-0/db",
+             "--outbound-listen", "127.0.0.1:15001", "--inbound-plaintext-listen=[::1]:15006"});
+  INFO(r.error);
+  REQUIRE(r.action == Action::run);
+  const Config& c = r.config;
+  CHECK(c.config_path == "/etc/ringtunnel/mesh.yaml");
+  CHECK(c.workload_namespace == "prod");
+  CHECK(c.workload_name == "db-0");
+  CHECK(c.workload_service_account == "db");
+  CHECK(c.outbound_listen);
+  CHECK(c.outbound_listen_text == "127.0.0.1:15001");
+  CHECK(c.inbound_plaintext_listen);
+  CHECK(c.inbound_plaintext_listen_text == "[::1]:15006");
+  // No embedded default beside them, and the capture mark.
+  CHECK(c.routes.empty());
+  CHECK_FALSE(c.hbone_listen);
+  CHECK(c.allow_dests.empty());
+  CHECK(c.mark == 0x539);
+  // The local workload's identity is checked against the certificate's.
+  CHECK(c.needs_identity());
+  CHECK(c.store == nullptr);  // main sets it
+}
+
+TEST_CASE("mesh: --forward, --hbone-listen and --allow-dest keep working beside --config") {
+  const FlagsResult r = parse({"--config", "mesh.yaml", "--workload", "default/vm/sa", "--forward",
+                               "127.0.0.1:1000=tcp://127.0.0.1:2000", "--hbone-listen",
+                               "127.0.0.1:15008", "--allow-dest", "10.0.0.0/8"});
+  INFO(r.error);
+  REQUIRE(r.action == Action::run);
+  REQUIRE(r.config.routes.size() == 1);
+  CHECK(r.config.routes[0].listen_text == "127.0.0.1:1000");
+  CHECK(r.config.hbone_listen_text == "127.0.0.1:15008");
+  REQUIRE(r.config.allow_dests.size() == 1);
+  CHECK(r.config.allow_dests[0].text == "10.0.0.0/8");
+  CHECK(r.config.mark == 0);  // no capture listener: no mark unless asked for
+  // --config with only --hbone-listen: still no embedded --forward or --allow-dest.
+  const FlagsResult h = parse(
+      {"--config", "mesh.yaml", "--workload", "default/vm/sa", "--hbone-listen", "127.0.0.1:1"});
+  REQUIRE(h.action == Action::run);
+  CHECK(h.config.routes.empty());
+  CHECK(h.config.allow_dests.empty());
+}
+
+TEST_CASE("mesh: --mark, decimal or hex, and its capture-mode default") {
+  uint32_t mark = 7;
+  CHECK(parse_mark("0", mark) == "");
+  CHECK(mark == 0);
+  CHECK(parse_mark("1337", mark) == "");
+  CHECK(mark == 0x539);
+  CHECK(parse_mark("0x539", mark) == "");
+  CHECK(mark == 0x539);
+  CHECK(parse_mark("0XFFFFFFFF", mark) == "");
+  CHECK(mark == 0xffffffffu);
+  for (const char* bad : {"", "0x", "-1", "0x100000000", "4294967296", "12ab", "0x-1", " 1"}) {
+    INFO(bad);
+    CHECK(parse_mark(bad, mark) ==
+          "must be a number from 0 to 0xffffffff (decimal, or hex after 0x)");
+  }
+  const std::vector<std::string_view> capture = {
+      "--config", "m.yaml", "--workload", "a/b/c", "--inbound-plaintext-listen", "127.0.0.1:15006"};
+  CHECK(parse_flags(capture).config.mark == Config::kCaptureMark);
+  std::vector<std::string_view> with_mark = capture;
+  with_mark.insert(with_mark.end(), {"--mark", "0"});
+  CHECK(parse_flags(with_mark).config.mark == 0);  // capture rules that exclude otherwise
+  with_mark.back() = "0x10";
+  CHECK(parse_flags(with_mark).config.mark == 0x10);
+  // Without capture, only --mark sets one (e.g. for the rules of a --forward set-up).
+  CHECK(parse({"--forward", "127.0.0.1:1=tcp://127.0.0.1:2", "--mark", "0x20"}).config.mark ==
+        0x20);
+  CHECK(parse({"--forward", "127.0.0.1:1=tcp://127.0.0.1:2"}).config.mark == 0);
+  CHECK(parse({}).config.mark == 0);
+}
+
+TEST_CASE("mesh: $LOCAL_XDS_PATH and $PROXY_WORKLOAD_INFO are the defaults of the flags") {
+  Environment env;
+  env.local_xds_path = "/var/run/mesh.yaml";
+  env.proxy_workload_info = "prod/db-0/db";
+  const std::vector<std::string_view> listen = {"--outbound-listen", "127.0.0.1:15001"};
+  SUBCASE("both from the environment") {
+    const FlagsResult r = parse_flags(listen, env);
+    INFO(r.error);
+    REQUIRE(r.action == Action::run);
+    CHECK(r.config.config_path == "/var/run/mesh.yaml");
+    CHECK(r.config.workload_namespace == "prod");
+    CHECK(r.config.workload_name == "db-0");
+    CHECK(r.config.workload_service_account == "db");
+  }
+  SUBCASE("flags win") {
+    std::vector<std::string_view> args = listen;
+    args.insert(args.end(), {"--config", "mine.yaml", "--workload", "a/b/c"});
+    const FlagsResult r = parse_flags(args, env);
+    REQUIRE(r.action == Action::run);
+    CHECK(r.config.config_path == "mine.yaml");
+    CHECK(r.config.workload_namespace == "a");
+  }
+  SUBCASE("--config given, --workload from the environment") {
+    env.local_xds_path.clear();
+    std::vector<std::string_view> args = listen;
+    args.insert(args.end(), {"--config", "mine.yaml"});
+    const FlagsResult r = parse_flags(args, env);
+    REQUIRE(r.action == Action::run);
+    CHECK(r.config.workload_name == "db-0");
+  }
+  SUBCASE("no config: $PROXY_WORKLOAD_INFO is not used, even malformed") {
+    env.local_xds_path.clear();
+    env.proxy_workload_info = "nonsense";
+    const FlagsResult r = parse_flags({}, env);
+    REQUIRE(r.action == Action::run);
+    CHECK(r.config.config_path.empty());
+    CHECK(r.config.workload_namespace.empty());
+    CHECK(r.config.routes.size() == 1);  // the embedded default
+  }
+  SUBCASE("a malformed $PROXY_WORKLOAD_INFO with a config") {
+    env.proxy_workload_info = "prod/db-0";
+    const FlagsResult r = parse_flags(listen, env);
+    CHECK(r.action == Action::usage_error);
+    CHECK(r.error ==
+          "$PROXY_WORKLOAD_INFO \"prod/db-0\" (the default of --workload): must be NS/NAME/SA: "
+          "the workload's namespace, name and service account (e.g. default/vm-1/vm-sa)");
+  }
+  SUBCASE("$LOCAL_XDS_PATH without a workload") {
+    env.proxy_workload_info.clear();
+    const FlagsResult r = parse_flags(listen, env);
+    CHECK(r.action == Action::usage_error);
+    CHECK(r.error ==
+          "--config \"/var/run/mesh.yaml\" (from $LOCAL_XDS_PATH) needs --workload NS/NAME/SA (or "
+          "$PROXY_WORKLOAD_INFO): the local workload");
+  }
+  SUBCASE("the environment read by from_process") {
+    setenv("LOCAL_XDS_PATH", "/a.yaml", 1);
+    setenv("PROXY_WORKLOAD_INFO", "x/y/z", 1);
+    const Environment e = Environment::from_process();
+    unsetenv("LOCAL_XDS_PATH");
+    unsetenv("PROXY_WORKLOAD_INFO");
+    CHECK(e.local_xds_path == "/a.yaml");
+    CHECK(e.proxy_workload_info == "x/y/z");
+    const Environment none = Environment::from_process();
+    CHECK(none.local_xds_path.empty());
+    CHECK(none.proxy_workload_info.empty());
+  }
+}
+
+TEST_CASE("mesh: bad usage names the flag, the value and the reason") {
+  struct Case {
+    std::vector<std::string_view> args;
+    std::string error;
+  };
+  const std::string workload_format =
+      "must be NS/NAME/SA: the workload's namespace, name and service account (e.g. "
+      "default/vm-1/vm-sa)";
+  const Case cases[] = {
+      {{"--config", "m.yaml", "--outbound-listen", "127.0.0.1:1"},
+       "--config \"m.yaml\" needs --workload NS/NAME/SA (or $PROXY_WORKLOAD_INFO): the local "
+       "workload"},
+      {{"--config", "m.yaml", "--workload", "a/b/c"},
+       "--config \"m.yaml\" names no listener: give --outbound-listen, "
+       "--inbound-plaintext-listen, --hbone-listen or --forward"},
+      {{"--config", ""}, "--config \"\": must be a file path"},
+      {{"--config", "a.yaml", "--config", "b.yaml"}, "--config \"b.yaml\": may be given once"},
+      {{"--workload", "a/b/c", "--hbone-listen", "127.0.0.1:1"},
+       "--workload needs --config (the workload config)"},
+      {{"--outbound-listen", "127.0.0.1:15001"},
+       "--outbound-listen needs --config (the workload config)"},
+      {{"--inbound-plaintext-listen", "127.0.0.1:15006"},
+       "--inbound-plaintext-listen needs --config (the workload config)"},
+      {{"--config", "m.yaml", "--workload", "a/b"}, "--workload \"a/b\": " + workload_format},
+      {{"--config", "m.yaml", "--workload", "a/b/c/d"},
+       "--workload \"a/b/c/d\": " + workload_format},
+      {{"--config", "m.yaml", "--workload", "a//c"}, "--workload \"a//c\": " + workload_format},
+      {{"--config", "m.yaml", "--workload", "/b/c"}, "--workload \"/b/c\": " + workload_format},
+      {{"--config", "m.yaml", "--workload", "a/b/c", "--workload", "a/b/c"},
+       "--workload \"a/b/c\": may be given once"},
+      {{"--config", "m.yaml", "--workload", "a/b/c", "--outbound-listen", "localhost:1"},
+       "--outbound-listen \"localhost:1\": "},
+      {{"--config", "m.yaml", "--workload", "a/b/c", "--outbound-listen", "127.0.0.1:1",
+        "--outbound-listen", "127.0.0.1:2"},
+       "--outbound-listen \"127.0.0.1:2\": may be given once"},
+      {{"--config", "m.yaml", "--workload", "a/b/c", "--outbound-listen", "127.0.0.1:1",
+        "--inbound-plaintext-listen", "127.0.0.1:1"},
+       "127.0.0.1:1 is named by both --outbound-listen and --inbound-plaintext-listen"},
+      {{"--config", "m.yaml", "--workload", "a/b/c", "--outbound-listen", "127.0.0.1:1",
+        "--hbone-listen", "127.0.0.1:1"},
+       "127.0.0.1:1 is named by both --hbone-listen and --outbound-listen"},
+      {{"--config", "m.yaml", "--workload", "a/b/c", "--inbound-plaintext-listen", "127.0.0.1:1",
+        "--forward", "127.0.0.1:1=tcp://127.0.0.1:2"},
+       "127.0.0.1:1 is named by both --forward and --inbound-plaintext-listen"},
+      {{"--mark", "lots"},
+       "--mark \"lots\": must be a number from 0 to 0xffffffff (decimal, or hex after 0x)"},
+      {{"--mark"}, "--mark needs a value: MARK"},
+  };
+  for (const Case& c : cases) {
+    const FlagsResult r = parse_flags(c.args);
+    std::string line;
+    for (const std::string_view a : c.args)
+      line += std::string(line.empty() ? "" : " ") + std::string(a);
+    INFO(line);
+    CHECK(r.action == Action::usage_error);
+    if (c.error.ends_with(": "))
+      CHECK(r.error.starts_with(c.error));
+    else
+      CHECK(r.error == c.error);
+  }
 }
