@@ -8,6 +8,10 @@
 
 #include <fmt/format.h>
 
+#include "ringtunnel/net/ip.h"
+#include "ringtunnel/workload/authorization.h"
+#include "ringtunnel/workload/state.h"
+
 namespace ringtunnel::proxy {
 
 namespace {
@@ -53,6 +57,13 @@ Addr normalise(const net::Endpoint& e) {
 }
 
 // Why `a` is never a destination, or nullptr.
+uint16_t port_of(const net::Endpoint& e) {
+  if (e.family() == AF_INET6)
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(e.addr())->sin6_port);
+  if (e.family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(e.addr())->sin_port);
+  return 0;
+}
+
 const char* never_a_destination(const Addr& a) {
   const uint8_t* b = a.bytes.data();
   if (a.v4()) {
@@ -146,6 +157,37 @@ Admission admit(const net::Endpoint& target, const config::Config& config,
   return {Verdict::not_allowed, fmt::format("target {} is in no --allow-dest", a.text())};
 }
 
+Admission admit_mesh(const net::Endpoint& target, const config::Config& config,
+                     const workload::State& state, const workload::Workload& local,
+                     const net::Endpoint& source, const tls::SpiffeId& peer,
+                     const tls::SpiffeId& own) {
+  const Addr a = normalise(target);
+  if (const char* why = never_a_destination(a))
+    return {Verdict::bad_target, fmt::format("target {} is {}", a.text(), why)};
+  if (peer.trust_domain.empty() || peer.trust_domain != own.trust_domain)
+    return {
+        Verdict::foreign_trust_domain,
+        fmt::format("peer trust domain {} is not ours ({})",
+                    peer.trust_domain.empty() ? "(none)" : peer.trust_domain, own.trust_domain)};
+  const auto dst = net::IpAddress::from_sockaddr(target.addr(), target.length);
+  if (!dst || !local.has_ip(*dst))
+    return {Verdict::not_local,
+            fmt::format("target {} is not an address of the local workload", a.text())};
+  if (const char* flag = own_listener(a, config))
+    return {Verdict::own_listener, fmt::format("target {} is our own {} listener", a.text(), flag)};
+  const auto src = net::IpAddress::from_sockaddr(source.addr(), source.length);
+  const workload::PeerIdentity identity(peer.trust_domain, peer.ns, peer.sa);
+  workload::Connection c;
+  c.src_ip = src.value_or(net::IpAddress{});
+  c.src_port = port_of(source);
+  c.dst_ip = *dst;
+  c.dst_port = port_of(target);
+  c.src_identity = &identity;
+  const workload::Verdict v = workload::authorize(state, local, c);
+  if (!v.allowed()) return {Verdict::denied, v.describe()};
+  return {};
+}
+
 int http_status(Verdict verdict) {
   switch (verdict) {
     case Verdict::allow:
@@ -156,7 +198,10 @@ int http_status(Verdict verdict) {
       return 503;
     case Verdict::not_allowed:
     case Verdict::foreign_trust_domain:
+    case Verdict::denied:
       return 401;
+    case Verdict::not_local:
+      return 400;
   }
   return 500;
 }
@@ -166,11 +211,13 @@ EndReason end_reason(Verdict verdict) {
     case Verdict::allow:
       return EndReason::none;
     case Verdict::bad_target:
+    case Verdict::not_local:
       return EndReason::bad_request;
     case Verdict::own_listener:
       return EndReason::refused;
     case Verdict::not_allowed:
     case Verdict::foreign_trust_domain:
+    case Verdict::denied:
       return EndReason::denied;
   }
   return EndReason::error;
@@ -188,6 +235,10 @@ std::string_view to_string(Verdict verdict) {
       return "not_allowed";
     case Verdict::foreign_trust_domain:
       return "foreign_trust_domain";
+    case Verdict::not_local:
+      return "not_local";
+    case Verdict::denied:
+      return "denied";
   }
   return "?";
 }

@@ -39,7 +39,10 @@ void ConnectionStreams::on_connect_request(int32_t id, const net::Endpoint& targ
   }
   // Decided before any socket exists: a refused target is never dialled.
   Admission admission =
-      admit(target, ctx_.config, conn_.session().peer_identity(), ctx_.identity->identity());
+      ctx_.state && ctx_.local
+          ? admit_mesh(target, ctx_.config, *ctx_.state, *ctx_.local, conn_.info().peer,
+                       conn_.session().peer_identity(), ctx_.identity->identity())
+          : admit(target, ctx_.config, conn_.session().peer_identity(), ctx_.identity->identity());
   HboneStream* s = ctx_.new_stream();
   if (!s) {
     h2.submit_response(id, 503);

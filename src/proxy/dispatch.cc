@@ -84,8 +84,10 @@ void open_inbound_conn(WorkerContext& ctx, int fd) {
   HboneConnection* c =
       ctx.budgets.admit_handshake(source) ? ctx.objects().conns.acquire(ctx) : nullptr;
   if (!c) return refuse_accepted(ctx, fd);
-  c->open_inbound(fd, net::format_sockaddr(reinterpret_cast<sockaddr*>(&peer), len),
-                  std::move(source));
+  net::Endpoint from;
+  from.storage = peer;
+  from.length = len;
+  c->open_inbound(fd, from, std::move(source));
 }
 
 void dispatch(WorkerContext& ctx, const ring::OpTag& tag, const io_uring_cqe& cqe) {

@@ -29,13 +29,14 @@ uint64_t ms_to_ns(uint64_t ms) {
 
 // Nothing but the slot is allocated until the first byte arrives (on_received): a client that
 // opens the port and says nothing costs no TLS or HTTP/2 state.
-void HboneConnection::open_inbound(int fd, std::string peer_text, std::string source) {
+void HboneConnection::open_inbound(int fd, const net::Endpoint& peer, std::string source) {
   info_.inbound = true;
   const uint64_t now = ctx_.now();
   next_ping_ns_ = now + ms_to_ns(ctx_.config.keepalive_ms);
   handshake_deadline_ns_ = now + ms_to_ns(ctx_.config.connect_timeout_ms);
   socket_.fd = fd;
-  info_.peer_text = std::move(peer_text);
+  info_.peer = peer;
+  info_.peer_text = net::format_sockaddr(peer.addr(), peer.length);
   source_ = std::move(source);
   in_handshake_ = true;
   ctx_.budgets.handshake_started(source_);

@@ -6,6 +6,12 @@ the workload config from its original destination.
 passthrough: to an address:port the config routes nowhere special (a TCP workload's port that
   no service names): plain TCP to the original destination; bytes both ways, one access line
   naming it as the target, the client's own address as the client.
+hbone-workload: to an HBONE workload on host B (10.250.0.3:8080, vm-c): captured on A, carried by
+  HBONE to B's 15008 (A presents node-a, expects the workload's node-b), admitted on B (its
+  local workload's address, no policy) and dialled there; bytes both ways; B's access line names
+  A's identity as the source.
+deny-policy: the same with a Deny policy on B for A's principal: the client is refused (reset or
+  EOF before any echo), B logs end=denied with the policy, and the target sees no connection.
 service-vip: to a service VIP and port (10.251.0.10:80, ports 80 -> 8080): the endpoint
   workload's mapped port (10.250.0.2:8080); bytes both ways, the access line names it.
 No capture loop: the proxy's upstream socket carries the mark the rules skip (the target sees
@@ -19,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tempfile  # noqa: E402
 
 from harness import check, echo_handler, log, run_tests, wait_until  # noqa: E402
+from hbone_common import ID_A, ID_B, identity_args  # noqa: E402
 from mesh_hosts import MeshHosts  # noqa: E402
 
 DEADLINE = 120
@@ -81,7 +88,97 @@ def captured(dst, expect_target):
         pa.stop_ok()
 
 
+HBONE_CONFIG = """workloads:
+- uid: cluster1//v1/Pod/default/vm-a
+  name: vm-a
+  namespace: default
+  serviceAccount: node-a
+  workloadIps: ["10.250.0.1"]
+  protocol: HBONE
+  services: {}
+- uid: cluster1//v1/Pod/default/vm-b
+  name: vm-b
+  namespace: default
+  serviceAccount: node-b
+  workloadIps: ["10.250.0.2", "10.250.0.3"]
+  protocol: HBONE
+  services: {}
+%s"""
+
+DENY_A = """policies:
+- name: deny-a
+  namespace: default
+  scope: Namespace
+  action: Deny
+  dryRun: false
+  rules:
+  - - - principals:
+        - !Exact cluster.local/ns/default/sa/node-a
+"""
+
+
+def hbone_case(deny):
+    with MeshHosts() as mesh:
+        a, b = mesh.a, mesh.b
+        b.add_address("10.250.0.3/24")
+        a.install_capture(inbound=False)
+        cfg = os.path.join(tempfile.gettempdir(), "mesh.yaml")
+        with open(cfg, "w") as f:
+            f.write(HBONE_CONFIG % (DENY_A if deny else ""))
+        accepted = []
+
+        def handler(conn, peer):
+            accepted.append(peer)
+            echo_handler(conn, peer)
+
+        b.server(handler, "10.250.0.3", 8080)
+        pb = b.proxy(["--config", cfg, "--workload", "default/vm-b/node-b", "--hbone-listen",
+                      "0.0.0.0:15008"] + identity_args("node-b"), listens=[("0.0.0.0", 15008)])
+        pa = a.proxy(["--config", cfg, "--workload", "default/vm-a/node-a", "--outbound-listen",
+                      "0.0.0.0:15001"] + identity_args("node-a"), listens=[("0.0.0.0", 15001)])
+        s = a.connect(("10.250.0.3", 8080))
+        client = "%s:%d" % s.getsockname()
+        payload = os.urandom(100000)
+        got = b""
+        try:
+            s.sendall(payload)
+            while len(got) < len(payload):
+                piece = s.recv(65536)
+                if not piece:
+                    break
+                got += piece
+        except OSError as e:
+            log("client: %s" % e)
+        s.close()
+        if deny:
+            check(got == b"", "the denied client got %d bytes" % len(got))
+            wait_until(lambda: pb.access(), 5)
+            entries = pb.access()
+            check(len(entries) == 1 and entries[0]["end"] == "denied", "B: %r" % entries)
+            check(entries[0]["client"].startswith("10.250.0.1:") and
+                  entries[0].get("src_identity") == ID_A, "B: %r" % entries[0])
+            check('reason="deny: policy default/deny-a"' in pb.stderr_text(),
+                  "B's line names no policy")
+            check(not accepted, "the target saw %r" % accepted)
+            log("denied on B: %s" % entries[0].get("reason", "deny: policy default/deny-a"))
+        else:
+            check(got == payload, "echo differs (%d of %d bytes)" % (len(got), len(payload)))
+            ea = pa.wait_access([client])[client]
+            check(ea["target"] == "10.250.0.3:8080" and ea["end"] == "closed", "A: %r" % ea)
+            check(ea.get("dst_identity") == ID_B, "A: dst_identity %r" % ea.get("dst_identity"))
+            entries = [e for e in pb.access() if e["target"] == "10.250.0.3:8080"]
+            check(len(entries) == 1, "B: %r" % pb.access())
+            check(entries[0].get("src_identity") == ID_A, "B: src_identity %r" % entries[0])
+            check(entries[0]["bytes_up"] == len(payload), "B: %r" % entries[0])
+            log("A -> B over HBONE: %d bytes each way; B logs src_identity=%s" % (len(payload),
+                                                                                  ID_A))
+        pa.stop_ok()
+        pb.stop_ok()
+
+
 TESTS = [
+    ("hbone-workload", lambda: hbone_case(False)),
+    ("deny-policy", lambda: hbone_case(True)),
     ("passthrough", lambda: captured(("10.250.0.2", 9090), "10.250.0.2:9090")),
     ("service-vip", lambda: captured(("10.251.0.10", 80), "10.250.0.2:8080")),
 ]

@@ -24,9 +24,22 @@
 #include "ringtunnel/proxy/access_log.h"
 #include "ringtunnel/tls/identity.h"
 
+namespace ringtunnel::workload {
+class State;
+struct Workload;
+}  // namespace ringtunnel::workload
+
 namespace ringtunnel::proxy {
 
-enum class Verdict : uint8_t { allow, bad_target, own_listener, not_allowed, foreign_trust_domain };
+enum class Verdict : uint8_t {
+  allow,
+  bad_target,
+  own_listener,
+  not_allowed,
+  foreign_trust_domain,
+  not_local,  // --config: the target is not an address of the local workload (400)
+  denied,     // --config: an authorization policy denies the peer (401)
+};
 
 struct Admission {
   Verdict verdict = Verdict::allow;
@@ -35,6 +48,16 @@ struct Admission {
 
 Admission admit(const net::Endpoint& target, const config::Config& config,
                 const tls::SpiffeId& peer, const tls::SpiffeId& own);
+
+// With a workload config (--config), in place of --allow-dest: checked in this order, the first
+// that applies deciding: bad_target and foreign_trust_domain as above; not_local: the target's
+// address is not one of the local workload's; own_listener as above; denied: the authorization
+// policies that apply to the local workload refuse a connection from `source` (the HBONE
+// connection's peer address) with the peer's identity to the target.
+Admission admit_mesh(const net::Endpoint& target, const config::Config& config,
+                     const workload::State& state, const workload::Workload& local,
+                     const net::Endpoint& source, const tls::SpiffeId& peer,
+                     const tls::SpiffeId& own);
 
 // The CONNECT response for a refusal (400, 503 or 401), and how its access-log line ends
 // (bad_request, refused or denied).
