@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstring>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -159,16 +160,16 @@ Admission admit(const net::Endpoint& target, const config::Config& config,
 
 Admission admit_mesh(const net::Endpoint& target, const config::Config& config,
                      const workload::State& state, const workload::Workload& local,
-                     const net::Endpoint& source, const tls::SpiffeId& peer,
+                     const net::Endpoint& source, const tls::SpiffeId* peer,
                      const tls::SpiffeId& own) {
   const Addr a = normalise(target);
   if (const char* why = never_a_destination(a))
     return {Verdict::bad_target, fmt::format("target {} is {}", a.text(), why)};
-  if (peer.trust_domain.empty() || peer.trust_domain != own.trust_domain)
+  if (peer && (peer->trust_domain.empty() || peer->trust_domain != own.trust_domain))
     return {
         Verdict::foreign_trust_domain,
         fmt::format("peer trust domain {} is not ours ({})",
-                    peer.trust_domain.empty() ? "(none)" : peer.trust_domain, own.trust_domain)};
+                    peer->trust_domain.empty() ? "(none)" : peer->trust_domain, own.trust_domain)};
   const auto dst = net::IpAddress::from_sockaddr(target.addr(), target.length);
   if (!dst || !local.has_ip(*dst))
     return {Verdict::not_local,
@@ -176,13 +177,14 @@ Admission admit_mesh(const net::Endpoint& target, const config::Config& config,
   if (const char* flag = own_listener(a, config))
     return {Verdict::own_listener, fmt::format("target {} is our own {} listener", a.text(), flag)};
   const auto src = net::IpAddress::from_sockaddr(source.addr(), source.length);
-  const workload::PeerIdentity identity(peer.trust_domain, peer.ns, peer.sa);
+  std::optional<workload::PeerIdentity> identity;
+  if (peer) identity.emplace(peer->trust_domain, peer->ns, peer->sa);
   workload::Connection c;
   c.src_ip = src.value_or(net::IpAddress{});
   c.src_port = port_of(source);
   c.dst_ip = *dst;
   c.dst_port = port_of(target);
-  c.src_identity = &identity;
+  c.src_identity = identity ? &*identity : nullptr;
   const workload::Verdict v = workload::authorize(state, local, c);
   if (!v.allowed()) return {Verdict::denied, v.describe()};
   return {};

@@ -9,6 +9,8 @@
 
 #include "ringtunnel/net/ip.h"
 #include "ringtunnel/net/socket.h"
+#include "ringtunnel/proxy/admission.h"
+#include "ringtunnel/proxy/clock.h"
 #include "ringtunnel/proxy/dispatch.h"
 #include "ringtunnel/proxy/log.h"
 #include "ringtunnel/proxy/objects.h"
@@ -64,6 +66,58 @@ bool refresh_state(WorkerContext& ctx) {
   return true;
 }
 
+void open_captured_inbound(WorkerContext& ctx, int fd) {
+  net::Endpoint original, source;
+  socklen_t len = sizeof source.storage;
+  getpeername(fd, reinterpret_cast<sockaddr*>(&source.storage), &len);
+  source.length = len;
+  const std::string* listener = &ctx.config.inbound_plaintext_listen_text;
+  if (const int err = net::original_dst(fd, original); err < 0) {
+    log_line(fmt::format("ringtunnel: worker {}: {}: no original destination ({}), refused", ctx.id,
+                         *listener, strerror(-err)));
+    return refuse(ctx, fd);
+  }
+  if (!ctx.state || !ctx.local) return refuse(ctx, fd);
+  const Admission a = admit_mesh(original, ctx.config, *ctx.state, *ctx.local, source, nullptr,
+                                 ctx.identity->identity());
+  if (a.verdict != Verdict::allow) {
+    if (ctx.access_enabled()) {
+      const std::string client = net::format_sockaddr(source.addr(), source.length);
+      const std::string target = original.to_string();
+      AccessRecord rec;
+      rec.listener = *listener;
+      rec.client = client;
+      rec.target = target;
+      rec.end = end_reason(a.verdict);
+      rec.start_unix_ms = unix_ms();
+      ctx.access(rec, a.reason);
+    }
+    return refuse(ctx, fd);
+  }
+  if (Relay* r = open_relay(ctx, fd, TcpTarget{original, listener, nullptr})) r->set_authorized();
+}
+
+void judge_again(WorkerContext& ctx) {
+  if (!ctx.state || !ctx.local) return;
+  const tls::SpiffeId& own = ctx.identity->identity();
+  net::Endpoint target, source;
+  ctx.objects().relays.for_each([&](Relay& r) {
+    if (!r.authorized_addresses(source, target)) return;
+    if (admit_mesh(target, ctx.config, *ctx.state, *ctx.local, source, nullptr, own).verdict !=
+        Verdict::allow)
+      r.end(EndReason::denied);
+  });
+  std::string identity;
+  ctx.objects().streams.for_each([&](HboneStream& s) {
+    if (!s.admitted(target, source, identity)) return;
+    tls::SpiffeId peer;
+    tls::parse_spiffe_id(identity, peer);
+    if (admit_mesh(target, ctx.config, *ctx.state, *ctx.local, source, &peer, own).verdict !=
+        Verdict::allow)
+      s.end(EndReason::denied, true);
+  });
+}
+
 void open_captured_outbound(WorkerContext& ctx, int fd) {
   net::Endpoint original;
   if (const int err = net::original_dst(fd, original); err < 0) {
@@ -81,14 +135,15 @@ void open_captured_outbound(WorkerContext& ctx, int fd) {
     case workload::Destination::Kind::no_endpoint:
       return refuse(ctx, fd);
     case workload::Destination::Kind::passthrough:
-      return open_relay(ctx, fd, TcpTarget{original, listener, nullptr});
+      open_relay(ctx, fd, TcpTarget{original, listener, nullptr});
+      return;
     case workload::Destination::Kind::workload:
     case workload::Destination::Kind::service:
       break;
   }
   const net::Endpoint target = endpoint_of(d.ip, d.port);
   if (d.workload->protocol != workload::Protocol::hbone)
-    return open_relay(ctx, fd, TcpTarget{target, listener, nullptr});
+    return (void)open_relay(ctx, fd, TcpTarget{target, listener, nullptr});
   open_outbound_stream(
       ctx, fd,
       ctx.outbound().target(listener, target.to_string(), endpoint_of(d.ip, kHbonePort),

@@ -41,7 +41,7 @@ void ConnectionStreams::on_connect_request(int32_t id, const net::Endpoint& targ
   Admission admission =
       ctx_.state && ctx_.local
           ? admit_mesh(target, ctx_.config, *ctx_.state, *ctx_.local, conn_.info().peer,
-                       conn_.session().peer_identity(), ctx_.identity->identity())
+                       &conn_.session().peer_identity(), ctx_.identity->identity())
           : admit(target, ctx_.config, conn_.session().peer_identity(), ctx_.identity->identity());
   HboneStream* s = ctx_.new_stream();
   if (!s) {

@@ -49,14 +49,16 @@ void open_relay(WorkerContext& ctx, int fd, uint16_t route) {
   open_relay(ctx, fd, tcp_target(ctx.config.routes[route]));
 }
 
-void open_relay(WorkerContext& ctx, int fd, const TcpTarget& to) {
+Relay* open_relay(WorkerContext& ctx, int fd, const TcpTarget& to) {
   Relay* r = ctx.objects().relays.acquire(ctx);
   if (!r) {
     log_line(fmt::format("ringtunnel: worker {}: {} connections open, refusing another", ctx.id,
                          ctx.objects().relays.live()));
-    return refuse_accepted(ctx, fd);
+    refuse_accepted(ctx, fd);
+    return nullptr;
   }
   r->open(fd, to);
+  return r->live() ? r : nullptr;
 }
 
 void open_outbound_stream(WorkerContext& ctx, int fd, uint16_t route) {

@@ -72,6 +72,7 @@ void HboneStream::open_inbound(HboneConnection& conn, int32_t id, const net::End
   start_ns_ = ctx_.now();
   start_unix_ms_ = unix_ms();
   target_ = target;
+  source_ = conn.info().peer;
   client_text_ = conn.info().peer_text;
   for (const h2::Header& h : headers)
     if (h.name == "forwarded" && h.value.starts_with("for=\"") && h.value.ends_with('"'))
@@ -394,6 +395,15 @@ bool HboneStream::to_heap() {
   ctx_.budgets.heap_add(lent_.to_heap(
       [&](const uint8_t* from, const uint8_t* to, size_t n) { session.relocate(id, from, to, n); },
       ctx_.give_back));
+  return true;
+}
+
+bool HboneStream::admitted(net::Endpoint& target, net::Endpoint& source,
+                           std::string& identity) const {
+  if (!inbound_ || (state_ != State::opening && state_ != State::open)) return false;
+  target = target_;
+  source = source_;
+  identity = src_identity_;
   return true;
 }
 

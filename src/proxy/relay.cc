@@ -306,9 +306,10 @@ void Relay::end(EndReason reason) {
   state_ = State::ending;
   end_ = reason;
   reset_[kClient] = reason != EndReason::closed && reason != EndReason::client_reset;
-  reset_[kTarget] = legs_[kTarget].fd >= 0 &&
-                    (reason == EndReason::client_reset || reason == EndReason::drain_timeout ||
-                     reason == EndReason::error || reason == EndReason::overload);
+  reset_[kTarget] =
+      legs_[kTarget].fd >= 0 &&
+      (reason == EndReason::client_reset || reason == EndReason::drain_timeout ||
+       reason == EndReason::error || reason == EndReason::overload || reason == EndReason::denied);
   if (ops_.count) {
     // Every operation of this relay is on one of its sockets or, for splices, one of its pipes.
     for (TcpLeg& leg : legs_)
@@ -394,6 +395,15 @@ size_t Relay::stalled_pool_bytes(uint64_t now, uint64_t stall_ns) const {
       if (!dir.queue->at(i).heap) held += dir.queue->at(i).length;
   }
   return held;
+}
+
+bool Relay::authorized_addresses(net::Endpoint& client, net::Endpoint& target) const {
+  if (!authorized_ || state_ != State::relaying) return false;
+  client = net::Endpoint{};
+  memcpy(&client.storage, &client_, sizeof client_);
+  client.length = client_.sa.sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  target = target_;
+  return true;
 }
 
 std::string Relay::client_text() const {

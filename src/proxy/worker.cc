@@ -23,7 +23,7 @@ namespace {
 // Routes are numbered in 16 bits (Listener::route) with the last value meaning --hbone-listen,
 // so config::kMaxRoutes of them plus that one always fit.
 static_assert(config::kMaxRoutes + 1 <= size_t{ring::OpTag::kIndexMask} + 1);
-static_assert(config::kMaxRoutes <= UINT16_MAX - 2);  // kOutboundListener, kHboneListener
+static_assert(config::kMaxRoutes <= UINT16_MAX - 2);  // and the worker's 3 listeners
 
 uint64_t worker_tag(Op op, size_t index = 0) {
   return op_tag(Owner::worker, op, 0, uint32_t(index), 0);
@@ -35,6 +35,8 @@ uint64_t worker_tag(Op op, size_t index = 0) {
 constexpr int64_t kQuietWaitNs = 1'000'000;
 // How often the loop wakes for keepalive PINGs and idle pooled connections while any exist.
 constexpr uint64_t kTickNs = 1'000'000'000;
+// How often a worker with a workload config looks for a reload when nothing else wakes it.
+constexpr int64_t kReloadCheckNs = 500'000'000;
 // Accepts stopped by a lack of descriptors are tried again this often, whoever frees one (this
 // worker, another worker, or another process).
 constexpr uint64_t kAcceptRetryNs = 100'000'000;
@@ -101,12 +103,16 @@ std::string Worker::start() {
     listeners_.push_back({fd, kHboneListener});
     arm_accept(listeners_.size() - 1);
   }
-  if (config_.outbound_listen) {
+  const std::pair<const net::Endpoint*, uint16_t> captures[] = {
+      {config_.outbound_listen ? &config_.outbound_listen_at : nullptr, kOutboundListener},
+      {config_.inbound_plaintext_listen ? &config_.inbound_plaintext_listen_at : nullptr,
+       kInboundPlaintextListener}};
+  for (const auto& [at, kind] : captures) {
+    if (!at) continue;
     std::string err;
-    const int fd = net::listen_reuseport(config_.outbound_listen_at,
-                                         static_cast<int>(config_.listen_backlog), err);
+    const int fd = net::listen_reuseport(*at, static_cast<int>(config_.listen_backlog), err);
     if (fd < 0) return err;
-    listeners_.push_back({fd, kOutboundListener});
+    listeners_.push_back({fd, kind});
     arm_accept(listeners_.size() - 1);
   }
   io_uring_sqe* s = ring_.sqe();
@@ -135,6 +141,8 @@ const std::string& Worker::listener_text(const Listener& l) const {
       return config_.hbone_listen_text;
     case kOutboundListener:
       return config_.outbound_listen_text;
+    case kInboundPlaintextListener:
+      return config_.inbound_plaintext_listen_text;
     default:
       return config_.routes[l.route].listen_text;
   }
@@ -160,6 +168,8 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
       open_inbound_conn(ctx_, fd);
     } else if (l.route == kOutboundListener) {
       open_captured_outbound(ctx_, fd);
+    } else if (l.route == kInboundPlaintextListener) {
+      open_captured_inbound(ctx_, fd);
     } else if (hbone_forward) {
       open_outbound_stream(ctx_, fd, l.route);
     } else {
@@ -270,6 +280,9 @@ std::optional<int64_t> Worker::next_timeout() {
   const uint64_t now = monotonic_ns();
   ctx_.budgets.timers(now, timeout);
   retry_accepts(now, timeout);
+  // A reload must reach the connections it denies within a second (the file watch waits 100 ms
+  // for quiet), also in an idle worker.
+  if (ctx_.store) timeout = std::min(timeout.value_or(kReloadCheckNs), kReloadCheckNs);
   if (has_todo(ctx_)) timeout = 0;
   return timeout;
 }
@@ -305,7 +318,9 @@ void Worker::run() {
     }
     ring_.submit_and_wait(timeout, wait_nr);
     ctx_.loop_now = monotonic_ns();
-    refresh_state(ctx_);  // a reloaded workload config: one atomic load when unchanged
+    // A reloaded workload config (one atomic load when unchanged): connections its policies now
+    // deny are reset.
+    if (refresh_state(ctx_)) judge_again(ctx_);
     ring_.drain_completions([this](const io_uring_cqe& cqe) { on_completion(cqe); });
     after_completions();
   }

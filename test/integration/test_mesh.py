@@ -12,13 +12,22 @@ hbone-workload: to an HBONE workload on host B (10.250.0.3:8080, vm-c): captured
   A's identity as the source.
 deny-policy: the same with a Deny policy on B for A's principal: the client is refused (reset or
   EOF before any echo), B logs end=denied with the policy, and the target sees no connection.
+deny-on-reload: an open HBONE stream A -> B, then B's config file gets the Deny policy (written
+  to a temporary file and renamed over it): B resets the stream within a second (end=denied),
+  the client sees its connection end; a bad edit afterwards keeps the policy (one error line).
+plaintext: B captures inbound plaintext (REDIRECT to 15006); a client in A connects straight to
+  B's workload address: with no policy the bytes go through (B's access line, listener 15006);
+  with an Allow policy that needs a principal, the client (no identity) is refused, B logs
+  end=denied, the target sees nothing.
 service-vip: to a service VIP and port (10.251.0.10:80, ports 80 -> 8080): the endpoint
   workload's mapped port (10.250.0.2:8080); bytes both ways, the access line names it.
 No capture loop: the proxy's upstream socket carries the mark the rules skip (the target sees
 the connection from A's address, and the proxy logs exactly one line per client)."""
 
 import os
+import socket
 import sys
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -176,7 +185,123 @@ def hbone_case(deny):
         pb.stop_ok()
 
 
+REQUIRE_PRINCIPAL = """policies:
+- name: only-node-a
+  namespace: default
+  scope: Namespace
+  action: Allow
+  dryRun: false
+  rules:
+  - - - principals:
+        - !Exact cluster.local/ns/default/sa/node-a
+"""
+
+
+def write_atomic(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, path)
+
+
+def mesh_pair(mesh, policies=""):
+    a, b = mesh.a, mesh.b
+    b.add_address("10.250.0.3/24")
+    a.install_capture(inbound=False)
+    cfg = os.path.join(tempfile.gettempdir(), "mesh-b.yaml")
+    write_atomic(cfg, HBONE_CONFIG % policies)
+    cfg_a = os.path.join(tempfile.gettempdir(), "mesh-a.yaml")
+    write_atomic(cfg_a, HBONE_CONFIG % "")
+    pb = b.proxy(["--config", cfg, "--workload", "default/vm-b/node-b", "--hbone-listen",
+                  "0.0.0.0:15008"] + identity_args("node-b"), listens=[("0.0.0.0", 15008)])
+    pa = a.proxy(["--config", cfg_a, "--workload", "default/vm-a/node-a", "--outbound-listen",
+                  "0.0.0.0:15001"] + identity_args("node-a"), listens=[("0.0.0.0", 15001)])
+    return pa, pb, cfg
+
+
+def deny_on_reload():
+    with MeshHosts() as mesh:
+        pa, pb, cfg = mesh_pair(mesh)
+        mesh.b.server(echo_handler, "10.250.0.3", 8080)
+        s = mesh.a.connect(("10.250.0.3", 8080))
+        s.sendall(b"x" * 1000)
+        got = b""
+        while len(got) < 1000:
+            got += s.recv(1000)
+        t0 = time.monotonic()
+        write_atomic(cfg, HBONE_CONFIG % DENY_A)
+        s.settimeout(3)
+        ended = None
+        try:
+            while True:
+                s.sendall(b"y")
+                if not s.recv(10):
+                    break
+                time.sleep(0.02)
+        except (OSError, socket.timeout) as e:
+            ended = e
+        took = time.monotonic() - t0
+        check(took < 1.0, "the stream ended %.2f s after the edit (%r)" % (took, ended))
+        wait_until(lambda: any(e["end"] == "denied" for e in pb.access()), 3)
+        log("denied %.2f s after the edit (client: %r)" % (took, ended))
+        write_atomic(cfg, "workloads: [\n")
+        wait_until(lambda: "keeping generation 2" in pb.stderr_text(), 3)
+        s2 = mesh.a.connect(("10.250.0.3", 8080))
+        s2.settimeout(3)
+        try:
+            s2.sendall(b"z")
+            got2 = s2.recv(10)
+        except OSError:
+            got2 = b""
+        check(got2 == b"", "after a bad edit the Deny policy no longer held: %r" % got2)
+        pa.stop_ok()
+        pb.stop_ok()
+
+
+def plaintext(require_principal):
+    with MeshHosts() as mesh:
+        a, b = mesh.a, mesh.b
+        cfg = os.path.join(tempfile.gettempdir(), "mesh-b.yaml")
+        write_atomic(cfg, HBONE_CONFIG % (REQUIRE_PRINCIPAL if require_principal else ""))
+        b.install_capture(outbound=False)
+        accepted = []
+
+        def handler(conn, peer):
+            accepted.append(peer)
+            echo_handler(conn, peer)
+
+        b.server(handler, b.ip, 8080)
+        pb = b.proxy(["--config", cfg, "--workload", "default/vm-b/node-b",
+                      "--inbound-plaintext-listen", "0.0.0.0:15006"] + identity_args("node-b"),
+                     listens=[("0.0.0.0", 15006)])
+        try:
+            s = a.connect((b.ip, 8080))
+            s.settimeout(3)
+            try:
+                s.sendall(b"plain")
+                got = s.recv(10)
+            finally:
+                s.close()
+        except OSError as e:
+            log("client: %s" % e)
+            got = b""
+        wait_until(lambda: pb.access(), 3)
+        e = pb.access()[0]
+        check(e["listener"] == "0.0.0.0:15006" and e["target"] == "%s:8080" % b.ip, "B: %r" % e)
+        if require_principal:
+            check(got == b"" and not accepted, "got %r, target saw %r" % (got, accepted))
+            check(e["end"] == "denied", "B: %r" % e)
+        else:
+            check(got == b"plain", "echo %r" % got)
+            wait_until(lambda: pb.access()[0]["end"] == "closed", 3)
+        log("plaintext to %s:8080 via 15006: end=%s" % (b.ip, pb.access()[0]["end"]))
+        pb.stop_ok()
+
+
 TESTS = [
+    ("deny-on-reload", deny_on_reload),
+    ("plaintext", lambda: plaintext(False)),
+    ("plaintext-needs-principal", lambda: plaintext(True)),
     ("hbone-workload", lambda: hbone_case(False)),
     ("deny-policy", lambda: hbone_case(True)),
     ("passthrough", lambda: captured(("10.250.0.2", 9090), "10.250.0.2:9090")),

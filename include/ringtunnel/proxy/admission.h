@@ -53,10 +53,11 @@ Admission admit(const net::Endpoint& target, const config::Config& config,
 // that applies deciding: bad_target and foreign_trust_domain as above; not_local: the target's
 // address is not one of the local workload's; own_listener as above; denied: the authorization
 // policies that apply to the local workload refuse a connection from `source` (the HBONE
-// connection's peer address) with the peer's identity to the target.
+// connection's peer address) with the peer's identity to the target. `peer` null: a plaintext
+// connection (--inbound-plaintext-listen), judged with no identity and no trust-domain check.
 Admission admit_mesh(const net::Endpoint& target, const config::Config& config,
                      const workload::State& state, const workload::Workload& local,
-                     const net::Endpoint& source, const tls::SpiffeId& peer,
+                     const net::Endpoint& source, const tls::SpiffeId* peer,
                      const tls::SpiffeId& own);
 
 // The CONNECT response for a refusal (400, 503 or 401), and how its access-log line ends

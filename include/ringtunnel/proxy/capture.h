@@ -18,4 +18,14 @@ bool refresh_state(WorkerContext& ctx);
 // the original destination).
 void open_captured_outbound(WorkerContext& ctx, int fd);
 
+// A client accepted on --inbound-plaintext-listen: its original destination must be an address
+// of the local workload (not one of ringtunnel's own listeners), and the local workload's
+// policies must allow it with no peer identity; then a relay to it. Refused: reset, and an
+// access line (end=denied or bad_request, with the reason).
+void open_captured_inbound(WorkerContext& ctx, int fd);
+
+// The policies changed (a reload): every inbound HBONE stream and plaintext relay they now
+// deny is reset (end=denied).
+void judge_again(WorkerContext& ctx);
+
 }  // namespace ringtunnel::proxy

@@ -14,9 +14,12 @@
 
 namespace ringtunnel::proxy {
 
+class Relay;
+
 // ---- accepted sockets (already admitted by the budgets; each is released once)
 void open_relay(WorkerContext& ctx, int fd, uint16_t route);
-void open_relay(WorkerContext& ctx, int fd, const TcpTarget& to);
+// The relay (null: refused for lack of a slot).
+Relay* open_relay(WorkerContext& ctx, int fd, const TcpTarget& to);
 void open_outbound_stream(WorkerContext& ctx, int fd, uint16_t route);
 void open_outbound_stream(WorkerContext& ctx, int fd, std::shared_ptr<const HboneTarget> to);
 void open_inbound_conn(WorkerContext& ctx, int fd);

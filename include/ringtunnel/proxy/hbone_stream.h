@@ -88,6 +88,9 @@ class HboneStream {
   bool to_heap();
   // An outbound CONNECT unanswered for --connect-timeout on an open connection: reset both ways.
   void check_opening(uint64_t now);
+  // An inbound stream not yet ending: true, with what its admission judged (its target, the
+  // HBONE connection's peer address, the peer's SPIFFE ID), to judge it again after a reload.
+  bool admitted(net::Endpoint& target, net::Endpoint& source, std::string& identity) const;
 
  private:
   void on_target_connected(int res);
@@ -127,6 +130,7 @@ class HboneStream {
   std::array<iovec, kMaxGather> iov_{};
   msghdr msg_{};
   net::Endpoint target_;  // inbound: where to dial
+  net::Endpoint source_;  // inbound: the HBONE connection's peer
   uint64_t bytes_from_tcp_ = 0;
   uint64_t bytes_to_tcp_ = 0;
   uint64_t start_ns_ = 0;

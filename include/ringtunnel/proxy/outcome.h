@@ -19,11 +19,12 @@ enum class EndReason : uint8_t {
   drain_timeout,    // still open when --drain-timeout ran out at shutdown; both were reset
   error,            // an unexpected socket error; both were reset
   refused,          // HBONE: the peer proxy answered 503 (target unreachable); the client was reset
-  denied,           // HBONE: the peer proxy answered 401 (policy); the client was reset
-  bad_request,      // HBONE: the peer proxy answered 400; the client was reset
-  peer_error,       // HBONE: the tunnel connection failed under the stream (TLS, HTTP/2, socket)
-  overload,  // the receive pool and --memory-budget were both spent, and this stalled connection
-             // (or the HBONE connection under it) held the most of the pool; both were reset
+  denied,       // HBONE: the peer proxy answered 401 (policy); the client was reset. --config: an
+                // authorization policy refuses the connection (at its start, or after a reload)
+  bad_request,  // HBONE: the peer proxy answered 400; the client was reset
+  peer_error,   // HBONE: the tunnel connection failed under the stream (TLS, HTTP/2, socket)
+  overload,     // the receive pool and --memory-budget were both spent, and this stalled connection
+                // (or the HBONE connection under it) held the most of the pool; both were reset
 };
 
 std::string_view to_string(EndReason reason);

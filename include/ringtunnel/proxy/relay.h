@@ -56,6 +56,11 @@ class Relay {
   // The pool bytes held by directions that have not moved for `stall_ns`.
   size_t stalled_pool_bytes(uint64_t now, uint64_t stall_ns) const;
   std::string client_text() const;
+  // --inbound-plaintext-listen: the relay was admitted by the local workload's policies, and is
+  // judged again when they change (capture.cc). The client's and the target's addresses.
+  void set_authorized() { authorized_ = true; }
+  // An authorized relay that is relaying: true, with its client's and target's addresses.
+  bool authorized_addresses(net::Endpoint& client, net::Endpoint& target) const;
 
  private:
   struct Direction {
@@ -102,6 +107,7 @@ class Relay {
   State state_ = State::free;
   EndReason end_ = EndReason::none;
   std::array<bool, 2> reset_{};  // per leg: close with a reset rather than a FIN
+  bool authorized_ = false;
   const std::string* listener_ = nullptr;
   const std::string* target_text_ = nullptr;  // null: target_ formatted
   net::Endpoint target_;                      // the connect reads it at submission

@@ -49,6 +49,8 @@ class Worker {
   // Listener::route of the listeners that are not a --forward route's.
   static constexpr uint16_t kHboneListener = UINT16_MAX;         // --hbone-listen
   static constexpr uint16_t kOutboundListener = UINT16_MAX - 1;  // --outbound-listen
+  static constexpr uint16_t kInboundPlaintextListener =
+      UINT16_MAX - 2;  // --inbound-plaintext-listen
   enum class Phase : uint8_t { serving, draining, expired };
 
   struct Listener {
