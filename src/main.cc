@@ -400,7 +400,22 @@ int run(config::Config& config) {
   if (config.hbone_listen)
     proxy::log_line(fmt::format("ringtunnel: listening on {} for HBONE (mTLS, identity {})",
                                 config.hbone_listen_text, identity->identity().to_string()));
-  if (config.hbone_listen) {
+  if (config.outbound_listen)
+    proxy::log_line(fmt::format(
+        "ringtunnel: listening on {} for captured outbound connections (routed by {}; upstream "
+        "mark {:#x})",
+        config.outbound_listen_text, config.config_path, config.mark));
+  if (config.inbound_plaintext_listen)
+    proxy::log_line(fmt::format(
+        "ringtunnel: listening on {} for captured inbound plaintext (to the local workload, under "
+        "its policies)",
+        config.inbound_plaintext_listen_text));
+  if (config.hbone_listen && !config.config_path.empty()) {
+    proxy::log_line(fmt::format(
+        "ringtunnel: CONNECTs on {} may dial the local workload's addresses, under its policies "
+        "({})",
+        config.hbone_listen_text, config.config_path));
+  } else if (config.hbone_listen) {
     if (config.allow_dests.empty()) {
       proxy::log_line(
           fmt::format("ringtunnel: no --allow-dest given: every CONNECT on {} is refused (401)",

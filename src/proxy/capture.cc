@@ -14,6 +14,7 @@
 #include "ringtunnel/proxy/dispatch.h"
 #include "ringtunnel/proxy/log.h"
 #include "ringtunnel/proxy/objects.h"
+#include "ringtunnel/workload/model.h"
 #include "ringtunnel/workload/state.h"
 #include "ringtunnel/workload/store.h"
 
@@ -45,6 +46,27 @@ net::Endpoint endpoint_of(const net::IpAddress& ip, uint16_t port) {
 uint16_t port_of(const net::Endpoint& e) {
   return ntohs(e.family() == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(&e.storage)->sin6_port
                                       : reinterpret_cast<const sockaddr_in*>(&e.storage)->sin_port);
+}
+
+// The `baggage` header a node proxy sends for its source workload: the attributes it has, in
+// this order, comma-separated.
+std::string baggage(const workload::Workload& w) {
+  std::string out;
+  auto add = [&](std::string_view key, const std::string& value) {
+    if (value.empty()) return;
+    if (!out.empty()) out += ',';
+    out += key;
+    out += '=';
+    out += value;
+  };
+  add("k8s.cluster.name", w.cluster_id);
+  add("k8s.namespace.name", w.namespace_);
+  add("k8s." + w.workload_type + ".name", w.workload_name);
+  add("service.name", w.canonical_name);
+  add("service.version", w.canonical_revision);
+  add("cloud.region", w.locality.region);
+  add("cloud.availability_zone", w.locality.zone);
+  return out;
 }
 
 void refuse(WorkerContext& ctx, int fd) {
@@ -144,10 +166,11 @@ void open_captured_outbound(WorkerContext& ctx, int fd) {
   const net::Endpoint target = endpoint_of(d.ip, d.port);
   if (d.workload->protocol != workload::Protocol::hbone)
     return (void)open_relay(ctx, fd, TcpTarget{target, listener, nullptr});
-  open_outbound_stream(
-      ctx, fd,
-      ctx.outbound().target(listener, target.to_string(), endpoint_of(d.ip, kHbonePort),
-                            d.workload->spiffe_id()));
+  std::shared_ptr<HboneTarget> to = ctx.outbound().target(
+      listener, target.to_string(), endpoint_of(d.ip, kHbonePort), d.workload->spiffe_id());
+  to->baggage = baggage(*ctx.local);
+  if (d.service) to->forwarded_host = d.service->hostname;
+  open_outbound_stream(ctx, fd, std::move(to));
 }
 
 }  // namespace ringtunnel::proxy

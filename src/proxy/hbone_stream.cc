@@ -47,10 +47,16 @@ void HboneStream::open_outbound(int fd, std::shared_ptr<const HboneTarget> to) {
 
 void HboneStream::attach(HboneConnection& conn) {
   if (state_ != State::opening) return;
-  const std::string forwarded = fmt::format("for=\"{}\"", client_text_);
+  const std::string forwarded =
+      outbound_->forwarded_host.empty()
+          ? fmt::format("for=\"{}\"", client_text_)
+          : fmt::format("for=\"{}\";host={}", client_text_, outbound_->forwarded_host);
   const std::string trace = traceparent();
-  const h2::Header headers[] = {{"forwarded", forwarded}, {"traceparent", trace}};
-  const int32_t id = conn.h2().submit_connect(outbound_->authority, headers, this);
+  const h2::Header headers[] = {
+      {"forwarded", forwarded}, {"traceparent", trace}, {"baggage", outbound_->baggage}};
+  const size_t count = outbound_->baggage.empty() ? 2 : 3;
+  const int32_t id =
+      conn.h2().submit_connect(outbound_->authority, std::span(headers, count), this);
   if (id < 0) return end(EndReason::error, true);
   bind(conn, id);
   dst_identity_ = conn.info().peer_identity;

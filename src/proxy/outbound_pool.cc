@@ -41,10 +41,9 @@ uint32_t OutboundPool::key_of(const std::string& peer_text, const std::string& i
   return key;
 }
 
-std::shared_ptr<const HboneTarget> OutboundPool::target(const std::string* listener,
-                                                        std::string authority,
-                                                        const net::Endpoint& peer,
-                                                        std::string identity) {
+std::shared_ptr<HboneTarget> OutboundPool::target(const std::string* listener,
+                                                  std::string authority, const net::Endpoint& peer,
+                                                  std::string identity) {
   auto t = std::make_shared<HboneTarget>();
   t->listener = listener;
   t->authority = std::move(authority);

@@ -27,6 +27,10 @@ struct HboneTarget {
   std::string peer_text;
   std::string identity;   // the SPIFFE ID the peer must present
   uint32_t pool_key = 0;  // OutboundPool: targets with the same peer and identity share it
+  // Captured connections (as a node proxy sends them): the `baggage` header describing the
+  // source workload, and the destination service's hostname for `forwarded: for=...;host=`.
+  std::string baggage;
+  std::string forwarded_host;
 };
 
 // A --forward route's target.

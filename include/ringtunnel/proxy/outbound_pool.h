@@ -28,8 +28,8 @@ class OutboundPool {
     return routes_[route];
   }
   // A target decided at accept (a captured connection), with its pool key.
-  std::shared_ptr<const HboneTarget> target(const std::string* listener, std::string authority,
-                                            const net::Endpoint& peer, std::string identity);
+  std::shared_ptr<HboneTarget> target(const std::string* listener, std::string authority,
+                                      const net::Endpoint& peer, std::string identity);
 
   // A connection for a new stream to `to`: the lowest-slot connection of its key that takes a
   // stream (HboneConnection::accepts_stream), else a new one, dialling. Null when no slot is
