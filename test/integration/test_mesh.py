@@ -19,6 +19,10 @@ plaintext: B captures inbound plaintext (REDIRECT to 15006); a client in A conne
   B's workload address: with no policy the bytes go through (B's access line, listener 15006);
   with an Allow policy that needs a principal, the client (no identity) is refused, B logs
   end=denied, the target sees nothing.
+hostile-connects: raw HBONE CONNECTs to B's 15008 from a node-a certificate: to B's loopback,
+  to B's own HBONE port, to an address that is not B's workload (A's) -> 400, 503, 400, and
+  from a certificate of another trust domain -> 401; none reaches a target. A CONNECT to B's
+  workload address is answered 200 (the case's control).
 service-vip: to a service VIP and port (10.251.0.10:80, ports 80 -> 8080): the endpoint
   workload's mapped port (10.250.0.2:8080); bytes both ways, the access line names it.
 No capture loop: the proxy's upstream socket carries the mark the rules skip (the target sees
@@ -34,7 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tempfile  # noqa: E402
 
 from harness import check, echo_handler, log, run_tests, wait_until  # noqa: E402
-from hbone_common import ID_A, ID_B, identity_args  # noqa: E402
+import hbone_h2 as h2  # noqa: E402
+from hbone_common import ID_A, ID_B, ca, cert, identity_args, key  # noqa: E402
 from mesh_hosts import MeshHosts  # noqa: E402
 
 DEADLINE = 120
@@ -298,7 +303,61 @@ def plaintext(require_principal):
         pb.stop_ok()
 
 
+def open_h2(addr, name):
+    """mTLS as `name`, the preface and SETTINGS; waits for the server's SETTINGS."""
+    c = h2.H2Conn(addr, h2.tls_context(ca(), cert(name), key(name)), timeout=10)
+    c.start()
+    f = c.wait_for(lambda f: f.type == h2.SETTINGS and not f.flags & h2.ACK, 10)
+    check(f is not None, "no SETTINGS from B: %s" % c.summary())
+    c.send(h2.settings_frame(ack=True))
+    return c
+
+
+def connect_status(c, sid, authority):
+    c.send(h2.headers_frame(sid, h2.connect_headers(authority, [("forwarded", 'for="x"')])))
+    f = c.wait_for(lambda f: f.stream == sid and f.type in (h2.HEADERS, h2.RST_STREAM)
+                   or f.type == h2.GOAWAY, 10)
+    check(f is not None and f.type != h2.GOAWAY, "stream %d: %s" % (sid, c.summary()))
+    return "RST " + h2.err_name(f.error_code()) if f.type == h2.RST_STREAM else c.status(sid)
+
+
+def hostile_connects():
+    with MeshHosts() as mesh:
+        a, b = mesh.a, mesh.b
+        b.add_address("10.250.0.3/24")
+        cfg = os.path.join(tempfile.gettempdir(), "mesh-b.yaml")
+        write_atomic(cfg, HBONE_CONFIG % "")
+        seen = []
+
+        def handler(conn, peer):
+            seen.append(peer)
+            echo_handler(conn, peer)
+
+        for ip, port in (("127.0.0.1", 8081), (b.ip, 8082), ("10.250.0.3", 8080)):
+            b.server(handler, ip, port)
+        pb = b.proxy(["--config", cfg, "--workload", "default/vm-b/node-b", "--hbone-listen",
+                      "0.0.0.0:15008"] + identity_args("node-b"), listens=[("0.0.0.0", 15008)])
+        cases = [("127.0.0.1:8081", "400"), ("%s:15008" % b.ip, "503"),
+                 ("%s:8082" % a.ip, "400"), ("10.250.0.3:8080", "200")]
+        with a.inside():
+            c = open_h2((b.ip, 15008), "node-a")
+            for i, (authority, want) in enumerate(cases):
+                got = connect_status(c, 1 + 2 * i, authority)
+                check(got == want, "CONNECT %s: %s, expected %s" % (authority, got, want))
+                log("CONNECT %-20s -> %s" % (authority, got))
+            c.close()
+            c = open_h2((b.ip, 15008), "other-td")
+            got = connect_status(c, 1, "10.250.0.3:8080")
+            check(got == "401", "CONNECT from another trust domain: %s, expected 401" % got)
+            log("CONNECT %-20s -> %s (peer of another trust domain)" % ("10.250.0.3:8080", got))
+            c.close()
+        time.sleep(0.2)
+        check(len(seen) == 1, "targets saw %r (expected only the control's connection)" % seen)
+        pb.stop_ok()
+
+
 TESTS = [
+    ("hostile-connects", hostile_connects),
     ("deny-on-reload", deny_on_reload),
     ("plaintext", lambda: plaintext(False)),
     ("plaintext-needs-principal", lambda: plaintext(True)),
