@@ -3,9 +3,11 @@
 (mesh_hosts.py), host A's outbound TCP captured by its rules (REDIRECT to 15001) and routed by
 the workload config from its original destination.
 
-passthrough: to an address:port the config routes nowhere special (a TCP workload's port that
-  no service names): plain TCP to the original destination; bytes both ways, one access line
-  naming it as the target, the client's own address as the client.
+passthrough: to an address in no config (10.250.0.9 on host B): plain TCP to the original
+  destination; bytes both ways, one access line naming it as the target, the client's own
+  address as the client.
+tcp-workload: to a TCP workload's address and a port no service names (10.250.0.2:9090): plain
+  TCP to it.
 hbone-workload: to an HBONE workload on host B (10.250.0.3:8080, vm-c): captured on A, carried by
   HBONE to B's 15008 (A presents node-a, expects the workload's node-b), admitted on B (its
   local workload's address, no policy) and dialled there; bytes both ways; B's access line names
@@ -71,12 +73,13 @@ services:
 def captured(dst, expect_target):
     with MeshHosts() as mesh:
         a, b = mesh.a, mesh.b
+        b.add_address("10.250.0.9/24")
         a.route("10.251.0.0/24")
         a.install_capture(inbound=False)
         cfg = os.path.join(tempfile.gettempdir(), "mesh.yaml")
         with open(cfg, "w") as f:
             f.write(CONFIG)
-        b.server(echo_handler, b.ip, int(expect_target.rsplit(":", 1)[1]))
+        b.server(echo_handler, expect_target.rsplit(":", 1)[0], int(expect_target.rsplit(":", 1)[1]))
         pa = a.proxy(["--config", cfg, "--workload", "default/vm-a/node-a",
                       "--outbound-listen", "0.0.0.0:15001"], listens=[("0.0.0.0", 15001)])
         s = a.connect(dst)
@@ -363,7 +366,8 @@ TESTS = [
     ("plaintext-needs-principal", lambda: plaintext(True)),
     ("hbone-workload", lambda: hbone_case(False)),
     ("deny-policy", lambda: hbone_case(True)),
-    ("passthrough", lambda: captured(("10.250.0.2", 9090), "10.250.0.2:9090")),
+    ("passthrough", lambda: captured(("10.250.0.9", 7070), "10.250.0.9:7070")),
+    ("tcp-workload", lambda: captured(("10.250.0.2", 9090), "10.250.0.2:9090")),
     ("service-vip", lambda: captured(("10.251.0.10", 80), "10.250.0.2:8080")),
 ]
 
