@@ -25,6 +25,7 @@ TOP_ONLY = {
     "include/ringtunnel/proxy/objects.h": {
         "src/proxy/objects.cc",
         "src/proxy/dispatch.cc",
+        "src/proxy/capture.cc",  # the accept path of captured connections, beside dispatch.cc
         "src/proxy/worker.cc",
     },
 }

@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 
 #include "ringtunnel/config/flags.h"
+#include "ringtunnel/workload/local_config.h"
+#include "ringtunnel/workload/state.h"
 
 using namespace ringtunnel;
 using proxy::admit;
@@ -204,4 +206,98 @@ TEST_CASE("admission: covers() folds mapped targets and keeps loopback to loopba
   CHECK(covers(one, endpoint("192.0.2.200:9")));
   CHECK(covers(one, endpoint("[::ffff:192.0.2.200]:9")));
   CHECK_FALSE(covers(one, endpoint("192.0.3.1:9")));
+}
+
+namespace {
+
+// Node B's view: its workload vm-b (10.250.0.2, 10.250.0.3), node A's workload, and `policies`.
+std::shared_ptr<const workload::State> mesh_state(const std::string& policies) {
+  const std::string yaml = R"(workloads:
+- uid: c//v1/Pod/default/vm-a
+  name: vm-a
+  namespace: default
+  serviceAccount: node-a
+  workloadIps: ["10.250.0.1"]
+  protocol: HBONE
+  services: {}
+- uid: c//v1/Pod/default/vm-b
+  name: vm-b
+  namespace: default
+  serviceAccount: node-b
+  workloadIps: ["10.250.0.2", "10.250.0.3"]
+  protocol: HBONE
+  services: {}
+)" + policies;
+  workload::LoadResult r = workload::parse_local_config(yaml, "mesh.yaml");
+  REQUIRE_MESSAGE(r.ok(), (r.error ? r.error->to_string() : ""));
+  return workload::State::build(std::move(r.config));
+}
+
+const char* kDenyNodeA = R"(policies:
+- name: deny-a
+  namespace: default
+  scope: Namespace
+  action: Deny
+  dryRun: false
+  rules:
+  - - - principals:
+        - !Exact cluster.local/ns/default/sa/node-a
+)";
+
+const char* kOnlyNodeA = R"(policies:
+- name: only-a
+  namespace: default
+  scope: Namespace
+  action: Allow
+  dryRun: false
+  rules:
+  - - - principals:
+        - !Exact cluster.local/ns/default/sa/node-a
+)";
+
+}  // namespace
+
+TEST_CASE("admission with a workload config: each rule, in order") {
+  const config::Config c =
+      config_of({"--hbone-listen", "0.0.0.0:15008", "--allow-dest", "0.0.0.0/0:1-65535"});
+  const net::Endpoint source = endpoint("10.250.0.1:40000");
+  const tls::SpiffeId peer = id("cluster.local", "node-a");
+  struct Case {
+    const char* policies;
+    const char* target;
+    const tls::SpiffeId* peer;
+    Verdict verdict;
+    int status;
+    proxy::EndReason end;
+  };
+  const tls::SpiffeId foreign = id("other.td", "node-a");
+  const Case cases[] = {
+      {"", "0.0.0.0:8080", &peer, Verdict::bad_target, 400, proxy::EndReason::bad_request},
+      {"", "10.250.0.2:8080", &foreign, Verdict::foreign_trust_domain, 401,
+       proxy::EndReason::denied},
+      // --allow-dest covers everything, yet only the local workload's addresses are served.
+      {"", "10.250.0.1:8080", &peer, Verdict::not_local, 400, proxy::EndReason::bad_request},
+      {"", "127.0.0.1:8080", &peer, Verdict::not_local, 400, proxy::EndReason::bad_request},
+      {"", "10.250.0.3:15008", &peer, Verdict::own_listener, 503, proxy::EndReason::refused},
+      {"", "10.250.0.3:8080", &peer, Verdict::allow, 200, proxy::EndReason::none},
+      {kDenyNodeA, "10.250.0.2:8080", &peer, Verdict::denied, 401, proxy::EndReason::denied},
+      {kOnlyNodeA, "10.250.0.2:8080", &peer, Verdict::allow, 200, proxy::EndReason::none},
+      // Plaintext (no peer): no trust-domain check, and no principal to match.
+      {"", "10.250.0.2:8080", nullptr, Verdict::allow, 200, proxy::EndReason::none},
+      {kOnlyNodeA, "10.250.0.2:8080", nullptr, Verdict::denied, 401, proxy::EndReason::denied},
+      {kDenyNodeA, "10.250.0.2:8080", nullptr, Verdict::allow, 200, proxy::EndReason::none},
+  };
+  for (const Case& k : cases) {
+    const auto state = mesh_state(k.policies);
+    const workload::Workload* local = state->workload_by_info("default", "vm-b", "node-b");
+    REQUIRE(local);
+    const proxy::Admission a =
+        proxy::admit_mesh(endpoint(k.target), c, *state, *local, source, k.peer, kOwn);
+    INFO(k.target, " ", (k.peer ? k.peer->to_string() : "(no peer)"), " ", a.reason);
+    CHECK(a.verdict == k.verdict);
+    CHECK(proxy::http_status(a.verdict) == k.status);
+    CHECK(proxy::end_reason(a.verdict) == k.end);
+    if (k.verdict == Verdict::denied && k.policies == kDenyNodeA)
+      CHECK(a.reason == "deny: policy default/deny-a");
+  }
 }
