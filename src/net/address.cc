@@ -7,6 +7,13 @@
 
 namespace ringtunnel::net {
 
+uint16_t Endpoint::port() const {
+  if (family() == AF_INET6)
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_port);
+  if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage)->sin_port);
+  return 0;
+}
+
 std::string Endpoint::to_string() const {
   return format_sockaddr(addr(), length);
 }

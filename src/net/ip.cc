@@ -103,4 +103,22 @@ std::string IpCidr::to_string() const {
   return address.to_string() + "/" + std::to_string(prefix);
 }
 
+Endpoint endpoint_of(const IpAddress& ip, uint16_t port) {
+  Endpoint e;
+  if (ip.is_v4()) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&e.storage);
+    in->sin_family = AF_INET;
+    in->sin_port = htons(port);
+    memcpy(&in->sin_addr, ip.bytes.data(), 4);
+    e.length = sizeof(sockaddr_in);
+  } else {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&e.storage);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(port);
+    memcpy(&in6->sin6_addr, ip.bytes.data(), 16);
+    e.length = sizeof(sockaddr_in6);
+  }
+  return e;
+}
+
 }  // namespace ringtunnel::net

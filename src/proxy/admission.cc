@@ -58,13 +58,6 @@ Addr normalise(const net::Endpoint& e) {
 }
 
 // Why `a` is never a destination, or nullptr.
-uint16_t port_of(const net::Endpoint& e) {
-  if (e.family() == AF_INET6)
-    return ntohs(reinterpret_cast<const sockaddr_in6*>(e.addr())->sin6_port);
-  if (e.family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(e.addr())->sin_port);
-  return 0;
-}
-
 const char* never_a_destination(const Addr& a) {
   const uint8_t* b = a.bytes.data();
   if (a.v4()) {
@@ -181,9 +174,9 @@ Admission admit_mesh(const net::Endpoint& target, const config::Config& config,
   if (peer) identity.emplace(peer->trust_domain, peer->ns, peer->sa);
   workload::Connection c;
   c.src_ip = src.value_or(net::IpAddress{});
-  c.src_port = port_of(source);
+  c.src_port = source.port();
   c.dst_ip = *dst;
-  c.dst_port = port_of(target);
+  c.dst_port = target.port();
   c.src_identity = identity ? &*identity : nullptr;
   const workload::Verdict v = workload::authorize(state, local, c);
   if (!v.allowed()) return {Verdict::denied, v.describe()};

@@ -22,31 +22,8 @@ namespace ringtunnel::proxy {
 
 namespace {
 
-// ztunnel's port for HBONE.
+// The HBONE port of every workload (ztunnel's).
 constexpr uint16_t kHbonePort = 15008;
-
-net::Endpoint endpoint_of(const net::IpAddress& ip, uint16_t port) {
-  net::Endpoint e;
-  if (ip.is_v4()) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&e.storage);
-    in->sin_family = AF_INET;
-    in->sin_port = htons(port);
-    memcpy(&in->sin_addr, ip.bytes.data(), 4);
-    e.length = sizeof(sockaddr_in);
-  } else {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&e.storage);
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(port);
-    memcpy(&in6->sin6_addr, ip.bytes.data(), 16);
-    e.length = sizeof(sockaddr_in6);
-  }
-  return e;
-}
-
-uint16_t port_of(const net::Endpoint& e) {
-  return ntohs(e.family() == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(&e.storage)->sin6_port
-                                      : reinterpret_cast<const sockaddr_in*>(&e.storage)->sin_port);
-}
 
 // The `baggage` header a node proxy sends for its source workload: the attributes it has, in
 // this order, comma-separated.
@@ -67,12 +44,6 @@ std::string baggage(const workload::Workload& w) {
   add("cloud.region", w.locality.region);
   add("cloud.availability_zone", w.locality.zone);
   return out;
-}
-
-void refuse(WorkerContext& ctx, int fd) {
-  net::arm_reset_on_close(fd);
-  close(fd);
-  ctx.budgets.connection_released();
 }
 
 }  // namespace
@@ -97,9 +68,9 @@ void open_captured_inbound(WorkerContext& ctx, int fd) {
   if (const int err = net::original_dst(fd, original); err < 0) {
     log_line(fmt::format("ringtunnel: worker {}: {}: no original destination ({}), refused", ctx.id,
                          *listener, strerror(-err)));
-    return refuse(ctx, fd);
+    return refuse_accepted(ctx, fd);
   }
-  if (!ctx.state || !ctx.local) return refuse(ctx, fd);
+  if (!ctx.state || !ctx.local) return refuse_accepted(ctx, fd);
   const Admission a = admit_mesh(original, ctx.config, *ctx.state, *ctx.local, source, nullptr,
                                  ctx.identity->identity());
   if (a.verdict != Verdict::allow) {
@@ -114,7 +85,7 @@ void open_captured_inbound(WorkerContext& ctx, int fd) {
       rec.start_unix_ms = unix_ms();
       ctx.access(rec, a.reason);
     }
-    return refuse(ctx, fd);
+    return refuse_accepted(ctx, fd);
   }
   if (Relay* r = open_relay(ctx, fd, TcpTarget{original, listener, nullptr})) r->set_authorized();
 }
@@ -145,17 +116,17 @@ void open_captured_outbound(WorkerContext& ctx, int fd) {
   if (const int err = net::original_dst(fd, original); err < 0) {
     log_line(fmt::format("ringtunnel: worker {}: {}: no original destination ({}), refused", ctx.id,
                          ctx.config.outbound_listen_text, strerror(-err)));
-    return refuse(ctx, fd);
+    return refuse_accepted(ctx, fd);
   }
   const auto ip = net::IpAddress::from_sockaddr(original.addr(), original.length);
-  if (!ip || !ctx.state || !ctx.local) return refuse(ctx, fd);
+  if (!ip || !ctx.state || !ctx.local) return refuse_accepted(ctx, fd);
   thread_local std::mt19937_64 rng{std::random_device{}()};
   const workload::Destination d =
-      ctx.state->resolve_outbound(*ctx.local, *ip, port_of(original), rng());
+      ctx.state->resolve_outbound(*ctx.local, *ip, original.port(), rng());
   const std::string* listener = &ctx.config.outbound_listen_text;
   switch (d.kind) {
     case workload::Destination::Kind::no_endpoint:
-      return refuse(ctx, fd);
+      return refuse_accepted(ctx, fd);
     case workload::Destination::Kind::passthrough:
       open_relay(ctx, fd, TcpTarget{original, listener, nullptr});
       return;
@@ -163,11 +134,11 @@ void open_captured_outbound(WorkerContext& ctx, int fd) {
     case workload::Destination::Kind::service:
       break;
   }
-  const net::Endpoint target = endpoint_of(d.ip, d.port);
+  const net::Endpoint target = net::endpoint_of(d.ip, d.port);
   if (d.workload->protocol != workload::Protocol::hbone)
     return (void)open_relay(ctx, fd, TcpTarget{target, listener, nullptr});
   std::shared_ptr<HboneTarget> to = ctx.outbound().target(
-      listener, target.to_string(), endpoint_of(d.ip, kHbonePort), d.workload->spiffe_id());
+      listener, target.to_string(), net::endpoint_of(d.ip, kHbonePort), d.workload->spiffe_id());
   to->baggage = baggage(*ctx.local);
   if (d.service) to->forwarded_host = d.service->hostname;
   open_outbound_stream(ctx, fd, std::move(to));

@@ -25,12 +25,15 @@ namespace {
 constexpr size_t kPressureFraction = 4;
 constexpr uint64_t kStallNs = 50'000'000;
 
-// An accepted socket no object could take: reset and closed, and no longer counted.
+}  // namespace
+
 void refuse_accepted(WorkerContext& ctx, int fd) {
   net::arm_reset_on_close(fd);
   close(fd);
   ctx.budgets.connection_released();
 }
+
+namespace {
 
 // The one late-completion rule (dispatch.h).
 template <typename T>

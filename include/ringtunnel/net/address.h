@@ -16,6 +16,7 @@ struct Endpoint {
 
   int family() const { return storage.ss_family; }
   const sockaddr* addr() const { return reinterpret_cast<const sockaddr*>(&storage); }
+  uint16_t port() const;  // host order; 0 for a family other than IPv4 and IPv6
   std::string to_string() const;
 };
 

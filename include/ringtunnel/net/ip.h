@@ -11,6 +11,8 @@
 #include <string>
 #include <string_view>
 
+#include "ringtunnel/net/address.h"
+
 namespace ringtunnel::net {
 
 struct IpAddress {
@@ -32,6 +34,9 @@ struct IpAddress {
 
   friend bool operator==(const IpAddress&, const IpAddress&) = default;
 };
+
+// `ip` and `port` as a socket address.
+Endpoint endpoint_of(const IpAddress& ip, uint16_t port);
 
 struct IpAddressHash {
   size_t operator()(const IpAddress& ip) const noexcept;

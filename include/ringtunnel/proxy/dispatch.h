@@ -17,6 +17,8 @@ namespace ringtunnel::proxy {
 class Relay;
 
 // ---- accepted sockets (already admitted by the budgets; each is released once)
+// An accepted socket no object takes: reset, closed, and released from the budgets.
+void refuse_accepted(WorkerContext& ctx, int fd);
 void open_relay(WorkerContext& ctx, int fd, uint16_t route);
 // The relay (null: refused for lack of a slot).
 Relay* open_relay(WorkerContext& ctx, int fd, const TcpTarget& to);
