@@ -179,8 +179,18 @@ Admission admit_mesh(const net::Endpoint& target, const config::Config& config,
   c.dst_port = target.port();
   c.src_identity = identity ? &*identity : nullptr;
   const workload::Verdict v = workload::authorize(state, local, c);
-  if (!v.allowed()) return {Verdict::denied, v.describe()};
-  return {};
+  if (!v.allowed()) return {Verdict::denied, v.describe(), v.describe_dry_run()};
+  return {Verdict::allow, {}, v.describe_dry_run()};
+}
+
+std::string dry_run_line(unsigned worker, const Admission& admission, std::string_view client,
+                         std::string_view identity, std::string_view target) {
+  if (admission.dry_run.empty()) return {};
+  return fmt::format(
+      "ringtunnel: worker {}: authorization dry-run: {} (client {}, identity {}, target {}; "
+      "enforced: {})",
+      worker, admission.dry_run, client, identity.empty() ? "(none)" : identity, target,
+      admission.verdict == Verdict::allow ? "allow" : admission.reason);
 }
 
 int http_status(Verdict verdict) {

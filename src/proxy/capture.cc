@@ -73,6 +73,9 @@ void open_captured_inbound(WorkerContext& ctx, int fd) {
   if (!ctx.state || !ctx.local) return refuse_accepted(ctx, fd);
   const Admission a = admit_mesh(original, ctx.config, *ctx.state, *ctx.local, source, nullptr,
                                  ctx.identity->identity());
+  if (!a.dry_run.empty())
+    log_line(dry_run_line(ctx.id, a, net::format_sockaddr(source.addr(), source.length), {},
+                          original.to_string()));
   if (a.verdict != Verdict::allow) {
     if (ctx.access_enabled()) {
       const std::string client = net::format_sockaddr(source.addr(), source.length);

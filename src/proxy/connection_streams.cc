@@ -1,9 +1,11 @@
 #include "ringtunnel/proxy/connection_streams.h"
 
+#include "ringtunnel/net/address.h"
 #include "ringtunnel/proxy/admission.h"
 #include "ringtunnel/proxy/context.h"
 #include "ringtunnel/proxy/hbone_connection.h"
 #include "ringtunnel/proxy/hbone_stream.h"
+#include "ringtunnel/proxy/log.h"
 
 namespace ringtunnel::proxy {
 
@@ -43,6 +45,10 @@ void ConnectionStreams::on_connect_request(int32_t id, const net::Endpoint& targ
           ? admit_mesh(target, ctx_.config, *ctx_.state, *ctx_.local, conn_.info().peer,
                        &conn_.session().peer_identity(), ctx_.identity->identity())
           : admit(target, ctx_.config, conn_.session().peer_identity(), ctx_.identity->identity());
+  if (!admission.dry_run.empty())
+    log_line(dry_run_line(ctx_.id, admission,
+                          net::format_sockaddr(conn_.info().peer.addr(), conn_.info().peer.length),
+                          conn_.session().peer_identity().to_string(), target.to_string()));
   HboneStream* s = ctx_.new_stream();
   if (!s) {
     h2.submit_response(id, 503);

@@ -156,4 +156,19 @@ std::string Verdict::describe() const {
   return "?";
 }
 
+std::string Verdict::describe_dry_run() const {
+  std::string out;
+  for (const Authorization* p : dry_run_matched) {
+    if (!out.empty()) out += ", ";
+    out += p->action == Action::deny ? "deny policy " : "allow policy ";
+    out += p->key();
+    out += " matched";
+  }
+  if (dry_run_no_allow_matched) {
+    if (!out.empty()) out += ", ";
+    out += "no allow policy matched";
+  }
+  return out;
+}
+
 }  // namespace ringtunnel::workload

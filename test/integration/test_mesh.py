@@ -14,6 +14,9 @@ hbone-workload: to an HBONE workload on host B (10.250.0.3:8080, vm-c): captured
   A's identity as the source.
 deny-policy: the same with a Deny policy on B for A's principal: the client is refused (reset or
   EOF before any echo), B logs end=denied with the policy, and the target sees no connection.
+dry-run-deny: the same Deny policy with dryRun: true: the bytes go through, and B logs one
+  "authorization dry-run" line naming the policy, A's identity, the target and the enforced
+  verdict (allow).
 deny-on-reload: an open HBONE stream A -> B, then B's config file gets the Deny policy (written
   to a temporary file and renamed over it): B resets the stream within a second (end=denied),
   the client sees its connection end; a bad edit afterwards keeps the policy (one error line).
@@ -134,14 +137,18 @@ DENY_A = """policies:
 """
 
 
-def hbone_case(deny):
+DRY_DENY_A = DENY_A.replace("name: deny-a", "name: dry-deny-a").replace("dryRun: false",
+                                                                       "dryRun: true")
+
+
+def hbone_case(deny, dry_run=False):
     with MeshHosts() as mesh:
         a, b = mesh.a, mesh.b
         b.add_address("10.250.0.3/24")
         a.install_capture(inbound=False)
         cfg = os.path.join(tempfile.gettempdir(), "mesh.yaml")
         with open(cfg, "w") as f:
-            f.write(HBONE_CONFIG % (DENY_A if deny else ""))
+            f.write(HBONE_CONFIG % (DENY_A if deny else DRY_DENY_A if dry_run else ""))
         accepted = []
 
         def handler(conn, peer):
@@ -189,6 +196,14 @@ def hbone_case(deny):
             check(entries[0]["bytes_up"] == len(payload), "B: %r" % entries[0])
             log("A -> B over HBONE: %d bytes each way; B logs src_identity=%s" % (len(payload),
                                                                                   ID_A))
+            dry = [ln for ln in pb.stderr_text().splitlines() if "authorization dry-run" in ln]
+            if dry_run:
+                check(len(dry) == 1 and "deny policy default/dry-deny-a matched" in dry[0] and
+                      ID_A in dry[0] and "target 10.250.0.3:8080" in dry[0] and
+                      "enforced: allow" in dry[0], "B's dry-run lines: %r" % dry)
+                log("B: %s" % dry[0])
+            else:
+                check(not dry, "B logged dry-run lines with no dry-run policy: %r" % dry)
         pa.stop_ok()
         pb.stop_ok()
 
@@ -366,6 +381,7 @@ TESTS = [
     ("plaintext-needs-principal", lambda: plaintext(True)),
     ("hbone-workload", lambda: hbone_case(False)),
     ("deny-policy", lambda: hbone_case(True)),
+    ("dry-run-deny", lambda: hbone_case(False, dry_run=True)),
     ("passthrough", lambda: captured(("10.250.0.9", 7070), "10.250.0.9:7070")),
     ("tcp-workload", lambda: captured(("10.250.0.2", 9090), "10.250.0.2:9090")),
     ("service-vip", lambda: captured(("10.251.0.10", 80), "10.250.0.2:8080")),

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "ringtunnel/config/config.h"
 #include "ringtunnel/net/address.h"
@@ -42,8 +43,15 @@ enum class Verdict : uint8_t {
 };
 
 struct Admission {
+  Admission() = default;
+  Admission(Verdict v, std::string why, std::string dry = {})
+      : verdict(v), reason(std::move(why)), dry_run(std::move(dry)) {}
+
   Verdict verdict = Verdict::allow;
   std::string reason;  // short English, for the access log; empty when allowed
+  // admit_mesh: what dry-run policies would have decided (workload::Verdict::describe_dry_run),
+  // empty when none applied. Logged, never enforced.
+  std::string dry_run;
 };
 
 Admission admit(const net::Endpoint& target, const config::Config& config,
@@ -59,6 +67,13 @@ Admission admit_mesh(const net::Endpoint& target, const config::Config& config,
                      const workload::State& state, const workload::Workload& local,
                      const net::Endpoint& source, const tls::SpiffeId* peer,
                      const tls::SpiffeId& own);
+
+// The operational line for an admission whose dry-run policies applied ("" when none did):
+//   worker N: authorization dry-run: deny policy ns/a matched (client C, identity I, target T;
+//   enforced: allow)
+// `identity` empty for a plaintext connection.
+std::string dry_run_line(unsigned worker, const Admission& admission, std::string_view client,
+                         std::string_view identity, std::string_view target);
 
 // The CONNECT response for a refusal (400, 503 or 401), and how its access-log line ends
 // (bad_request, refused or denied).

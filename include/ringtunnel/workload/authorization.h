@@ -82,6 +82,10 @@ struct Verdict {
   // For the access log: "allow: no allow policy", "allow: policy ns/name",
   // "deny: policy ns/name", "deny: no allow policy matched".
   std::string describe() const;
+  // What the dry-run policies would have decided, for the log: "" when none applied, else e.g.
+  // "deny policy ns/a matched, allow policy ns/b matched" or "no allow policy matched" (the
+  // dry-run Allow policies, were they enforced, would deny).
+  std::string describe_dry_run() const;
 };
 
 // Whether one policy matches the connection (its action and dry-run flag are not looked at).

@@ -42,6 +42,7 @@ struct Result {
   std::string describe;
   std::string decider;
   std::vector<std::string> dry_run;
+  std::string dry_run_text;  // describe_dry_run()
 };
 
 // `peer`: "trust-domain/namespace/service-account", or "" for no identity.
@@ -57,8 +58,9 @@ Result evaluate(const std::string& policies, const std::string& peer, const char
     id.emplace(peer.substr(0, a), peer.substr(a + 1, b - a - 1), peer.substr(b + 1));
   }
   Connection c{*IpAddress::parse(src), 40000, *IpAddress::parse(dst), port, id ? &*id : nullptr};
-  Result out{authorize(*state, *state->workload_by_uid("dst"), c), "", "", {}};
+  Result out{authorize(*state, *state->workload_by_uid("dst"), c), "", "", {}, ""};
   out.describe = out.verdict.describe();
+  out.dry_run_text = out.verdict.describe_dry_run();
   if (out.verdict.policy != nullptr) out.decider = out.verdict.policy->key();
   for (const Authorization* p : out.verdict.dry_run_matched)
     out.dry_run.push_back(p->key());
@@ -268,22 +270,29 @@ TEST_CASE("dry-run policies are reported, never enforced") {
   CHECK(r.verdict.reason == Verdict::Reason::no_allow_policy);
   CHECK(r.dry_run == std::vector<std::string>{"app/dd"});
   CHECK_FALSE(r.verdict.dry_run_no_allow_matched);
+  CHECK(r.dry_run_text == "deny policy app/dd matched");
 
   r = evaluate(dry_allow_no, kPeer, "10.1.0.5", "10.0.0.2", 8080);
   CHECK(r.verdict.allowed());
   CHECK(r.dry_run.empty());
   CHECK(r.verdict.dry_run_no_allow_matched);  // enforcing it would deny
+  CHECK(r.dry_run_text == "no allow policy matched");
 
   r = evaluate(dry_allow_no + dry_allow_yes, kPeer, "10.1.0.5", "10.0.0.2", 8080);
   CHECK(r.verdict.allowed());
   CHECK(r.dry_run == std::vector<std::string>{"app/dy"});
   CHECK_FALSE(r.verdict.dry_run_no_allow_matched);
+  CHECK(r.dry_run_text == "allow policy app/dy matched");
 
   // Reported even when an enforced deny decides.
   r = evaluate(dry_deny + deny("[[]]"), kPeer, "10.1.0.5", "10.0.0.2", 8080);
   CHECK_FALSE(r.verdict.allowed());
   CHECK(r.decider == "app/d");
   CHECK(r.dry_run == std::vector<std::string>{"app/dd"});
+  CHECK(r.dry_run_text == "deny policy app/dd matched");
+
+  // Nothing to report without dry-run policies.
+  CHECK(evaluate(deny("[[]]"), kPeer, "10.1.0.5", "10.0.0.2", 80).dry_run_text.empty());
 }
 
 TEST_CASE("the verdict says why, for the access log") {
