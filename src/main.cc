@@ -397,35 +397,38 @@ int run(config::Config& config) {
       proxy::log_line(fmt::format("ringtunnel: listening on {} -> tcp://{}{}", r.listen_text,
                                   r.target_text, config.tcp_splice ? " (splice)" : ""));
   }
-  if (config.hbone_listen)
-    proxy::log_line(fmt::format("ringtunnel: listening on {} for HBONE (mTLS, identity {})",
-                                config.hbone_listen_text, identity->identity().to_string()));
-  if (config.outbound_listen)
+  for (const config::Config::ListenAt& l : config.hbone_listens)
+    proxy::log_line(fmt::format("ringtunnel: listening on {} for HBONE (mTLS, identity {})", l.text,
+                                identity->identity().to_string()));
+  for (const config::Config::ListenAt& l : config.outbound_listens)
     proxy::log_line(fmt::format(
         "ringtunnel: listening on {} for captured outbound connections (routed by {}; upstream "
         "mark {:#x})",
-        config.outbound_listen_text, config.config_path, config.mark));
-  if (config.inbound_plaintext_listen)
+        l.text, config.config_path, config.mark));
+  for (const config::Config::ListenAt& l : config.inbound_plaintext_listens)
     proxy::log_line(fmt::format(
         "ringtunnel: listening on {} for captured inbound plaintext (to the local workload, under "
         "its policies)",
-        config.inbound_plaintext_listen_text));
-  if (config.hbone_listen && !config.config_path.empty()) {
+        l.text));
+  std::string hbone_listen_text;
+  for (const config::Config::ListenAt& l : config.hbone_listens)
+    hbone_listen_text += (hbone_listen_text.empty() ? "" : " and ") + l.text;
+  if (!config.hbone_listens.empty() && !config.config_path.empty()) {
     proxy::log_line(fmt::format(
         "ringtunnel: CONNECTs on {} may dial the local workload's addresses, under its policies "
         "({})",
-        config.hbone_listen_text, config.config_path));
-  } else if (config.hbone_listen) {
+        hbone_listen_text, config.config_path));
+  } else if (!config.hbone_listens.empty()) {
     if (config.allow_dests.empty()) {
       proxy::log_line(
           fmt::format("ringtunnel: no --allow-dest given: every CONNECT on {} is refused (401)",
-                      config.hbone_listen_text));
+                      hbone_listen_text));
     } else {
       std::string allowed;
       for (const config::AllowDest& d : config.allow_dests)
         allowed += (allowed.empty() ? "" : " ") + d.text;
       proxy::log_line(fmt::format("ringtunnel: CONNECTs on {} may dial {} (--allow-dest)",
-                                  config.hbone_listen_text, allowed));
+                                  hbone_listen_text, allowed));
     }
   }
 

@@ -110,12 +110,12 @@ std::string show_mark(const Config& c) {
                      Config::kCaptureMark);
 }
 
-// --outbound-listen, --inbound-plaintext-listen: one address each.
-std::string set_listen(std::string_view v, bool& given, net::Endpoint& at, std::string& text) {
-  if (given) return "may be given once";
-  if (std::string err = net::parse_endpoint(v, at); !err.empty()) return err;
-  given = true;
-  text = at.to_string();
+// A repeatable capture listener: each address once.
+std::string add_listen(std::string_view v, std::vector<Config::ListenAt>& out) {
+  Config::ListenAt l;
+  if (std::string err = net::parse_endpoint(v, l.at); !err.empty()) return err;
+  l.text = l.at.to_string();
+  out.push_back(std::move(l));
   return {};
 }
 
@@ -144,15 +144,9 @@ const std::vector<Flag>& flags() {
       {"--hbone-listen", "ADDR",
        "Accept HBONE on ADDR (ip:port; port 15008 by convention): mutual TLS 1.3 with a client "
        "certificate required, HTTP/2 CONNECT streams, each dialled as plain TCP to its "
-       ":authority and relayed.",
-       nullptr,
-       [](std::string_view v, Config& c) -> std::string {
-         if (c.hbone_listen) return "may be given once";
-         if (std::string err = net::parse_endpoint(v, c.hbone_listen_at); !err.empty()) return err;
-         c.hbone_listen = true;
-         c.hbone_listen_text = c.hbone_listen_at.to_string();
-         return {};
-       }},
+       ":authority and relayed. Repeatable: listeners are IPv6-only, so a dual-stack host takes "
+       "one of each family (0.0.0.0:15008 and [::]:15008).",
+       nullptr, [](std::string_view v, Config& c) { return add_listen(v, c.hbone_listens); }},
       {"--config", "PATH",
        "The workload config: a YAML file in the local-config format of an ambient-mesh node "
        "proxy (top-level workloads, services and policies; unknown fields are errors). With it "
@@ -179,20 +173,16 @@ const std::vector<Flag>& flags() {
       {"--outbound-listen", "ADDR",
        "Accept the local workload's outbound connections that the host's capture rules redirect "
        "here (iptables REDIRECT or TPROXY; port 15001 by convention), each routed by its "
-       "original destination through the --config file. Needs --config.",
-       nullptr,
-       [](std::string_view v, Config& c) {
-         return set_listen(v, c.outbound_listen, c.outbound_listen_at, c.outbound_listen_text);
-       }},
+       "original destination through the --config file. Repeatable: listeners are IPv6-only, so "
+       "IPv4 and IPv6 capture take one each (0.0.0.0:15001 and [::]:15001). Needs --config.",
+       nullptr, [](std::string_view v, Config& c) { return add_listen(v, c.outbound_listens); }},
       {"--inbound-plaintext-listen", "ADDR",
        "Accept plain TCP connections to the local workload that the host's capture rules "
        "redirect here (port 15006 by convention): they reach the local workload only, under the "
-       "--config file's policies, without a peer identity. Needs --config.",
+       "--config file's policies, without a peer identity. Repeatable, one per family as "
+       "--outbound-listen. Needs --config.",
        nullptr,
-       [](std::string_view v, Config& c) {
-         return set_listen(v, c.inbound_plaintext_listen, c.inbound_plaintext_listen_at,
-                           c.inbound_plaintext_listen_text);
-       }},
+       [](std::string_view v, Config& c) { return add_listen(v, c.inbound_plaintext_listens); }},
       {"--mark", "MARK",
        "SO_MARK of every upstream socket (decimal, or hex after 0x; 0: none), so that the host's "
        "capture rules can let ringtunnel's own connections through (e.g. iptables -m mark "
@@ -786,7 +776,8 @@ FlagsResult parse_flags(const std::vector<std::string_view>& args, const Environ
         return usage(fmt::format("$PROXY_WORKLOAD_INFO \"{}\" (the default of --workload): {}",
                                  env.proxy_workload_info, err));
     }
-    if (c.routes.empty() && !c.hbone_listen && !c.outbound_listen && !c.inbound_plaintext_listen)
+    if (c.routes.empty() && c.hbone_listens.empty() && c.outbound_listens.empty() &&
+        c.inbound_plaintext_listens.empty())
       return usage(
           fmt::format("{} names no listener: give --outbound-listen, --inbound-plaintext-listen, "
                       "--hbone-listen or --forward",
@@ -797,15 +788,14 @@ FlagsResult parse_flags(const std::vector<std::string_view>& args, const Environ
         return usage(fmt::format("{} needs --config (the workload config)", name));
   }
   // Capture mode: the capture rules let the proxy's own connections through by their mark.
-  if (!seen.count("--mark") && (c.outbound_listen || c.inbound_plaintext_listen))
+  if (!seen.count("--mark") &&
+      (!c.outbound_listens.empty() || !c.inbound_plaintext_listens.empty()))
     c.mark = Config::kCaptureMark;
-  if (c.routes.empty() && !c.hbone_listen && c.config_path.empty()) {
+  if (c.routes.empty() && c.hbone_listens.empty() && c.config_path.empty()) {
     Route r;
     parse_forward(Config::kDefaultForward, r);
     c.routes.push_back(std::move(r));
-    net::parse_endpoint(Config::kDefaultHboneListen, c.hbone_listen_at);
-    c.hbone_listen = true;
-    c.hbone_listen_text = c.hbone_listen_at.to_string();
+    add_listen(Config::kDefaultHboneListen, c.hbone_listens);
     if (c.allow_dests.empty()) {
       AllowDest d;
       parse_allow_dest(Config::kDefaultAllowDest, d);
@@ -824,10 +814,12 @@ FlagsResult parse_flags(const std::vector<std::string_view>& args, const Environ
   std::vector<std::pair<const char*, const std::string*>> listeners;
   for (const Route& r : c.routes)
     listeners.emplace_back("--forward", &r.listen_text);
-  if (c.hbone_listen) listeners.emplace_back("--hbone-listen", &c.hbone_listen_text);
-  if (c.outbound_listen) listeners.emplace_back("--outbound-listen", &c.outbound_listen_text);
-  if (c.inbound_plaintext_listen)
-    listeners.emplace_back("--inbound-plaintext-listen", &c.inbound_plaintext_listen_text);
+  for (const Config::ListenAt& l : c.hbone_listens)
+    listeners.emplace_back("--hbone-listen", &l.text);
+  for (const Config::ListenAt& l : c.outbound_listens)
+    listeners.emplace_back("--outbound-listen", &l.text);
+  for (const Config::ListenAt& l : c.inbound_plaintext_listens)
+    listeners.emplace_back("--inbound-plaintext-listen", &l.text);
   for (size_t a = 0; a < listeners.size(); ++a)
     for (size_t b = a + 1; b < listeners.size(); ++b) {
       if (*listeners[a].second != *listeners[b].second) continue;

@@ -117,9 +117,14 @@ const char* own_listener(const Addr& a, const config::Config& config) {
     if (l.all_zero()) return true;  // 0.0.0.0 or ::: the port on every address
     return l.family == a.family && l.bytes == a.bytes;
   };
-  if (config.hbone_listen && reaches(config.hbone_listen_at)) return "--hbone-listen";
+  for (const config::Config::ListenAt& l : config.hbone_listens)
+    if (reaches(l.at)) return "--hbone-listen";
   for (const config::Route& r : config.routes)
     if (reaches(r.listen)) return "--forward";
+  for (const config::Config::ListenAt& l : config.outbound_listens)
+    if (reaches(l.at)) return "--outbound-listen";
+  for (const config::Config::ListenAt& l : config.inbound_plaintext_listens)
+    if (reaches(l.at)) return "--inbound-plaintext-listen";
   return nullptr;
 }
 

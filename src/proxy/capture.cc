@@ -59,12 +59,12 @@ bool refresh_state(WorkerContext& ctx) {
   return true;
 }
 
-void open_captured_inbound(WorkerContext& ctx, int fd) {
+void open_captured_inbound(WorkerContext& ctx, int fd, const std::string& listener_text) {
   net::Endpoint original, source;
   socklen_t len = sizeof source.storage;
   getpeername(fd, reinterpret_cast<sockaddr*>(&source.storage), &len);
   source.length = len;
-  const std::string* listener = &ctx.config.inbound_plaintext_listen_text;
+  const std::string* listener = &listener_text;
   if (const int err = net::original_dst(fd, original); err < 0) {
     log_line(fmt::format("ringtunnel: worker {}: {}: no original destination ({}), refused", ctx.id,
                          *listener, strerror(-err)));
@@ -114,11 +114,11 @@ void judge_again(WorkerContext& ctx) {
   });
 }
 
-void open_captured_outbound(WorkerContext& ctx, int fd) {
+void open_captured_outbound(WorkerContext& ctx, int fd, const std::string& listener_text) {
   net::Endpoint original;
   if (const int err = net::original_dst(fd, original); err < 0) {
     log_line(fmt::format("ringtunnel: worker {}: {}: no original destination ({}), refused", ctx.id,
-                         ctx.config.outbound_listen_text, strerror(-err)));
+                         listener_text, strerror(-err)));
     return refuse_accepted(ctx, fd);
   }
   const auto ip = net::IpAddress::from_sockaddr(original.addr(), original.length);
@@ -126,7 +126,7 @@ void open_captured_outbound(WorkerContext& ctx, int fd) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   const workload::Destination d =
       ctx.state->resolve_outbound(*ctx.local, *ip, original.port(), rng());
-  const std::string* listener = &ctx.config.outbound_listen_text;
+  const std::string* listener = &listener_text;
   switch (d.kind) {
     case workload::Destination::Kind::no_endpoint:
       return refuse_accepted(ctx, fd);

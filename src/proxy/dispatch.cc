@@ -74,7 +74,7 @@ void open_outbound_stream(WorkerContext& ctx, int fd, std::shared_ptr<const Hbon
   s->open_outbound(fd, std::move(to));
 }
 
-void open_inbound_conn(WorkerContext& ctx, int fd) {
+void open_inbound_conn(WorkerContext& ctx, int fd, const std::string& listener) {
   sockaddr_storage peer{};
   socklen_t len = sizeof peer;
   getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len);
@@ -92,7 +92,7 @@ void open_inbound_conn(WorkerContext& ctx, int fd) {
   net::Endpoint from;
   from.storage = peer;
   from.length = len;
-  c->open_inbound(fd, from, std::move(source));
+  c->open_inbound(fd, from, std::move(source), listener);
 }
 
 void dispatch(WorkerContext& ctx, const ring::OpTag& tag, const io_uring_cqe& cqe) {

@@ -29,8 +29,10 @@ uint64_t ms_to_ns(uint64_t ms) {
 
 // Nothing but the slot is allocated until the first byte arrives (on_received): a client that
 // opens the port and says nothing costs no TLS or HTTP/2 state.
-void HboneConnection::open_inbound(int fd, const net::Endpoint& peer, std::string source) {
+void HboneConnection::open_inbound(int fd, const net::Endpoint& peer, std::string source,
+                                   const std::string& listener) {
   info_.inbound = true;
+  info_.listener = &listener;
   const uint64_t now = ctx_.now();
   next_ping_ns_ = now + ms_to_ns(ctx_.config.keepalive_ms);
   handshake_deadline_ns_ = now + ms_to_ns(ctx_.config.connect_timeout_ms);

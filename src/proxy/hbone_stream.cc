@@ -80,6 +80,7 @@ void HboneStream::open_inbound(HboneConnection& conn, int32_t id, const net::End
   target_ = target;
   source_ = conn.info().peer;
   client_text_ = conn.info().peer_text;
+  inbound_listener_ = conn.info().listener;
   for (const h2::Header& h : headers)
     if (h.name == "forwarded" && h.value.starts_with("for=\"") && h.value.ends_with('"'))
       client_text_ = std::string(h.value.substr(5, h.value.size() - 6));
@@ -302,9 +303,8 @@ void HboneStream::release() {
 }
 
 void HboneStream::log_access() {
-  const config::Config& config = ctx_.config;
-  const std::string_view listener = inbound_ ? std::string_view(config.hbone_listen_text)
-                                             : std::string_view(*outbound_->listener);
+  const std::string_view listener =
+      inbound_ ? std::string_view(*inbound_listener_) : std::string_view(*outbound_->listener);
   const std::string target = inbound_ ? target_.to_string() : outbound_->authority;
   AccessRecord rec;
   rec.listener = listener;

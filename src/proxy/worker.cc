@@ -95,25 +95,19 @@ std::string Worker::start() {
     listeners_.push_back({fd, static_cast<uint16_t>(i)});
     arm_accept(i);
   }
-  if (config_.hbone_listen) {
-    std::string err;
-    const int fd = net::listen_reuseport(config_.hbone_listen_at,
-                                         static_cast<int>(config_.listen_backlog), err);
-    if (fd < 0) return err;
-    listeners_.push_back({fd, kHboneListener});
-    arm_accept(listeners_.size() - 1);
-  }
-  const std::pair<const net::Endpoint*, uint16_t> captures[] = {
-      {config_.outbound_listen ? &config_.outbound_listen_at : nullptr, kOutboundListener},
-      {config_.inbound_plaintext_listen ? &config_.inbound_plaintext_listen_at : nullptr,
-       kInboundPlaintextListener}};
-  for (const auto& [at, kind] : captures) {
-    if (!at) continue;
-    std::string err;
-    const int fd = net::listen_reuseport(*at, static_cast<int>(config_.listen_backlog), err);
-    if (fd < 0) return err;
-    listeners_.push_back({fd, kind});
-    arm_accept(listeners_.size() - 1);
+  const std::pair<const std::vector<config::Config::ListenAt>*, uint16_t> captures[] = {
+      {&config_.hbone_listens, kHboneListener},
+      {&config_.outbound_listens, kOutboundListener},
+      {&config_.inbound_plaintext_listens, kInboundPlaintextListener}};
+  for (const auto& [listens, kind] : captures) {
+    for (size_t i = 0; i < listens->size(); ++i) {
+      std::string err;
+      const int fd =
+          net::listen_reuseport((*listens)[i].at, static_cast<int>(config_.listen_backlog), err);
+      if (fd < 0) return err;
+      listeners_.push_back({fd, kind, static_cast<uint16_t>(i)});
+      arm_accept(listeners_.size() - 1);
+    }
   }
   io_uring_sqe* s = ring_.sqe();
   io_uring_prep_read(s, wake_fd_, &wake_value_, sizeof wake_value_, 0);
@@ -138,11 +132,11 @@ void Worker::close_listener(Listener& l) {
 const std::string& Worker::listener_text(const Listener& l) const {
   switch (l.route) {
     case kHboneListener:
-      return config_.hbone_listen_text;
+      return config_.hbone_listens[l.capture].text;
     case kOutboundListener:
-      return config_.outbound_listen_text;
+      return config_.outbound_listens[l.capture].text;
     case kInboundPlaintextListener:
-      return config_.inbound_plaintext_listen_text;
+      return config_.inbound_plaintext_listens[l.capture].text;
     default:
       return config_.routes[l.route].listen_text;
   }
@@ -165,11 +159,11 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
       close(fd);
       return;
     } else if (l.route == kHboneListener) {
-      open_inbound_conn(ctx_, fd);
+      open_inbound_conn(ctx_, fd, listener_text(l));
     } else if (l.route == kOutboundListener) {
-      open_captured_outbound(ctx_, fd);
+      open_captured_outbound(ctx_, fd, listener_text(l));
     } else if (l.route == kInboundPlaintextListener) {
-      open_captured_inbound(ctx_, fd);
+      open_captured_inbound(ctx_, fd, listener_text(l));
     } else if (hbone_forward) {
       open_outbound_stream(ctx_, fd, l.route);
     } else {

@@ -30,6 +30,11 @@ hostile-connects: raw HBONE CONNECTs to B's 15008 from a node-a certificate: to 
   workload address is answered 200 (the case's control).
 service-vip: to a service VIP and port (10.251.0.10:80, ports 80 -> 8080): the endpoint
   workload's mapped port (10.250.0.2:8080); bytes both ways, the access line names it.
+ipv6: host A captures with two outbound listeners (0.0.0.0:15001 and [::]:15001, the rules of
+  both families): to B's IPv6 workload address (HBONE to [fd00:250::2]:15008; B listens on
+  0.0.0.0:15008 and [::]:15008, and logs the listener each stream came to), to an IPv6 address in no config (passthrough), and to B's IPv4 address beside
+  them; each byte-exact, each access line naming the listener, the original destination and
+  (HBONE) the identities.
 No capture loop: the proxy's upstream socket carries the mark the rules skip (the target sees
 the connection from A's address, and the proxy logs exactly one line per client)."""
 
@@ -321,6 +326,78 @@ def plaintext(require_principal):
         pb.stop_ok()
 
 
+V6_CONFIG = """workloads:
+- uid: cluster1//v1/Pod/default/vm-a
+  name: vm-a
+  namespace: default
+  serviceAccount: node-a
+  workloadIps: ["10.250.0.1", "fd00:250::1"]
+  protocol: HBONE
+  services: {}
+- uid: cluster1//v1/Pod/default/vm-b
+  name: vm-b
+  namespace: default
+  serviceAccount: node-b
+  workloadIps: ["10.250.0.2", "fd00:250::2"]
+  protocol: HBONE
+  services: {}
+"""
+
+
+def echo_through(s, size=50000):
+    payload = os.urandom(size)
+    s.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        piece = s.recv(65536)
+        check(piece, "EOF after %d of %d echoed bytes" % (len(got), len(payload)))
+        got += piece
+    check(got == payload, "echo differs")
+    return len(payload)
+
+
+def ipv6():
+    with MeshHosts() as mesh:
+        a, b = mesh.a, mesh.b
+        b.add_address("fd00:250::9/64")
+        a.install_capture(inbound=False)
+        cfg = os.path.join(tempfile.gettempdir(), "mesh-v6.yaml")
+        write_atomic(cfg, V6_CONFIG)
+        b.server(echo_handler, "fd00:250::2", 8080)
+        b.server(echo_handler, "fd00:250::9", 7070)
+        b.server(echo_handler, "10.250.0.2", 7070)
+        pb = b.proxy(["--config", cfg, "--workload", "default/vm-b/node-b", "--hbone-listen",
+                      "0.0.0.0:15008", "--hbone-listen", "[::]:15008"] + identity_args("node-b"),
+                     listens=[("0.0.0.0", 15008), ("::", 15008)])
+        pa = a.proxy(["--config", cfg, "--workload", "default/vm-a/node-a", "--outbound-listen",
+                      "0.0.0.0:15001", "--outbound-listen", "[::]:15001"] +
+                     identity_args("node-a"), listens=[("0.0.0.0", 15001), ("::", 15001)])
+        cases = [(("fd00:250::2", 8080), "[fd00:250::2]:8080", ID_B),  # HBONE workload
+                 (("fd00:250::9", 7070), "[fd00:250::9]:7070", None),  # passthrough
+                 (("10.250.0.2", 7070), "10.250.0.2:7070", ID_B)]      # IPv4 beside it
+        for dst, target, dst_identity in cases:
+            s = a.connect(dst)
+            n = echo_through(s)
+            client = "[%s]:%d" % s.getsockname()[:2] if ":" in dst[0] else \
+                "%s:%d" % s.getsockname()
+            s.close()
+            e = pa.wait_access([client])[client]
+            check(e["target"] == target and e["end"] == "closed" and e["bytes_up"] == n and
+                  e["bytes_down"] == n, "A: %r" % e)
+            check(e.get("dst_identity") == dst_identity, "A: dst_identity %r" % e)
+            check(e["listener"] == ("[::]:15001" if ":" in dst[0] else "0.0.0.0:15001"),
+                  "A: listener %r" % e)
+            log("%s captured on %s -> %s%s" % (client, e["listener"], target,
+                                              " over HBONE" if dst_identity else ""))
+        for target, listener in (("[fd00:250::2]:8080", "[::]:15008"),
+                                 ("10.250.0.2:7070", "0.0.0.0:15008")):
+            entries = [e for e in pb.access() if e["target"] == target]
+            check(len(entries) == 1 and entries[0].get("src_identity") == ID_A and
+                  entries[0]["listener"] == listener, "B: %r" % pb.access())
+        pa.stop_ok()
+        pb.stop_ok()
+
+
 def open_h2(addr, name):
     """mTLS as `name`, the preface and SETTINGS; waits for the server's SETTINGS."""
     c = h2.H2Conn(addr, h2.tls_context(ca(), cert(name), key(name)), timeout=10)
@@ -385,6 +462,7 @@ TESTS = [
     ("passthrough", lambda: captured(("10.250.0.9", 7070), "10.250.0.9:7070")),
     ("tcp-workload", lambda: captured(("10.250.0.2", 9090), "10.250.0.2:9090")),
     ("service-vip", lambda: captured(("10.251.0.10", 80), "10.250.0.2:8080")),
+    ("ipv6", ipv6),
 ]
 
 if __name__ == "__main__":

@@ -77,21 +77,23 @@ struct Config {
   std::string workload_namespace, workload_name, workload_service_account;
   // Captured connections (both need config_path): the local workload's outbound connections
   // (--outbound-listen), and plaintext connections to it (--inbound-plaintext-listen).
-  bool outbound_listen = false;
-  net::Endpoint outbound_listen_at;
-  std::string outbound_listen_text;
-  bool inbound_plaintext_listen = false;
-  net::Endpoint inbound_plaintext_listen_at;
-  std::string inbound_plaintext_listen_text;
+  // Each is repeatable: capture rules for IPv4 and IPv6 redirect to a listener of each family
+  // (listeners are IPv6-only on ::), e.g. 0.0.0.0:15001 and [::]:15001.
+  struct ListenAt {
+    net::Endpoint at;
+    std::string text;  // at.to_string()
+  };
+  std::vector<ListenAt> outbound_listens;
+  std::vector<ListenAt> inbound_plaintext_listens;
   // The loaded workload config (see workload/store.h): set by main before the workers are made,
   // for as long as they run; null without config_path. The pointer never changes; the Store
   // hands out snapshots.
   const workload::Store* store = nullptr;
 
   // HBONE
-  bool hbone_listen = false;
-  net::Endpoint hbone_listen_at;
-  std::string hbone_listen_text;
+  // --hbone-listen: repeatable, as the capture listeners (a dual-stack host: 0.0.0.0:15008 and
+  // [::]:15008).
+  std::vector<ListenAt> hbone_listens;
   std::string cert, key, ca;  // all three, or none: the embedded development identity
   int64_t pool_idle_timeout_ms = 30000;
   int64_t keepalive_ms = 30000;
@@ -109,7 +111,7 @@ struct Config {
 
   bool needs_identity() const {
     // A mesh workload's SPIFFE ID is checked against the certificate's at start-up.
-    if (hbone_listen || !config_path.empty()) return true;
+    if (!hbone_listens.empty() || !config_path.empty()) return true;
     for (const Route& r : routes)
       if (r.kind == Route::Kind::hbone) return true;
     return false;

@@ -24,7 +24,7 @@ void open_relay(WorkerContext& ctx, int fd, uint16_t route);
 Relay* open_relay(WorkerContext& ctx, int fd, const TcpTarget& to);
 void open_outbound_stream(WorkerContext& ctx, int fd, uint16_t route);
 void open_outbound_stream(WorkerContext& ctx, int fd, std::shared_ptr<const HboneTarget> to);
-void open_inbound_conn(WorkerContext& ctx, int fd);
+void open_inbound_conn(WorkerContext& ctx, int fd, const std::string& listener);
 
 // ---- completions
 // A completion of a relay, HBONE connection or stream. The one rule for late completions: an

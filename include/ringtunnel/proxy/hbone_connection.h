@@ -54,11 +54,12 @@ class HboneConnection {
   static constexpr unsigned kMaxGather = 64;
   struct Info {
     bool inbound = false;
-    bool overloaded = false;    // failed to free the receive pool: its streams end with overload
-    uint32_t pool_key = 0;      // outbound: its key in the OutboundPool (its peer and identity)
-    std::string peer_text;      // ip:port of the other end
-    net::Endpoint peer;         // inbound: the other end (authorization's source)
-    std::string peer_identity;  // its SPIFFE ID, once the handshake is done
+    bool overloaded = false;  // failed to free the receive pool: its streams end with overload
+    uint32_t pool_key = 0;    // outbound: its key in the OutboundPool (its peer and identity)
+    std::string peer_text;    // ip:port of the other end
+    net::Endpoint peer;       // inbound: the other end (authorization's source)
+    const std::string* listener = nullptr;  // inbound: the --hbone-listen address it came to
+    std::string peer_identity;              // its SPIFFE ID, once the handshake is done
   };
 
   explicit HboneConnection(WorkerContext& ctx) : ctx_(ctx), streams_(ctx, *this) {}
@@ -75,7 +76,8 @@ class HboneConnection {
   // ---- lifecycle
   // Accepted on --hbone-listen; `source` is the client's IP address (raw bytes), counted as a
   // handshake in progress until the handshake ends.
-  void open_inbound(int fd, const net::Endpoint& peer, std::string source);
+  void open_inbound(int fd, const net::Endpoint& peer, std::string source,
+                    const std::string& listener);
   // Dials `to`'s peer, which must present `to`'s identity.
   void open_outbound(std::shared_ptr<const HboneTarget> to);
   void on_completion(Op op, uint8_t lane, const io_uring_cqe& cqe);

@@ -136,6 +136,7 @@ class HboneStream {
   uint64_t start_ns_ = 0;
   int64_t start_unix_ms_ = 0;
   std::string client_text_;
+  const std::string* inbound_listener_ = nullptr;  // inbound: its connection's listener
   std::string src_identity_, dst_identity_;
   std::string refusal_;  // inbound: why admission refused the CONNECT (logged as reason=...)
 };

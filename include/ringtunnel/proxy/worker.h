@@ -57,6 +57,8 @@ class Worker {
     enum class State : uint8_t { idle, armed, closed };
     int fd = -1;
     uint16_t route = 0;
+    uint16_t capture = 0;  // kHboneListener, kOutboundListener, kInboundPlaintextListener: which
+                           // of the flag's addresses
     State state = State::idle;
   };
 

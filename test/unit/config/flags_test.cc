@@ -432,8 +432,8 @@ TEST_CASE("hbone forwards, --hbone-listen and the identity files") {
   CHECK(c.routes[0].peer_text == "127.0.0.1:15008");
   CHECK(c.routes[0].target_text == "10.0.0.1:80");
   CHECK(c.routes[0].identity == "spiffe://cluster.local/ns/default/sa/node-b");
-  CHECK(c.hbone_listen);
-  CHECK(c.hbone_listen_text == "127.0.0.1:15008");
+  REQUIRE(c.hbone_listens.size() == 1);
+  CHECK(c.hbone_listens[0].text == "127.0.0.1:15008");
   CHECK(c.h2_frame_size == 65536);
   CHECK(c.needs_identity());
 }
@@ -442,12 +442,14 @@ TEST_CASE("--hbone-listen alone replaces the whole embedded default") {
   const FlagsResult r = parse({"--hbone-listen", "127.0.0.1:25008"});
   REQUIRE(r.action == Action::run);
   CHECK(r.config.routes.empty());
-  CHECK(r.config.hbone_listen_text == "127.0.0.1:25008");
+  REQUIRE(r.config.hbone_listens.size() == 1);
+  CHECK(r.config.hbone_listens[0].text == "127.0.0.1:25008");
   const FlagsResult d = parse({});
-  CHECK(d.config.hbone_listen_text == "127.0.0.1:15008");
+  REQUIRE(d.config.hbone_listens.size() == 1);
+  CHECK(d.config.hbone_listens[0].text == "127.0.0.1:15008");
   CHECK(d.config.needs_identity());
   const FlagsResult t = parse({"--forward", "127.0.0.1:1=tcp://127.0.0.1:2"});
-  CHECK_FALSE(t.config.hbone_listen);
+  CHECK(t.config.hbone_listens.empty());
   CHECK_FALSE(t.config.needs_identity());
 }
 
@@ -575,6 +577,24 @@ TEST_CASE("--allow-dest: bad values name the flag, the value and the reason") {
   CHECK(parse({"--allow-dest"}).error == "--allow-dest needs a value: CIDR[:PORTS]");
 }
 
+TEST_CASE("mesh: the capture listeners are repeatable, one per family") {
+  const FlagsResult r =
+      parse({"--config", "m.yaml", "--workload", "a/b/c", "--outbound-listen", "0.0.0.0:15001",
+             "--outbound-listen", "[::]:15001", "--inbound-plaintext-listen", "0.0.0.0:15006",
+             "--inbound-plaintext-listen", "[::]:15006"});
+  INFO(r.error);
+  REQUIRE(r.action == Action::run);
+  REQUIRE(r.config.outbound_listens.size() == 2);
+  CHECK(r.config.outbound_listens[0].text == "0.0.0.0:15001");
+  CHECK(r.config.outbound_listens[1].text == "[::]:15001");
+  REQUIRE(r.config.inbound_plaintext_listens.size() == 2);
+  CHECK(r.config.inbound_plaintext_listens[1].text == "[::]:15006");
+  const FlagsResult h = parse({"--hbone-listen", "0.0.0.0:15008", "--hbone-listen", "[::]:15008"});
+  REQUIRE(h.action == Action::run);
+  REQUIRE(h.config.hbone_listens.size() == 2);
+  CHECK(h.config.hbone_listens[1].text == "[::]:15008");
+}
+
 TEST_CASE("mesh: --config, --workload and the capture listeners set what they name") {
   const FlagsResult r =
       parse({"--config", "/etc/ringtunnel/mesh.yaml", "--workload", "prod/db-0/db",
@@ -586,13 +606,13 @@ TEST_CASE("mesh: --config, --workload and the capture listeners set what they na
   CHECK(c.workload_namespace == "prod");
   CHECK(c.workload_name == "db-0");
   CHECK(c.workload_service_account == "db");
-  CHECK(c.outbound_listen);
-  CHECK(c.outbound_listen_text == "127.0.0.1:15001");
-  CHECK(c.inbound_plaintext_listen);
-  CHECK(c.inbound_plaintext_listen_text == "[::1]:15006");
+  REQUIRE(c.outbound_listens.size() == 1);
+  CHECK(c.outbound_listens[0].text == "127.0.0.1:15001");
+  REQUIRE(c.inbound_plaintext_listens.size() == 1);
+  CHECK(c.inbound_plaintext_listens[0].text == "[::1]:15006");
   // No embedded default beside them, and the capture mark.
   CHECK(c.routes.empty());
-  CHECK_FALSE(c.hbone_listen);
+  CHECK(c.hbone_listens.empty());
   CHECK(c.allow_dests.empty());
   CHECK(c.mark == 0x539);
   // The local workload's identity is checked against the certificate's.
@@ -608,7 +628,8 @@ TEST_CASE("mesh: --forward, --hbone-listen and --allow-dest keep working beside 
   REQUIRE(r.action == Action::run);
   REQUIRE(r.config.routes.size() == 1);
   CHECK(r.config.routes[0].listen_text == "127.0.0.1:1000");
-  CHECK(r.config.hbone_listen_text == "127.0.0.1:15008");
+  REQUIRE(r.config.hbone_listens.size() == 1);
+  CHECK(r.config.hbone_listens[0].text == "127.0.0.1:15008");
   REQUIRE(r.config.allow_dests.size() == 1);
   CHECK(r.config.allow_dests[0].text == "10.0.0.0/8");
   CHECK(r.config.mark == 0);  // no capture listener: no mark unless asked for
@@ -752,8 +773,11 @@ TEST_CASE("mesh: bad usage names the flag, the value and the reason") {
       {{"--config", "m.yaml", "--workload", "a/b/c", "--outbound-listen", "localhost:1"},
        "--outbound-listen \"localhost:1\": "},
       {{"--config", "m.yaml", "--workload", "a/b/c", "--outbound-listen", "127.0.0.1:1",
-        "--outbound-listen", "127.0.0.1:2"},
-       "--outbound-listen \"127.0.0.1:2\": may be given once"},
+        "--outbound-listen", "127.0.0.1:1"},
+       "--outbound-listen: 127.0.0.1:1 is named twice as a listen address"},
+      {{"--config", "m.yaml", "--workload", "a/b/c", "--inbound-plaintext-listen", "[::]:1",
+        "--outbound-listen", "[::]:1"},
+       "[::]:1 is named by both --outbound-listen and --inbound-plaintext-listen"},
       {{"--config", "m.yaml", "--workload", "a/b/c", "--outbound-listen", "127.0.0.1:1",
         "--inbound-plaintext-listen", "127.0.0.1:1"},
        "127.0.0.1:1 is named by both --outbound-listen and --inbound-plaintext-listen"},

@@ -224,7 +224,7 @@ std::shared_ptr<const workload::State> mesh_state(const std::string& policies) {
   name: vm-b
   namespace: default
   serviceAccount: node-b
-  workloadIps: ["10.250.0.2", "10.250.0.3"]
+  workloadIps: ["10.250.0.2", "10.250.0.3", "fd00:250::2"]
   protocol: HBONE
   services: {}
 )" + policies;
@@ -258,8 +258,11 @@ const char* kOnlyNodeA = R"(policies:
 }  // namespace
 
 TEST_CASE("admission with a workload config: each rule, in order") {
-  const config::Config c =
+  config::Config c =
       config_of({"--hbone-listen", "0.0.0.0:15008", "--allow-dest", "0.0.0.0/0:1-65535"});
+  // The capture listeners are ringtunnel's own too (set here: the flags need --config).
+  c.outbound_listens.push_back({endpoint("0.0.0.0:15001"), "0.0.0.0:15001"});
+  c.inbound_plaintext_listens.push_back({endpoint("[::]:15006"), "[::]:15006"});
   const net::Endpoint source = endpoint("10.250.0.1:40000");
   const tls::SpiffeId peer = id("cluster.local", "node-a");
   struct Case {
@@ -279,6 +282,9 @@ TEST_CASE("admission with a workload config: each rule, in order") {
       {"", "10.250.0.1:8080", &peer, Verdict::not_local, 400, proxy::EndReason::bad_request},
       {"", "127.0.0.1:8080", &peer, Verdict::not_local, 400, proxy::EndReason::bad_request},
       {"", "10.250.0.3:15008", &peer, Verdict::own_listener, 503, proxy::EndReason::refused},
+      {"", "10.250.0.3:15001", &peer, Verdict::own_listener, 503, proxy::EndReason::refused},
+      {"", "[fd00:250::2]:15006", &peer, Verdict::own_listener, 503, proxy::EndReason::refused},
+      {"", "10.250.0.3:15006", &peer, Verdict::own_listener, 503, proxy::EndReason::refused},
       {"", "10.250.0.3:8080", &peer, Verdict::allow, 200, proxy::EndReason::none},
       {kDenyNodeA, "10.250.0.2:8080", &peer, Verdict::denied, 401, proxy::EndReason::denied},
       {kOnlyNodeA, "10.250.0.2:8080", &peer, Verdict::allow, 200, proxy::EndReason::none},

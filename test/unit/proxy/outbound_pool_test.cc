@@ -122,9 +122,9 @@ TEST_CASE(
   Fixture::Options ob = oa;
   ob.identity = node_b.get();
   config::Config cb;
-  REQUIRE(net::parse_endpoint("127.0.0.1:15008", cb.hbone_listen_at).empty());
-  cb.hbone_listen = true;
-  cb.hbone_listen_text = "127.0.0.1:15008";
+  cb.hbone_listens.emplace_back();
+  REQUIRE(net::parse_endpoint("127.0.0.1:15008", cb.hbone_listens[0].at).empty());
+  cb.hbone_listens[0].text = "127.0.0.1:15008";
   Fixture b(std::move(cb), ob);
   LogCapture log;
   const uint64_t t0 = g_now_ns = 7'000 * kMs;
@@ -132,7 +132,7 @@ TEST_CASE(
   // B accepts a connection; A dials (the fake ring connects at once).
   LoopbackPair wire;
   REQUIRE(b.ctx->budgets.admit_connection(false, 0));
-  proxy::open_inbound_conn(*b.ctx, wire.accepted);
+  proxy::open_inbound_conn(*b.ctx, wire.accepted, b.ctx->config.hbone_listens[0].text);
   REQUIRE(b.objects().conns.live() == 1);
   HboneConnection* in = b.objects().conns.find(0, 1);
   REQUIRE(in);
