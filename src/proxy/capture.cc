@@ -56,6 +56,7 @@ bool refresh_state(WorkerContext& ctx) {
   ctx.local = ctx.state
                   ? ctx.state->workload_by_info(local.namespace_, local.name, local.service_account)
                   : nullptr;
+  ctx.local_baggage = ctx.local ? baggage(*ctx.local) : std::string();
   return true;
 }
 
@@ -142,7 +143,7 @@ void open_captured_outbound(WorkerContext& ctx, int fd, const std::string& liste
     return (void)open_relay(ctx, fd, TcpTarget{target, listener, nullptr});
   std::shared_ptr<HboneTarget> to = ctx.outbound().target(
       listener, target.to_string(), net::endpoint_of(d.ip, kHbonePort), d.workload->spiffe_id());
-  to->baggage = baggage(*ctx.local);
+  to->baggage = ctx.local_baggage;
   if (d.service) to->forwarded_host = d.service->hostname;
   open_outbound_stream(ctx, fd, std::move(to));
 }

@@ -132,6 +132,7 @@ class WorkerContext {
   const workload::Store* store = nullptr;
   std::shared_ptr<const workload::State> state;  // this worker's snapshot
   const workload::Workload* local = nullptr;     // the local workload, in `state`
+  std::string local_baggage;  // the `baggage` header for `local`, made once per snapshot
   uint64_t state_generation = 0;
 
   // ---- configuration, budgets, drain
