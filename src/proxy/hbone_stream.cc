@@ -82,8 +82,8 @@ void HboneStream::open_inbound(HboneConnection& conn, int32_t id, const net::End
   client_text_ = conn.info().peer_text;
   inbound_listener_ = conn.info().listener;
   for (const h2::Header& h : headers)
-    if (h.name == "forwarded" && h.value.starts_with("for=\"") && h.value.ends_with('"'))
-      client_text_ = std::string(h.value.substr(5, h.value.size() - 6));
+    if (h.name == "forwarded")
+      if (const auto client = forwarded_for(h.value)) client_text_ = std::string(*client);
   src_identity_ = conn.info().peer_identity;
   dst_identity_ = ctx_.identity->identity().to_string();
   conn.h2().set_stream_owner(id, this);

@@ -35,6 +35,13 @@ ipv6: host A captures with two outbound listeners (0.0.0.0:15001 and [::]:15001,
   0.0.0.0:15008 and [::]:15008, and logs the listener each stream came to), to an IPv6 address in no config (passthrough), and to B's IPv4 address beside
   them; each byte-exact, each access line naming the listener, the original destination and
   (HBONE) the identities.
+service-headers: to a service VIP (10.251.0.20:80) whose endpoint is an HBONE workload on B,
+  served there by an independent HBONE server (Node.js, hbone_node.js): its CONNECT carries
+  :authority 10.250.0.3:8080, `forwarded: for="<client>";host=api.default.svc.cluster.local`,
+  the source workload's `baggage` (cluster, namespace, workload, service, version, region,
+  zone, in that order) and a `traceparent`.
+service-hbone: the same with ringtunnel on B: B's access line names the client from the
+  `forwarded` header's for= element (the host= after it does not hide it).
 No capture loop: the proxy's upstream socket carries the mark the rules skip (the target sees
 the connection from A's address, and the proxy logs exactly one line per client)."""
 
@@ -398,6 +405,108 @@ def ipv6():
         pb.stop_ok()
 
 
+SERVICE_CONFIG = """workloads:
+- uid: cluster1//v1/Pod/default/vm-a
+  name: vm-a
+  namespace: default
+  serviceAccount: node-a
+  workloadIps: ["10.250.0.1"]
+  protocol: HBONE
+  clusterId: Kubernetes
+  workloadName: vm-a
+  workloadType: deployment
+  canonicalName: vma
+  canonicalRevision: v1
+  locality: {region: r1, zone: z1, subzone: ""}
+  services: {}
+- uid: cluster1//v1/Pod/default/vm-b
+  name: vm-b
+  namespace: default
+  serviceAccount: node-b
+  workloadIps: ["10.250.0.3"]
+  protocol: HBONE
+  services:
+    default/api.default.svc.cluster.local: {80: 8080}
+services:
+- name: api
+  namespace: default
+  hostname: api.default.svc.cluster.local
+  vips: ["/10.251.0.20"]
+  ports: {80: 8080}
+"""
+BAGGAGE_A = ("k8s.cluster.name=Kubernetes,k8s.namespace.name=default,k8s.deployment.name=vm-a,"
+             "service.name=vma,service.version=v1,cloud.region=r1,cloud.availability_zone=z1")
+
+
+def service_hbone(node):
+    """A client in A -> the service VIP 10.251.0.20:80, whose endpoint is B's HBONE workload:
+    node=True: B is the independent Node.js HBONE server (what the CONNECT carried);
+    node=False: B is ringtunnel (its access line names the client from `forwarded`)."""
+    with MeshHosts() as mesh:
+        a, b = mesh.a, mesh.b
+        b.add_address("10.250.0.3/24")
+        a.route("10.251.0.0/24")
+        a.install_capture(inbound=False)
+        cfg = os.path.join(tempfile.gettempdir(), "mesh-svc.yaml")
+        write_atomic(cfg, SERVICE_CONFIG)
+        b.server(echo_handler, "10.250.0.3", 8080)
+        if node:
+            import test_hbone_interop as interop
+            out = os.path.join(tempfile.gettempdir(), "node-b.out")
+            with open(out, "wb") as f:
+                b.spawn([interop.node_bin(), interop.NODE_JS, "server", "--listen",
+                         "10.250.0.3:15008", "--ca", ca(), "--cert", cert("node-b"), "--key",
+                         key("node-b")], stdout=f, stderr=f)
+
+            def events():
+                import json
+                with open(out, "rb") as f:
+                    lines = f.read().decode(errors="replace").splitlines()
+                got = []
+                for line in lines:
+                    try:
+                        got.append(json.loads(line))
+                    except ValueError:
+                        pass
+                return got
+            wait_until(lambda: any(e.get("event") == "listening" for e in events()), 15)
+        else:
+            pb = b.proxy(["--config", cfg, "--workload", "default/vm-b/node-b", "--hbone-listen",
+                          "0.0.0.0:15008"] + identity_args("node-b"), listens=[("0.0.0.0", 15008)])
+        pa = a.proxy(["--config", cfg, "--workload", "default/vm-a/node-a", "--outbound-listen",
+                      "0.0.0.0:15001"] + identity_args("node-a"), listens=[("0.0.0.0", 15001)])
+        s = a.connect(("10.251.0.20", 80))
+        client = "%s:%d" % s.getsockname()
+        n = echo_through(s)
+        s.close()
+        e = pa.wait_access([client])[client]
+        check(e["target"] == "10.250.0.3:8080" and e["end"] == "closed" and e["bytes_up"] == n,
+              "A: %r" % e)
+        if node:
+            conns = [ev for ev in events() if ev.get("event") == "connect"]
+            check(len(conns) == 1, "the Node server saw %r" % events())
+            h = conns[0].get("headers", {})
+            check(conns[0].get("authority") == "10.250.0.3:8080", "authority %r" % conns[0])
+            check(h.get("forwarded") == 'for="%s";host=api.default.svc.cluster.local' % client,
+                  "forwarded %r" % h.get("forwarded"))
+            check(h.get("baggage") == BAGGAGE_A, "baggage %r, expected %r" % (h.get("baggage"),
+                                                                               BAGGAGE_A))
+            tp = h.get("traceparent", "")
+            parts = tp.split("-")
+            check(len(parts) == 4 and parts[0] == "00" and len(parts[1]) == 32 and
+                  len(parts[2]) == 16 and parts[3] == "01", "traceparent %r" % tp)
+            log("the CONNECT carried forwarded=%s, baggage=%s, traceparent=%s"
+                % (h.get("forwarded"), h.get("baggage"), tp))
+        else:
+            wait_until(lambda: any(x["target"] == "10.250.0.3:8080" for x in pb.access()), 5)
+            eb = [x for x in pb.access() if x["target"] == "10.250.0.3:8080"]
+            check(len(eb) == 1 and eb[0]["client"] == client,
+                  "B's line names client %r, the client was %s" % (eb[0]["client"], client))
+            log("B names the client %s from `forwarded: for=...;host=...`" % client)
+            pb.stop_ok()
+        pa.stop_ok()
+
+
 def open_h2(addr, name):
     """mTLS as `name`, the preface and SETTINGS; waits for the server's SETTINGS."""
     c = h2.H2Conn(addr, h2.tls_context(ca(), cert(name), key(name)), timeout=10)
@@ -463,6 +572,8 @@ TESTS = [
     ("tcp-workload", lambda: captured(("10.250.0.2", 9090), "10.250.0.2:9090")),
     ("service-vip", lambda: captured(("10.251.0.10", 80), "10.250.0.2:8080")),
     ("ipv6", ipv6),
+    ("service-headers", lambda: service_hbone(True)),
+    ("service-hbone", lambda: service_hbone(False)),
 ]
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "ringtunnel/config/config.h"
 #include "ringtunnel/net/address.h"
@@ -35,5 +37,11 @@ struct HboneTarget {
 
 // A --forward route's target.
 TcpTarget tcp_target(const config::Route& route);
+
+// The client named by an inbound CONNECT's `forwarded` header: the value of its `for=` element
+// (`for="1.2.3.4:5"`, quotes removed, or a bare token), whichever of the `;`-separated elements
+// it is (`for="...";host=svc` as a node proxy sends it for a service). nullopt when there is
+// none or it is empty. Only ever logged: the peer is trusted no further than its certificate.
+std::optional<std::string_view> forwarded_for(std::string_view header);
 
 }  // namespace ringtunnel::proxy
