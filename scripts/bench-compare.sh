@@ -724,7 +724,7 @@ END {
 }' "$CSV"
 
 # ---------------------------------------------------------------- conn/s summary (--mesh)
-((NCONN)) && awk -F, -v configs="${CONFIGS[*]}" -v reps="$CONN_REPS" -v secs="$CONN_SECONDS" -v conc="$CONN_CONCURRENCY" '
+((NCONN)) && echo && awk -F, -v configs="${CONFIGS[*]}" -v reps="$CONN_REPS" -v secs="$CONN_SECONDS" -v conc="$CONN_CONCURRENCY" '
 function sortn(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
 function median(a, n) { sortn(a, n); return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
 function ratio(x, y) { return (x == "" || y == "" || y + 0 == 0) ? "-" : sprintf("%.2f", x / y) }
