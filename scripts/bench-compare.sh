@@ -109,6 +109,11 @@ Options:
                       concurrent clients of each conn/s run (default: 32)
   --conn-rate-bin PATH
                       the conn_rate program (default: build/bench/conn_rate of this repository)
+  --mesh-mtu N        the veth pair's MTU (default: 1500, a NIC's). The captured client's
+                      socket is routed by its real destination, over veth0, so its MSS
+                      follows this MTU, while the flag-routed client talks to 127.0.0.1 over
+                      loopback (MTU 65536); 65535 gives both client legs the same segment
+                      size, so the two tunnels differ only in capture and lookup
   --mesh-workloads N  N more workloads in the mesh's workload config (10.1.x.y, none of them
                       reached), for the lookup among many (default: 0)
   --hbone             add hbone and haproxy-tls (alone: direct, hbone, haproxy-tls), and print
@@ -174,6 +179,7 @@ CONN_SECONDS=5
 CONN_CONCURRENCY=32
 CONN_BIN=$SCRIPT_DIR/../build/bench/conn_rate
 BL_MESH_EXTRA_WORKLOADS=0
+BL_MESH_MTU=1500
 
 ORIG_ARGS=("$@")
 need_arg() { [[ $2 -ge 2 ]] || bl_usage_err "$1 needs a value"; }
@@ -197,6 +203,8 @@ while (($#)); do
 	--conn-concurrency=*) CONN_CONCURRENCY=${1#*=}; shift ;;
 	--conn-rate-bin) need_arg "$1" $#; CONN_BIN=$2; shift 2 ;;
 	--conn-rate-bin=*) CONN_BIN=${1#*=}; shift ;;
+	--mesh-mtu) need_arg "$1" $#; BL_MESH_MTU=$2; shift 2 ;;
+	--mesh-mtu=*) BL_MESH_MTU=${1#*=}; shift ;;
 	--mesh-workloads) need_arg "$1" $#; BL_MESH_EXTRA_WORKLOADS=$2; shift 2 ;;
 	--mesh-workloads=*) BL_MESH_EXTRA_WORKLOADS=${1#*=}; shift ;;
 	--streams) need_arg "$1" $#; STREAMS_LIST=$2; shift 2 ;;
@@ -238,13 +246,15 @@ bl_is_uint "$CONN_SECONDS" || bl_usage_err "--conn-seconds must be a positive in
 { bl_is_uint "$CONN_CONCURRENCY" && ((CONN_CONCURRENCY <= 10000)); } || bl_usage_err "--conn-concurrency must be an integer 1..10000 (got '$CONN_CONCURRENCY')"
 { [[ $BL_MESH_EXTRA_WORKLOADS == 0 ]] || { bl_is_uint "$BL_MESH_EXTRA_WORKLOADS" && ((BL_MESH_EXTRA_WORKLOADS <= 60000)); }; } ||
 	bl_usage_err "--mesh-workloads must be an integer 0..60000 (got '$BL_MESH_EXTRA_WORKLOADS')"
+{ bl_is_uint "$BL_MESH_MTU" && ((BL_MESH_MTU >= 1280 && BL_MESH_MTU <= 65535)); } ||
+	bl_usage_err "--mesh-mtu must be an integer 1280..65535 (got '$BL_MESH_MTU')"
 if ((MESH)); then
 	((HBONE)) && bl_usage_err "--mesh and --hbone are separate runs (the mesh configurations run in network namespaces)"
 	[[ -n $SYSCALLS ]] && bl_usage_err "--syscalls is not available with --mesh"
 	ALL_CONFIGS=$MESH_CONFIGS
 	DEFAULT_CONFIGS=$MESH_CONFIGS
 else
-	for o in --conn-reps --conn-seconds --conn-concurrency --conn-rate-bin --mesh-workloads; do
+	for o in --conn-reps --conn-seconds --conn-concurrency --conn-rate-bin --mesh-workloads --mesh-mtu; do
 		for a in "${ORIG_ARGS[@]+"${ORIG_ARGS[@]}"}"; do
 			[[ $a == "$o" || $a == "$o="* ]] && bl_usage_err "$o is for --mesh"
 		done
@@ -365,7 +375,7 @@ echo "machine: $(nproc) online CPUs shared by the proxies and both iperf3 ends (
 FAILED=0
 TLS_FAILED=0
 if ((MESH)); then
-	echo "mesh: hosts $BL_NS_A ($BL_MESH_A_IP) and $BL_NS_B ($BL_MESH_B_IP, workload $BL_MESH_B_WL), veth0 between them;"
+	echo "mesh: hosts $BL_NS_A ($BL_MESH_A_IP) and $BL_NS_B ($BL_MESH_B_IP, workload $BL_MESH_B_WL), veth0 (MTU $BL_MESH_MTU) between them;"
 	echo "  capture rules in A ($BL_MESH_IPTABLES): REDIRECT to $BL_MESH_OUTBOUND, except mark $BL_MESH_MARK, -o lo and $BL_MESH_B_IP"
 	echo "  workload config: vm-a, vm-b$( ((BL_MESH_EXTRA_WORKLOADS)) && echo " and $BL_MESH_EXTRA_WORKLOADS more workloads"), no policy; B is the same in both tunnels"
 	echo "  direct:         client in A -> $BL_MESH_B_IP:PORT (B's own address, not captured) -> server in B"

@@ -606,6 +606,8 @@ bl_mesh_setup() {
 		ip -n "$BL_NS_A" addr add "$BL_MESH_A_IP/24" dev veth0 &&
 		ip -n "$BL_NS_B" addr add "$BL_MESH_B_IP/24" dev veth0 &&
 		ip -n "$BL_NS_B" addr add "$BL_MESH_B_WL/24" dev veth0; } || bl_die "cannot address veth0 in $BL_NS_A / $BL_NS_B"
+	{ ip -n "$BL_NS_A" link set veth0 mtu "${BL_MESH_MTU:-1500}" && ip -n "$BL_NS_B" link set veth0 mtu "${BL_MESH_MTU:-1500}"; } ||
+		bl_die "cannot set veth0's MTU to ${BL_MESH_MTU:-1500}"
 	# Many short connections (the conn/s pass): every port for the client side, and a port in
 	# TIME_WAIT reused for a new outgoing connection (both per namespace; the machine's own
 	# settings are untouched).
