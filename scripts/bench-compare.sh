@@ -18,6 +18,10 @@
 # development VMs), as a node proxy shares its node with the workloads. Run it on an
 # otherwise idle machine, and compare figures only within one run of this script.
 #
+# --mesh runs instead, in two network namespaces joined by a veth pair, the flag-routed HBONE
+# tunnel beside the captured one (iptables REDIRECT -> 15001 -> HBONE -> 15008 -> server), and
+# adds a pass of new connections per second (build/bench/conn_rate) through both.
+#
 # --syscalls adds a separate pass (--syscalls-reps runs per load and proxy) under strace -c -f
 # (or perf stat) for syscalls/GB; it is separate because tracing distorts throughput and CPU.
 set -euo pipefail
@@ -30,6 +34,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 ALL_CONFIGS="direct ringtunnel ringtunnel-splice haproxy haproxy-splice socat hbone haproxy-tls"
 DEFAULT_CONFIGS="direct ringtunnel ringtunnel-splice haproxy haproxy-splice socat"
+MESH_CONFIGS="direct hbone-flag hbone-captured"   # --mesh: the configurations, in two namespaces
 
 usage() {
 	cat <<EOF
@@ -61,6 +66,32 @@ scripts/gen-certs.sh), and an openssl s_client probe checks B's mutual TLS befor
 Without --only or --hbone the first six run (not the tunnels).
 Loads: iperf3 -P 1 and -P 4, each forward (client sends) and reverse (-R, server sends).
 
+Mesh mode (--mesh; needs root): two network namespaces, hosts A (10.250.0.1) and B
+(10.250.0.2, and its workload address 10.250.0.3), joined by a veth pair; the addresses
+exist only inside them, and both namespaces are deleted at exit whatever happens. A has the
+capture rules of README's "Running one host of a mesh" (nat OUTPUT: REDIRECT to 15001,
+except ringtunnel's mark 0x539, -o lo, and B's own address 10.250.0.2). Both ringtunnels
+read one workload config (vm-a on A, vm-b at 10.250.0.3, both HBONE, no policy; plus
+--mesh-workloads unrelated ones). The servers (iperf3 -s, conn_rate --serve) run in B.
+  direct             client in A -> 10.250.0.2 (B's own address, not captured): no proxy
+  hbone-flag         client in A -> 127.0.0.1:15002, A's --forward
+                     L=hbone://10.250.0.3:15008/10.250.0.3:PORT?identity=<node-b> (--mark
+                     0x539) -> HBONE -> B (--config, --hbone-listen) -> 10.250.0.3:PORT
+  hbone-captured     client in A -> 10.250.0.3:PORT, REDIRECTed to A's --outbound-listen
+                     127.0.0.1:15001 (--config: SO_ORIGINAL_DST, workload lookup) -> HBONE ->
+                     B (the same) -> 10.250.0.3:PORT
+B is started the same way in both tunnels (--config), so the two differ only in what the
+issue asks to cost nothing: A's capture (the REDIRECT's NAT, SO_ORIGINAL_DST) and lookup.
+(B's admission by the workload config runs in both; build/bench/workload_bench times it.)
+After the throughput pass, a conn/s pass: build/bench/conn_rate in A, --conn-concurrency
+clients each doing connect, 16 bytes, read the echo, close, for --conn-seconds (after 1 s of
+warm-up) against conn_rate --serve in B (epoll, one thread per CPU; its CPU share is
+printed, to show it is not the limit), through each configuration, the reps interleaved.
+Printed: median conn/s (min-max), ratios to direct and captured/flag with the target
+(captured >= 0.90x flag-routed), latency p50/p99, proxy CPU-ms per 1000 connections.
+In the namespaces (only there) the client side may use ports 16000-65000 and reuse
+TIME_WAIT ports (tcp_tw_reuse=1), and A's conntrack forgets closed connections after 1 s.
+
 Options:
   --reps N            repetitions of every load x configuration (default: 5)
   --seconds N         length of each iperf3 run in seconds (default: 5)
@@ -68,6 +99,23 @@ Options:
                       selects its -splice variant (--only ringtunnel,haproxy runs ringtunnel,
                       ringtunnel-splice, haproxy, haproxy-splice); direct always runs
                       (it is the reference) unless --no-direct
+  --mesh              the mesh configurations above (alone: direct, hbone-flag,
+                      hbone-captured; --only picks among them), then the conn/s pass; prints
+                      captured vs flag-routed for throughput and conn/s
+  --conn-reps N       conn/s runs per configuration with --mesh; 0: no conn/s pass
+                      (default: --reps)
+  --conn-seconds N    length of each conn/s run, after 1 s of warm-up (default: 5)
+  --conn-concurrency N
+                      concurrent clients of each conn/s run (default: 32)
+  --conn-rate-bin PATH
+                      the conn_rate program (default: build/bench/conn_rate of this repository)
+  --mesh-mtu N        the veth pair's MTU (default: 1500, a NIC's). The captured client's
+                      socket is routed by its real destination, over veth0, so its MSS
+                      follows this MTU, while the flag-routed client talks to 127.0.0.1 over
+                      loopback (MTU 65536); 65535 gives both client legs the same segment
+                      size, so the two tunnels differ only in capture and lookup
+  --mesh-workloads N  N more workloads in the mesh's workload config (10.1.x.y, none of them
+                      reached), for the lookup among many (default: 0)
   --hbone             add hbone and haproxy-tls (alone: direct, hbone, haproxy-tls), and print
                       per load the issue's targets: hbone throughput >= 2x haproxy-tls, and
                       CPU-s/GB <= 0.5x
@@ -98,13 +146,16 @@ Options:
                       e.g. -- --workers 2
 
 Default run: 5 reps x 4 loads x 6 configurations x ~6.5 s = about 13 minutes;
---hbone: 5 x 4 x 3 x ~7 s = about 7 minutes.
+--hbone: 5 x 4 x 3 x ~7 s = about 7 minutes; --mesh: 5 x 4 x 3 x ~7 s, then 5 x 3 x ~9 s
+for conn/s: about 9 minutes.
 
 A run that fails (proxy does not start or dies, iperf3 fails or times out) is reported in
 its cell ("FAILED" or "k/n ok") and the script goes on with the rest; the exit status is
 then 1. Exit status: 0 all runs succeeded, 1 a run failed or a tool is missing, 2 bad usage.
 Needs: iperf3 haproxy socat jq iproute2 (ss); strace or linux-perf for --syscalls; openssl
-for the tunnels.
+for the tunnels; root, iproute2 (ip), util-linux (nsenter), iptables and build/bench/conn_rate
+for --mesh. With --csv FILE and --mesh, the conn/s runs go to FILE-conns.csv (FILE's .csv
+replaced).
 EOF
 }
 
@@ -122,7 +173,15 @@ PAUSE=1
 BL_RT_BIN=${RINGTUNNEL:-$SCRIPT_DIR/../build/ringtunnel}
 BL_RT_EXTRA=()
 BL_HAPROXY_BUFSIZE=""
+MESH=0
+CONN_REPS=""              # default: --reps
+CONN_SECONDS=5
+CONN_CONCURRENCY=32
+CONN_BIN=$SCRIPT_DIR/../build/bench/conn_rate
+BL_MESH_EXTRA_WORKLOADS=0
+BL_MESH_MTU=1500
 
+ORIG_ARGS=("$@")
 need_arg() { [[ $2 -ge 2 ]] || bl_usage_err "$1 needs a value"; }
 while (($#)); do
 	case "$1" in
@@ -135,6 +194,19 @@ while (($#)); do
 	--only=*) ONLY=${1#*=}; shift ;;
 	--no-direct) NO_DIRECT=1; shift ;;
 	--hbone) HBONE=1; shift ;;
+	--mesh) MESH=1; shift ;;
+	--conn-reps) need_arg "$1" $#; CONN_REPS=$2; shift 2 ;;
+	--conn-reps=*) CONN_REPS=${1#*=}; shift ;;
+	--conn-seconds) need_arg "$1" $#; CONN_SECONDS=$2; shift 2 ;;
+	--conn-seconds=*) CONN_SECONDS=${1#*=}; shift ;;
+	--conn-concurrency) need_arg "$1" $#; CONN_CONCURRENCY=$2; shift 2 ;;
+	--conn-concurrency=*) CONN_CONCURRENCY=${1#*=}; shift ;;
+	--conn-rate-bin) need_arg "$1" $#; CONN_BIN=$2; shift 2 ;;
+	--conn-rate-bin=*) CONN_BIN=${1#*=}; shift ;;
+	--mesh-mtu) need_arg "$1" $#; BL_MESH_MTU=$2; shift 2 ;;
+	--mesh-mtu=*) BL_MESH_MTU=${1#*=}; shift ;;
+	--mesh-workloads) need_arg "$1" $#; BL_MESH_EXTRA_WORKLOADS=$2; shift 2 ;;
+	--mesh-workloads=*) BL_MESH_EXTRA_WORKLOADS=${1#*=}; shift ;;
 	--streams) need_arg "$1" $#; STREAMS_LIST=$2; shift 2 ;;
 	--streams=*) STREAMS_LIST=${1#*=}; shift ;;
 	--dirs) need_arg "$1" $#; DIRS_LIST=$2; shift 2 ;;
@@ -168,6 +240,26 @@ bl_is_uint "$SECONDS_RUN" || bl_usage_err "--seconds must be a positive integer 
 [[ -z $BL_HAPROXY_BUFSIZE ]] || bl_is_uint "$BL_HAPROXY_BUFSIZE" || bl_usage_err "--haproxy-bufsize must be a positive integer"
 { bl_is_uint "$BL_HAPROXY_NBTHREAD" && ((BL_HAPROXY_NBTHREAD <= 64)); } || bl_usage_err "--haproxy-threads must be an integer 1..64 (got '$BL_HAPROXY_NBTHREAD')"
 case "$SYSCALLS" in "" | strace | perf) ;; *) bl_usage_err "--syscalls takes strace or perf (got '$SYSCALLS')" ;; esac
+CONN_REPS=${CONN_REPS:-$REPS}
+[[ $CONN_REPS =~ ^[0-9]+$ ]] || bl_usage_err "--conn-reps must be an integer >= 0 (got '$CONN_REPS')"
+bl_is_uint "$CONN_SECONDS" || bl_usage_err "--conn-seconds must be a positive integer (got '$CONN_SECONDS')"
+{ bl_is_uint "$CONN_CONCURRENCY" && ((CONN_CONCURRENCY <= 10000)); } || bl_usage_err "--conn-concurrency must be an integer 1..10000 (got '$CONN_CONCURRENCY')"
+{ [[ $BL_MESH_EXTRA_WORKLOADS == 0 ]] || { bl_is_uint "$BL_MESH_EXTRA_WORKLOADS" && ((BL_MESH_EXTRA_WORKLOADS <= 60000)); }; } ||
+	bl_usage_err "--mesh-workloads must be an integer 0..60000 (got '$BL_MESH_EXTRA_WORKLOADS')"
+{ bl_is_uint "$BL_MESH_MTU" && ((BL_MESH_MTU >= 1280 && BL_MESH_MTU <= 65535)); } ||
+	bl_usage_err "--mesh-mtu must be an integer 1280..65535 (got '$BL_MESH_MTU')"
+if ((MESH)); then
+	((HBONE)) && bl_usage_err "--mesh and --hbone are separate runs (the mesh configurations run in network namespaces)"
+	[[ -n $SYSCALLS ]] && bl_usage_err "--syscalls is not available with --mesh"
+	ALL_CONFIGS=$MESH_CONFIGS
+	DEFAULT_CONFIGS=$MESH_CONFIGS
+else
+	for o in --conn-reps --conn-seconds --conn-concurrency --conn-rate-bin --mesh-workloads --mesh-mtu; do
+		for a in "${ORIG_ARGS[@]+"${ORIG_ARGS[@]}"}"; do
+			[[ $a == "$o" || $a == "$o="* ]] && bl_usage_err "$o is for --mesh"
+		done
+	done
+fi
 
 IFS=, read -ra STREAMS_ARR <<<"$STREAMS_LIST"
 ((${#STREAMS_ARR[@]})) || bl_usage_err "--streams is empty"
@@ -209,13 +301,14 @@ for c in "${CONFIGS[@]}"; do
 	case "$c" in
 	haproxy*) tools+=(haproxy) ;;
 	socat) tools+=(socat) ;;
-	ringtunnel* | hbone) RT_USED=1 ;;
+	ringtunnel* | hbone*) RT_USED=1 ;;
 	esac
-	bl_is_pair "$c" && PAIRS+=("$c")
+	{ bl_is_pair "$c" || [[ $c == hbone-* ]]; } && PAIRS+=("$c")
 done
 ((${#PAIRS[@]})) && tools+=(openssl)
+((MESH)) && tools+=(ip nsenter sysctl bash)
 if [[ -n $BL_CERT_DIR ]] && ((!${#PAIRS[@]})); then
-	bl_usage_err "--certs is for the tunnels (hbone, haproxy-tls), which are not among the configurations"
+	bl_usage_err "--certs is for the tunnels (hbone, haproxy-tls, hbone-flag, hbone-captured), which are not among the configurations"
 fi
 [[ -n $SYSCALLS ]] && tools+=("$SYSCALLS")
 bl_need "${tools[@]}"
@@ -229,13 +322,34 @@ fi
 if [[ " ${CONFIGS[*]} " == *" hbone "* && $(timeout 10 "$BL_RT_BIN" --help 2>&1 || true) != *--hbone-listen* ]]; then
 	bl_die "$BL_RT_BIN has no --hbone-listen flag (not built with HBONE yet?); leave hbone out with --only haproxy-tls"
 fi
+if ((MESH && RT_USED)) && [[ $(timeout 10 "$BL_RT_BIN" --help 2>&1 || true) != *--outbound-listen* ]]; then
+	bl_die "$BL_RT_BIN has no --outbound-listen flag (not built from the mesh work yet?)"
+fi
+if ((MESH && CONN_REPS)) && [[ ! -x $CONN_BIN ]]; then
+	bl_die "conn_rate not found or not executable: $CONN_BIN (meson compile -C build builds bench/conn_rate; or --conn-rate-bin PATH, or --conn-reps 0)"
+fi
+((MESH && EUID != 0)) && bl_die "--mesh needs root (ip netns, veth, iptables); this runs as uid $EUID"
 if [[ -n $CSV_OUT ]]; then
 	{ : >"$CSV_OUT"; } 2>/dev/null || bl_die "cannot write --csv file '$CSV_OUT'"
 fi
 
 bl_init
 ((${#PAIRS[@]})) && bl_certs_prepare
+ECHO_PID=""
+if ((MESH)); then
+	bl_mesh_setup
+	BL_CLIENT_NS=$BL_NS_A
+	# the echo server of the conn/s pass, in B on every address, one thread per CPU
+	if ((CONN_REPS)); then
+		bl_in_ns "$BL_NS_B" "$CONN_BIN" --serve "0.0.0.0:$BL_MESH_ECHO_PORT" >"$BL_TMP/echo.log" 2>&1 </dev/null &
+		ECHO_PID=$!
+		bl_own "$ECHO_PID"
+		bl_wait_listen "$BL_MESH_ECHO_PORT" "$ECHO_PID" 5 "$BL_NS_B" ||
+			bl_die "conn_rate --serve did not start in $BL_NS_B: $(head -c 300 "$BL_TMP/echo.log")"
+	fi
+fi
 bl_iperf_server_start
+[[ -n $ECHO_PID ]] && bl_mesh_probe "$BL_MESH_ECHO_PORT"   # (not iperf3's port: it would log a broken test)
 
 # For a tunnel, proxy_cpu_s / cpu_s_per_gb / syscalls / syscalls_per_gb are A + B, and the *_a,
 # *_b columns hold each process's own figures (empty for a single proxy).
@@ -249,15 +363,28 @@ NSYS=0
 if [[ -n $SYSCALLS ]]; then
 	for c in "${CONFIGS[@]}"; do [[ $c == direct ]] || NSYS=$((NSYS + NLOADS * SYS_REPS)); done
 fi
-EST=$(bl_calc '%.0f' "($NRUNS + $NSYS) * ($SECONDS_RUN + 1.5 + $PAUSE)")
+NCONN=0
+((MESH)) && NCONN=$((CONN_REPS * ${#CONFIGS[@]}))
+EST=$(bl_calc '%.0f' "($NRUNS + $NSYS) * ($SECONDS_RUN + 1.5 + $PAUSE) + $NCONN * ($CONN_SECONDS + 3 + $PAUSE)")
 if ((EST >= 120)); then EST="$((EST / 60)) min"; else EST="$EST s"; fi
 echo "bench-compare: ${CONFIGS[*]}"
 ((RT_USED)) && echo "ringtunnel: $BL_RT_BIN${BL_RT_EXTRA[*]:+ (extra flags: ${BL_RT_EXTRA[*]})}"
 echo "loads: streams {$STREAMS_LIST} x {$DIRS_LIST}; $REPS rep(s) x ${SECONDS_RUN} s, interleaved; $NRUNS runs$([[ -n $SYSCALLS ]] && echo " + $NSYS $SYSCALLS runs"), about $EST"
+((NCONN)) && echo "conn/s: $CONN_REPS rep(s) x ${CONN_SECONDS} s (after 1 s of warm-up) per configuration, $CONN_CONCURRENCY concurrent clients; $NCONN runs"
 echo "machine: $(nproc) online CPUs shared by the proxies and both iperf3 ends (no pinning); CLK_TCK=$BL_HZ; GB = 1e9 bytes"
 FAILED=0
 TLS_FAILED=0
-if ((${#PAIRS[@]})); then
+if ((MESH)); then
+	echo "mesh: hosts $BL_NS_A ($BL_MESH_A_IP) and $BL_NS_B ($BL_MESH_B_IP, workload $BL_MESH_B_WL), veth0 (MTU $BL_MESH_MTU) between them;"
+	echo "  capture rules in A ($BL_MESH_IPTABLES): REDIRECT to $BL_MESH_OUTBOUND, except mark $BL_MESH_MARK, -o lo and $BL_MESH_B_IP"
+	echo "  workload config: vm-a, vm-b$( ((BL_MESH_EXTRA_WORKLOADS)) && echo " and $BL_MESH_EXTRA_WORKLOADS more workloads"), no policy; B is the same in both tunnels"
+	echo "  direct:         client in A -> $BL_MESH_B_IP:PORT (B's own address, not captured) -> server in B"
+	echo "  hbone-flag:     client in A -> 127.0.0.1:$BL_MESH_FORWARD (A's --forward ...=hbone://$BL_MESH_B_WL:$BL_MESH_HBONE/$BL_MESH_B_WL:PORT)"
+	echo "                  -> HBONE -> B (--config, --hbone-listen :$BL_MESH_HBONE) -> $BL_MESH_B_WL:PORT"
+	echo "  hbone-captured: client in A -> $BL_MESH_B_WL:PORT, REDIRECTed to A's --outbound-listen 127.0.0.1:$BL_MESH_OUTBOUND"
+	echo "                  (--config: SO_ORIGINAL_DST, workload lookup) -> HBONE -> B (the same) -> $BL_MESH_B_WL:PORT"
+	echo "  A has node-a's certificate and expects $BL_B_ID of B"
+elif ((${#PAIRS[@]})); then
 	echo "tunnels: iperf3 -c -> A (outbound) -> B (inbound) -> iperf3 -s; A has node-a's certificate and expects"
 	echo "  $BL_B_ID of B; HAProxy nbthread $BL_HAPROXY_NBTHREAD per instance; certificates from $(dirname "$BL_CA")"
 	for c in "${PAIRS[@]}"; do
@@ -285,7 +412,15 @@ run_one() {
 	log="$BL_TMP/proxy-$tag.log"
 	bl_alive "$BL_IPERF_SRV_PID" || { bl_log "iperf3 server was gone; restarting it"; bl_iperf_server_restart; }
 	BL_PROXY_ERR=""
-	if [[ $cfg == direct ]]; then
+	if ((MESH)); then
+		if ! bl_mesh_start "$cfg" "$BL_IPERF_SRV_PORT" "$log"; then
+			csv_fail "$pass" "$rep" "$streams" "$dir" "$cfg" "$BL_PROXY_ERR"
+			return 1
+		fi
+		port=$BL_MESH_CLIENT_PORT
+		BL_IPERF_HOST=$BL_MESH_CLIENT_HOST
+		n=${#BL_PROXY_PIDS[@]}
+	elif [[ $cfg == direct ]]; then
 		port=$BL_IPERF_SRV_PORT
 	else
 		port=$(bl_pick_port)
@@ -399,20 +534,106 @@ if [[ -n $SYSCALLS ]]; then
 		done
 	done
 fi
+
+# ---------------------------------------------------------------- conn/s pass (--mesh)
+CONN_CSV="$BL_TMP/conns.csv"
+echo "rep,config,status,conns,seconds,conn_per_s,errors,p50_us,p99_us,total,proxy_cpu_s,cpu_ms_per_kconn,echo_cpu_s,wall_s,error" >"$CONN_CSV"
+conn_fail() { # REP CONFIG ERROR
+	local err=${3//\"/\'}
+	printf '%s,%s,FAILED,,,,,,,,,,,,"%s"\n' "$1" "$2" "$err" >>"$CONN_CSV"
+}
+
+# conn_one REP CONFIG — conn_rate in A through CONFIG to the echo server in B; a CSV row; 1 on
+# failure. CPU: the proxies' (A + B) and the echo server's over the whole conn_rate run.
+conn_one() {
+	local rep=$1 cfg=$2 log out i n rc=0 before=() after=() eb ea t0 t1 ticks=0 alive=1
+	log="$BL_TMP/proxy-conns-$rep-$cfg.log"
+	out="$BL_TMP/conns-$rep-$cfg.txt"
+	bl_alive "$ECHO_PID" || { conn_fail "$rep" "$cfg" "the echo server in B is gone"; return 1; }
+	if ! bl_mesh_start "$cfg" "$BL_MESH_ECHO_PORT" "$log"; then
+		conn_fail "$rep" "$cfg" "$BL_PROXY_ERR"
+		return 1
+	fi
+	n=${#BL_PROXY_PIDS[@]}
+	for ((i = 0; i < n; i++)); do before[i]=$(bl_cpu_ticks "${BL_PROXY_PIDS[i]}"); done
+	eb=$(bl_cpu_ticks "$ECHO_PID")
+	t0=$(date +%s.%N)
+	timeout -k 5 $((CONN_SECONDS + 30)) nsenter "--net=/run/netns/$BL_NS_A" -- "$CONN_BIN" \
+		--connect "$BL_MESH_CLIENT_HOST:$BL_MESH_CLIENT_PORT" --concurrency "$CONN_CONCURRENCY" \
+		--seconds "$CONN_SECONDS" --warmup 1 >"$out" 2>"$out.err" &
+	local pid=$!
+	bl_own "$pid"
+	wait "$pid" || rc=$?
+	bl_disown "$pid"
+	t1=$(date +%s.%N)
+	for ((i = 0; i < n; i++)); do
+		after[i]=$(bl_cpu_ticks "${BL_PROXY_PIDS[i]}")
+		bl_alive "${BL_PROXY_PIDS[i]}" || alive=0
+	done
+	ea=$(bl_cpu_ticks "$ECHO_PID")
+	bl_stop_proxy
+	local line
+	line=$(grep '^conns=' "$out" 2>/dev/null) || true
+	if ((rc)) || [[ -z $line ]]; then
+		local err
+		err="conn_rate rc=$rc: $(tr '\n' ' ' <"$out.err" | head -c 200)"
+		((rc == 124 || rc == 137)) && err="conn_rate timed out"
+		((alive)) || err="proxy died during the run ($err)"
+		conn_fail "$rep" "$cfg" "$err"
+		return 1
+	fi
+	local conns secs cps errs p50 p99 total cpu="" cpk=""
+	# "conns=C seconds=S conn_per_s=R errors=E p50_us=P p99_us=Q total=N": the values, in order
+	read -r conns secs cps errs p50 p99 total < <(awk '{ for (i = 1; i <= NF; i++) { sub(/^[a-z_0-9]*=/, "", $i) } print }' <<<"$line")
+	for ((i = 0; i < n; i++)); do
+		ticks=$((ticks + ${after[i]% *} - ${before[i]% *} + ${after[i]#* } - ${before[i]#* }))
+	done
+	if ((n)); then
+		cpu=$(bl_calc '%.2f' "$ticks / $BL_HZ")
+		cpk=$(bl_calc '%.3f' "$ticks / $BL_HZ * 1000 / ($total > 0 ? $total : 1) * 1000")
+	fi
+	local echo_s wall
+	echo_s=$(bl_calc '%.2f' "(${ea% *} - ${eb% *} + ${ea#* } - ${eb#* }) / $BL_HZ")
+	wall=$(bl_calc '%.2f' "$t1 - $t0")
+	printf '%s,%s,ok,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,""\n' "$rep" "$cfg" "$conns" "$secs" "$cps" "$errs" \
+		"$p50" "$p99" "$total" "$cpu" "$cpk" "$echo_s" "$wall" >>"$CONN_CSV"
+	R_CPS=$cps R_ERRS=$errs R_CPK=$cpk R_ECHO=$(bl_calc '%.0f' "$echo_s / $wall * 100")
+	return 0
+}
+
+if ((NCONN)); then
+	echo "conn/s pass (progress on stderr):" >&2
+	i=0
+	for ((rep = 1; rep <= CONN_REPS; rep++)); do
+		for c in "${CONFIGS[@]}"; do
+			i=$((i + 1))
+			if conn_one "$rep" "$c"; then
+				txt="$R_CPS conn/s, $R_ERRS errors${R_CPK:+, $R_CPK CPU-ms per 1000 conns}, echo server $R_ECHO% of a CPU"
+			else
+				FAILED=1
+				txt="FAILED: $(tail -n 1 "$CONN_CSV" | sed 's/.*,"\(.*\)"$/\1/')"
+			fi
+			printf '  [%*d/%d] conns rep %d  %-17s %s\n' "${#NCONN}" "$i" "$NCONN" "$rep" "$c" "$txt" >&2
+			sleep "$PAUSE"
+		done
+	done
+fi
 echo >&2
 
 [[ -n $CSV_OUT ]] && cp -- "$CSV" "$CSV_OUT"
+((NCONN)) && [[ -n $CSV_OUT ]] && cp -- "$CONN_CSV" "${CSV_OUT%.csv}-conns.csv"
 
 # ---------------------------------------------------------------- summary table
 awk -F, -v configs="${CONFIGS[*]}" -v streams="${STREAMS_ARR[*]}" -v dirs="${DIRS_ARR[*]}" \
 	-v reps="$REPS" -v secs="$SECONDS_RUN" -v sysc="$SYSCALLS" -v sysreps="$SYS_REPS" \
-	-v ncols="$NCOLS" -v pairs="${PAIRS[*]}" '
+	-v ncols="$NCOLS" -v pairs="${PAIRS[*]}" -v mesh="$MESH" '
 function sortn(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
 function median(a, n) { sortn(a, n); return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
 function ratio(x, y) { return (x == "" || y == "" || y + 0 == 0) ? "-" : sprintf("%.2f", x / y) }
 function grp(x,   s) { s = sprintf("%.0f", x); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]($|,)/, ",&", s); return s }
 # the reference of a configuration: HAProxy in the same mode
-function refof(c) { return (c ~ /-splice$/) ? "haproxy-splice" : (c == "hbone" || c == "haproxy-tls") ? "haproxy-tls" : "haproxy" }
+function refof(c) { if (mesh) return (c == "hbone-captured") ? "hbone-flag" : c
+	return (c ~ /-splice$/) ? "haproxy-splice" : (c == "hbone" || c == "haproxy-tls") ? "haproxy-tls" : "haproxy" }
 function medof(arr, key, cnt,   k, w) { for (k = 1; k <= cnt; k++) w[k] = arr[key, k] + 0; return median(w, cnt) }
 function verdict(x, lim, ge) { return (ge ? x + 0 >= lim : x + 0 <= lim) ? "met" : "MISSED" }
 NR == 1 { next }
@@ -437,7 +658,8 @@ END {
 		s = S[si]; d = D[di]
 		printf "== %s stream%s, %s  (%d rep%s x %d s; median, min-max of the reps)\n", s, (s == 1 ? "" : "s"), \
 			(d == "fwd" ? "forward: client sends" : "reverse (-R): server sends"), reps, (reps == 1 ? "" : "s"), secs
-		hdr = sprintf("%-18s %5s %8s %-13s %8s %9s %9s %9s", "config", "ok", "Gbit/s", "(min-max)", "xdirect", "xhaproxy", "CPU-s/GB", "CPUxhap")
+		hdr = sprintf("%-18s %5s %8s %-13s %8s %9s %9s %9s", "config", "ok", "Gbit/s", "(min-max)", "xdirect",
+			(mesh ? "xflag" : "xhaproxy"), "CPU-s/GB", (mesh ? "CPUxflag" : "CPUxhap"))
 		if (sysc != "") hdr = hdr sprintf(" %*s", sysw, np ? "syscalls/GB A / B" : "syscalls/GB")
 		print hdr
 		# medians first, for the ratios
@@ -476,6 +698,13 @@ END {
 			}
 			print line
 		}
+		if (mg["hbone-flag"] != "" && mg["hbone-captured"] != "") {
+			f = "hbone-flag"; k = "hbone-captured"
+			printf "captured vs flag-routed: throughput %sx, CPU-s/GB %sx; captured median %.2f %s\n", \
+				ratio(mg[k], mg[f]), ratio(mc[k], mc[f]), mg[k], \
+				(mg[k] >= lo[f] ? sprintf("within flag-routed'"'"'s range %.2f-%.2f or above: no measurable cost", lo[f], hi[f]) \
+				: sprintf("BELOW every flag-routed run (%.2f-%.2f): a measurable cost", lo[f], hi[f]))
+		}
 		if (mg["hbone"] != "" && mg["haproxy-tls"] != "") {
 			tr = ratio(mg["hbone"], mg["haproxy-tls"]); cr = ratio(mc["hbone"], mc["haproxy-tls"])
 			t = sprintf("targets for hbone: throughput %sx haproxy-tls (>= 2: %s), CPU-s/GB %sx (<= 0.5: %s)", \
@@ -487,9 +716,14 @@ END {
 		}
 		print ""
 	}
-	print "xdirect: median Gbit/s / direct median. xhaproxy, CPUxhap: median Gbit/s and median CPU-s/GB over"
-	print "HAProxy in the same mode (copy configurations vs haproxy, -splice ones vs haproxy-splice,"
-	print "hbone vs haproxy-tls)."
+	if (mesh) {
+		print "xdirect: median Gbit/s / direct median (direct: iperf3 from A to B over the veth pair, no proxy)."
+		print "xflag, CPUxflag: median Gbit/s and median CPU-s/GB of hbone-captured over hbone-flag."
+	} else {
+		print "xdirect: median Gbit/s / direct median. xhaproxy, CPUxhap: median Gbit/s and median CPU-s/GB over"
+		print "HAProxy in the same mode (copy configurations vs haproxy, -splice ones vs haproxy-splice,"
+		print "hbone vs haproxy-tls)."
+	}
 	print "CPU-s/GB: proxy utime+stime (all threads and processes) per 1e9 bytes received by iperf3;"
 	print "for a tunnel (" (np ? pairs : "hbone, haproxy-tls") ") the sum of its two processes, A (outbound) and B (inbound)."
 	if (sysc != "") {
@@ -498,6 +732,52 @@ END {
 		print "the data TCP->tunnel and B tunnel->TCP; reverse, the other way round."
 	}
 }' "$CSV"
+
+# ---------------------------------------------------------------- conn/s summary (--mesh)
+((NCONN)) && echo && awk -F, -v configs="${CONFIGS[*]}" -v reps="$CONN_REPS" -v secs="$CONN_SECONDS" -v conc="$CONN_CONCURRENCY" '
+function sortn(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+function median(a, n) { sortn(a, n); return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+function ratio(x, y) { return (x == "" || y == "" || y + 0 == 0) ? "-" : sprintf("%.2f", x / y) }
+function med(arr, c, cnt,   k, w) { for (k = 1; k <= cnt; k++) w[k] = arr[c, k] + 0; return median(w, cnt) }
+NR == 1 { next }
+{
+	c = $2; n[c]++
+	err = $0; for (k = 1; k < 15; k++) sub(/^[^,]*,/, "", err); gsub(/^"|"$/, "", err)
+	if ($3 != "ok") { if (!(c in ferr)) ferr[c] = err; next }
+	m = ++ok[c]; cps[c, m] = $6; p50[c, m] = $8; p99[c, m] = $9; errs[c] += $7
+	if ($12 != "") cpk[c, m] = $12
+	e = ($14 > 0) ? $13 / $14 * 100 : 0; if (e > emax[c]) emax[c] = e
+}
+END {
+	nc = split(configs, C, " ")
+	printf "== new connections per second: conn_rate, %d concurrent clients, each connect, 16 bytes, echo, close\n", conc
+	printf "   (%d rep%s x %d s after 1 s of warm-up; median, min-max of the reps)\n", reps, (reps == 1 ? "" : "s"), secs
+	printf "%-18s %5s %9s %-17s %8s %6s %8s %8s %12s %7s %9s\n", "config", "ok", "conn/s", "(min-max)", "xdirect", "xflag", \
+		"p50 ms", "p99 ms", "CPU-ms/kconn", "errors", "echo CPU"
+	for (i = 1; i <= nc; i++) {
+		c = C[i]; mcps[c] = ""
+		if (ok[c] > 0) {
+			mcps[c] = med(cps, c, ok[c]); lo[c] = hi[c] = cps[c, 1] + 0
+			for (k = 2; k <= ok[c]; k++) { if (cps[c, k] + 0 < lo[c]) lo[c] = cps[c, k] + 0; if (cps[c, k] + 0 > hi[c]) hi[c] = cps[c, k] + 0 }
+		}
+	}
+	for (i = 1; i <= nc; i++) {
+		c = C[i]; okt = sprintf("%d/%d", ok[c] + 0, n[c] + 0)
+		if (mcps[c] == "") { printf "%-18s %5s FAILED: %s\n", c, okt, ferr[c]; continue }
+		printf "%-18s %5s %9.0f %-17s %8s %6s %8.2f %8.2f %12s %7d %8.0f%%%s\n", c, okt, mcps[c], sprintf("(%.0f-%.0f)", lo[c], hi[c]), \
+			(c == "direct" ? "-" : ratio(mcps[c], mcps["direct"])), (c == "hbone-captured" ? ratio(mcps[c], mcps["hbone-flag"]) : "-"), \
+			med(p50, c, ok[c]) / 1000, med(p99, c, ok[c]) / 1000, (c == "direct" ? "-" : sprintf("%.1f", med(cpk, c, ok[c]))), \
+			errs[c], emax[c], (ok[c] < n[c] ? "   (failed: " ferr[c] ")" : "")
+	}
+	if (mcps["hbone-flag"] != "" && mcps["hbone-captured"] != "") {
+		r = mcps["hbone-captured"] / mcps["hbone-flag"]
+		printf "target: captured conn/s %.2fx flag-routed (within 10%%, >= 0.90: %s)\n", r, (r >= 0.9 ? "met" : "MISSED")
+	}
+	print "xdirect, xflag: median conn/s over direct'"'"'s and over hbone-flag'"'"'s. p50/p99: latency from connect() to the"
+	print "last echoed byte (medians of the reps). CPU-ms/kconn: CPU of A + B per 1000 connections (warm-up"
+	print "included). echo CPU: the echo server'"'"'s CPU over the run, highest of the reps (100% = one CPU; it has one"
+	print "thread per CPU): well below that, it is not what limits conn/s."
+}' "$CONN_CSV"
 
 ((FAILED)) && echo "some runs FAILED (see the cells above$([[ -n $CSV_OUT ]] && echo ", and $CSV_OUT"))" >&2
 ((TLS_FAILED)) && echo "the mutual-TLS check of a tunnel failed (see the top): its figures are not those of an mTLS tunnel" >&2

@@ -21,6 +21,8 @@ BL_STRACE_THREADS=""
 BL_PERF_PIDS=()
 BL_IPERF_SRV_PID=""
 BL_IPERF_SRV_PORT=""
+BL_IPERF_HOST=127.0.0.1   # where bl_iperf_run's client connects (mesh mode: set per configuration)
+BL_CLIENT_NS=""           # mesh mode: the namespace bl_iperf_run's client runs in (empty: this one)
 
 # The proxies the scripts know. "direct" means no proxy at all (bench-compare only).
 # A pair is two processes forming a mutual-TLS tunnel: A (outbound: plain TCP in, tunnel out)
@@ -29,6 +31,23 @@ BL_IPERF_SRV_PORT=""
 BL_PROXIES="ringtunnel ringtunnel-splice haproxy haproxy-splice socat hbone haproxy-tls"
 BL_PAIRS="hbone haproxy-tls"
 bl_is_pair() { [[ " $BL_PAIRS " == *" $1 "* ]]; }
+
+# Mesh mode (bench-compare.sh --mesh; bl_mesh_setup): two network namespaces, hosts A and B,
+# joined by a veth pair, with private addresses that exist only inside them.
+BL_NS_A="" BL_NS_B=""     # their names (rtbench-<PID>-a, -b); empty: not in mesh mode
+BL_NETNS=()               # namespaces this run made: bl_mesh_teardown deletes them
+BL_MESH_A_IP=10.250.0.1   # host A (workload vm-a)
+BL_MESH_B_IP=10.250.0.2   # host B's own address: not a workload, not captured (the direct path)
+BL_MESH_B_WL=10.250.0.3   # host B's workload address (vm-b): what A's capture routes by HBONE
+BL_MESH_IPERF_PORT=5201   # iperf3 -s in B, all addresses
+BL_MESH_ECHO_PORT=7000    # conn_rate --serve in B, all addresses
+BL_MESH_OUTBOUND=15001    # A's --outbound-listen (captured path)
+BL_MESH_FORWARD=15002     # A's --forward listener (flag-routed path)
+BL_MESH_HBONE=15008       # B's --hbone-listen
+BL_MESH_MARK=0x539        # ringtunnel's mark in capture mode; A's rules let it through
+BL_MESH_IPTABLES=""       # iptables-nft or iptables-legacy, whichever works in A
+BL_MESH_CONFIG=""         # the workload config both proxies read
+BL_MESH_CLIENT_HOST="" BL_MESH_CLIENT_PORT=""   # set by bl_mesh_start: where the client connects
 
 BL_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BL_HAPROXY_NBTHREAD=2     # nbthread of every HAProxy instance
@@ -99,6 +118,7 @@ bl_cleanup() {
 	for ((i = ${#BL_OWNED[@]} - 1; i >= 0; i--)); do
 		bl_kill_tree "${BL_OWNED[i]}" TERM 3
 	done
+	bl_mesh_teardown   # after the processes in the namespaces are gone
 	if [[ -n $BL_TMP && -d $BL_TMP ]]; then
 		if [[ $BL_KEEP_TMP == 1 ]]; then bl_log "kept temp dir $BL_TMP"; else rm -rf -- "$BL_TMP"; fi
 	fi
@@ -229,7 +249,12 @@ bl_settle_children() {
 }
 
 # ---------------------------------------------------------------- ports
-bl_listening() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+# bl_listening PORT [NETNS] — something listens on PORT (in network namespace NETNS if given).
+bl_listening() {
+	local in_ns=()
+	[[ -n ${2:-} ]] && in_ns=(-N "$2")
+	[[ -n $(ss "${in_ns[@]+"${in_ns[@]}"}" -Hltn "sport = :$1" 2>/dev/null) ]]
+}
 
 # bl_pick_port — a free TCP port on 127.0.0.1, below the default ephemeral range. Called as
 # $(bl_pick_port) its BL_USED_PORTS bookkeeping is lost with the subshell, so a port picked but
@@ -246,29 +271,35 @@ bl_pick_port() {
 	bl_die "no free port found"
 }
 
-# bl_wait_listen PORT PID TIMEOUT_S — until something listens on PORT; fails if PID dies.
+# bl_wait_listen PORT PID TIMEOUT_S [NETNS] — until something listens on PORT (in NETNS if
+# given); fails if PID dies.
 bl_wait_listen() {
 	local port=$1 pid=$2 i
 	for ((i = 0; i < ${3:-5} * 20; i++)); do
 		bl_alive "$pid" || return 1
-		bl_listening "$port" && return 0
+		bl_listening "$port" "${4:-}" && return 0
 		sleep 0.05
 	done
 	return 1
 }
 
 # ---------------------------------------------------------------- iperf3
-# bl_iperf_server_start — iperf3 -s on a fresh port of 127.0.0.1 (BL_IPERF_SRV_PORT).
+# bl_iperf_server_start — iperf3 -s on a fresh port of 127.0.0.1 (BL_IPERF_SRV_PORT); in mesh
+# mode (bl_mesh_setup done), on port BL_MESH_IPERF_PORT of every address of host B instead.
 bl_iperf_server_start() {
-	local port log
-	port=$(bl_pick_port)
+	local port log bind=(-B 127.0.0.1) pre=()
+	if [[ -n $BL_NS_B ]]; then
+		port=$BL_MESH_IPERF_PORT bind=() pre=(nsenter "--net=/run/netns/$BL_NS_B" --)
+	else
+		port=$(bl_pick_port)
+	fi
 	log="$BL_TMP/iperf3-server-$port.log"
-	iperf3 -s -B 127.0.0.1 -p "$port" >"$log" 2>&1 &
+	"${pre[@]+"${pre[@]}"}" iperf3 -s "${bind[@]+"${bind[@]}"}" -p "$port" >"$log" 2>&1 &
 	BL_IPERF_SRV_PID=$!
 	bl_own "$BL_IPERF_SRV_PID"
-	if ! bl_wait_listen "$port" "$BL_IPERF_SRV_PID" 5; then
+	if ! bl_wait_listen "$port" "$BL_IPERF_SRV_PID" 5 "$BL_NS_B"; then
 		tail -n 5 "$log" >&2 || true
-		bl_die "iperf3 server did not start on 127.0.0.1:$port"
+		bl_die "iperf3 server did not start on port $port${BL_NS_B:+ in $BL_NS_B}"
 	fi
 	BL_IPERF_SRV_PORT=$port
 }
@@ -279,12 +310,14 @@ bl_iperf_server_restart() {
 }
 
 # bl_iperf_run PORT SECONDS STREAMS REVERSE(0|1) JSON_OUT — iperf3 client towards
-# 127.0.0.1:PORT, bounded by `timeout`. Returns non-zero with BL_PROXY_ERR set on failure.
+# BL_IPERF_HOST:PORT (127.0.0.1 unless mesh mode sets it; in namespace BL_CLIENT_NS if set),
+# bounded by `timeout`. Returns non-zero with BL_PROXY_ERR set on failure.
 # Run in the background and `wait`ed, so Ctrl-C is handled at once.
 bl_iperf_run() {
-	local port=$1 secs=$2 streams=$3 rev=$4 out=$5 pid rc=0 args=()
+	local port=$1 secs=$2 streams=$3 rev=$4 out=$5 pid rc=0 args=() pre=()
 	((rev)) && args+=(-R)
-	timeout -k 5 $((secs + 30)) iperf3 -c 127.0.0.1 -p "$port" -t "$secs" -P "$streams" \
+	[[ -n $BL_CLIENT_NS ]] && pre=(nsenter "--net=/run/netns/$BL_CLIENT_NS" --)
+	timeout -k 5 $((secs + 30)) "${pre[@]+"${pre[@]}"}" iperf3 -c "$BL_IPERF_HOST" -p "$port" -t "$secs" -P "$streams" \
 		"${args[@]+"${args[@]}"}" -J --connect-timeout 5000 >"$out" 2>"$out.err" &
 	pid=$!
 	bl_own "$pid"
@@ -532,6 +565,204 @@ bl_tls_check() {
 	fi
 	bl_stop_proxy
 	return "$rc"
+}
+
+# ---------------------------------------------------------------- mesh mode (network namespaces)
+bl_in_ns() { # bl_in_ns NETNS CMD... — CMD in the network namespace (exec'd: the PID is CMD's)
+	local ns=$1
+	shift
+	nsenter "--net=/run/netns/$ns" -- "$@"
+}
+
+# bl_mesh_sweep — delete namespaces of earlier runs whose script was SIGKILLed (PID gone).
+bl_mesh_sweep() {
+	local name pid
+	while read -r name _; do
+		[[ $name =~ ^rtbench-([0-9]+)-[ab]$ ]] || continue
+		pid=${BASH_REMATCH[1]}
+		[[ -e /proc/$pid ]] && continue
+		ip netns del "$name" 2>/dev/null && bl_log "deleted the namespace of a killed run: $name"
+	done < <(ip netns list 2>/dev/null)
+	return 0
+}
+
+# bl_mesh_setup — hosts A and B (namespaces rtbench-<PID>-a/-b, veth0 between them,
+# A 10.250.0.1/24; B 10.250.0.2/24 and its workload address 10.250.0.3/24), per-namespace
+# sysctls for many short connections, A's capture rules, and the workload config. Registered
+# for deletion (bl_cleanup) before anything is made, so a half-made set-up is undone too.
+bl_mesh_setup() {
+	local h v
+	((EUID == 0)) || bl_die "--mesh needs root (ip netns, veth, iptables); this runs as uid $EUID"
+	bl_mesh_sweep
+	BL_NS_A=rtbench-$$-a BL_NS_B=rtbench-$$-b
+	for h in "$BL_NS_A" "$BL_NS_B"; do
+		BL_NETNS+=("$h")
+		ip netns add "$h" || bl_die "ip netns add $h failed"
+		ip -n "$h" link set lo up
+	done
+	ip -n "$BL_NS_A" link add veth0 type veth peer name veth0 netns "$BL_NS_B" ||
+		bl_die "cannot make the veth pair between $BL_NS_A and $BL_NS_B"
+	{ ip -n "$BL_NS_A" link set veth0 up && ip -n "$BL_NS_B" link set veth0 up &&
+		ip -n "$BL_NS_A" addr add "$BL_MESH_A_IP/24" dev veth0 &&
+		ip -n "$BL_NS_B" addr add "$BL_MESH_B_IP/24" dev veth0 &&
+		ip -n "$BL_NS_B" addr add "$BL_MESH_B_WL/24" dev veth0; } || bl_die "cannot address veth0 in $BL_NS_A / $BL_NS_B"
+	{ ip -n "$BL_NS_A" link set veth0 mtu "${BL_MESH_MTU:-1500}" && ip -n "$BL_NS_B" link set veth0 mtu "${BL_MESH_MTU:-1500}"; } ||
+		bl_die "cannot set veth0's MTU to ${BL_MESH_MTU:-1500}"
+	# Many short connections (the conn/s pass): every port for the client side, and a port in
+	# TIME_WAIT reused for a new outgoing connection (both per namespace; the machine's own
+	# settings are untouched).
+	for h in "$BL_NS_A" "$BL_NS_B"; do
+		ip netns exec "$h" sysctl -qw net.ipv4.ip_local_port_range="16000 65000" net.ipv4.tcp_tw_reuse=1 >/dev/null ||
+			bl_die "sysctl in $h failed"
+	done
+	bl_mesh_capture
+	BL_MESH_CONFIG=$BL_TMP/mesh.yaml
+	bl_mesh_config "$BL_MESH_CONFIG" "${BL_MESH_EXTRA_WORKLOADS:-0}"
+}
+
+# bl_mesh_probe PORT — a TCP connection from A to B's own address and PORT (uncaptured) works.
+bl_mesh_probe() {
+	local i
+	for ((i = 0; i < 30; i++)); do
+		bl_in_ns "$BL_NS_A" timeout 2 bash -c "exec 3<>/dev/tcp/$BL_MESH_B_IP/$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	bl_die "$BL_NS_A cannot connect to $BL_MESH_B_IP:$1 in $BL_NS_B over veth0"
+}
+
+# bl_mesh_capture — A's nat rules, as README's "Running one host of a mesh" (outbound only: B
+# serves HBONE on 15008 and no plaintext inbound), plus one RETURN for B's own address, the
+# direct baseline's destination, ahead of the REDIRECT. nft first, then legacy.
+bl_mesh_capture() {
+	local v rules
+	rules="*nat
+:RT_OUTPUT - [0:0]
+-A OUTPUT -p tcp -j RT_OUTPUT
+-A RT_OUTPUT -m mark --mark $BL_MESH_MARK/0xfff -j RETURN
+-A RT_OUTPUT -o lo -j RETURN
+-A RT_OUTPUT -d $BL_MESH_B_IP/32 -j RETURN
+-A RT_OUTPUT -p tcp -j REDIRECT --to-ports $BL_MESH_OUTBOUND
+COMMIT
+"
+	for v in iptables-nft iptables-legacy; do
+		command -v "$v" >/dev/null || continue
+		bl_in_ns "$BL_NS_A" "$v" -w 5 -t nat -S >/dev/null 2>&1 || continue
+		if bl_in_ns "$BL_NS_A" "$v-restore" -w 5 --noflush <<<"$rules" 2>"$BL_TMP/iptables.err"; then
+			BL_MESH_IPTABLES=$v
+			# conntrack exists in A now (the nat table needs it): closed connections leave
+			# it after 1 s instead of 120 s, so that the conn/s pass never fills the table
+			bl_in_ns "$BL_NS_A" sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 >/dev/null 2>&1 ||
+				bl_log "warning: could not shorten conntrack's TIME_WAIT in $BL_NS_A"
+			return 0
+		fi
+	done
+	bl_die "no iptables could install the capture rules in $BL_NS_A: $(head -c 300 "$BL_TMP/iptables.err" 2>/dev/null)"
+}
+
+# bl_mesh_config FILE EXTRA — the workload config (local-config format) of both hosts: vm-a
+# (node-a) on A, vm-b (node-b) on B's workload address, both HBONE, no policy; plus EXTRA
+# unrelated HBONE workloads (10.1.x.y) to look up among.
+bl_mesh_config() {
+	{
+		cat <<-EOF
+			# generated by ${BL_PROG:-bench} --mesh
+			workloads:
+			- uid: cluster1//v1/Pod/default/vm-a
+			  name: vm-a
+			  namespace: default
+			  serviceAccount: node-a
+			  workloadIps: ["$BL_MESH_A_IP"]
+			  protocol: HBONE
+			  services: {}
+			- uid: cluster1//v1/Pod/default/vm-b
+			  name: vm-b
+			  namespace: default
+			  serviceAccount: node-b
+			  workloadIps: ["$BL_MESH_B_WL"]
+			  protocol: HBONE
+			  services: {}
+		EOF
+		awk -v n="$2" 'BEGIN { for (i = 0; i < n; i++) {
+			printf "- uid: cluster1//v1/Pod/ns-%d/w-%d\n  name: w-%d\n  namespace: ns-%d\n", i % 100, i, i, i % 100
+			printf "  serviceAccount: sa-%d\n  workloadIps: [\"10.1.%d.%d\"]\n  protocol: HBONE\n  services: {}\n", i % 7, int(i / 250), i % 250 + 1 } }'
+		echo "services: []"
+	} >"$1"
+}
+
+# bl_mesh_teardown — delete the namespaces this run made (their veth pair goes with them).
+# Called by bl_cleanup after every process this script started is gone.
+bl_mesh_teardown() {
+	local h
+	for h in "${BL_NETNS[@]+"${BL_NETNS[@]}"}"; do
+		ip netns del "$h" 2>/dev/null || bl_log "warning: could not delete network namespace $h"
+	done
+	BL_NETNS=()
+}
+
+# bl_mesh_start_one NETNS ROLE PORT LOG CMD... — start CMD in NETNS, wait until something
+# listens on PORT there; appends it to BL_PROXY_PIDS/ROLES/LOGS (on failure: 1, BL_PROXY_ERR).
+bl_mesh_start_one() {
+	local ns=$1 role=$2 port=$3 log=$4 pid
+	shift 4
+	printf '+ %s\n' "$*" >"$log"
+	bl_in_ns "$ns" "$@" >>"$log" 2>&1 </dev/null &
+	pid=$!
+	bl_own "$pid"
+	if ! bl_wait_listen "$port" "$pid" 10 "$ns"; then
+		local how="did not listen on port $port in $ns within 10 s"
+		bl_alive "$pid" || how="exited at start-up"
+		bl_kill_tree "$pid" TERM 2
+		BL_PROXY_ERR="$role $how: $(grep -v '^+ ' "$log" | tail -n 3 | tr '\n' ' ' | head -c 300)"
+		return 1
+	fi
+	BL_PROXY_PIDS+=("$pid"); BL_PROXY_ROLES+=("$role"); BL_PROXY_LOGS+=("$log")
+}
+
+# bl_mesh_start KIND TPORT LOG — the proxies of a mesh configuration, for a server in B on
+# TPORT; sets BL_MESH_CLIENT_HOST/PORT (where the client in A connects) and, as
+# bl_start_proxy, BL_PROXY_PID(S)/ROLES/LOGS (A, B). KIND:
+#   direct          no proxy: the client connects to B's own address (not captured)
+#   hbone-flag      A: --forward 127.0.0.1:15002=hbone://<B's workload>:15008/<B's workload>:TPORT,
+#                   --mark 0x539 (its HBONE connection is not captured either)
+#   hbone-captured  A: --config --outbound-listen 127.0.0.1:15001; the client connects to B's
+#                   workload address and A's rules redirect it
+# B is the same in both: --config, --hbone-listen 0.0.0.0:15008 (admission and authorization
+# by the workload config), so that the two differ only in A's capture and lookup.
+bl_mesh_start() {
+	local kind=$1 tport=$2 log=$3 tls_a tls_b
+	BL_PROXY_PID=""; BL_PROXY_ERR=""; BL_PROXY_PIDS=(); BL_PROXY_ROLES=(); BL_PROXY_LOGS=()
+	case $kind in
+	direct) BL_MESH_CLIENT_HOST=$BL_MESH_B_IP BL_MESH_CLIENT_PORT=$tport; return 0 ;;
+	hbone-flag) BL_MESH_CLIENT_HOST=127.0.0.1 BL_MESH_CLIENT_PORT=$BL_MESH_FORWARD ;;
+	hbone-captured) BL_MESH_CLIENT_HOST=$BL_MESH_B_WL BL_MESH_CLIENT_PORT=$tport ;;
+	*) bl_die "unknown mesh configuration '$kind'" 2 ;;
+	esac
+	tls_a=(--cert "$BL_A_CRT" --key "$BL_A_KEY" --ca "$BL_CA")
+	tls_b=(--cert "$BL_B_CRT" --key "$BL_B_KEY" --ca "$BL_CA")
+	local common=(--access-log off --drain-timeout 1s "${BL_RT_EXTRA[@]+"${BL_RT_EXTRA[@]}"}")
+	bl_mesh_start_one "$BL_NS_B" B "$BL_MESH_HBONE" "${log%.log}.B.log" "$BL_RT_BIN" "${tls_b[@]}" \
+		--config "$BL_MESH_CONFIG" --workload default/vm-b/node-b \
+		--hbone-listen "0.0.0.0:$BL_MESH_HBONE" "${common[@]}" || return 1
+	local a_cmd=("$BL_RT_BIN" "${tls_a[@]}") a_port
+	if [[ $kind == hbone-flag ]]; then
+		a_port=$BL_MESH_FORWARD
+		a_cmd+=(--forward "127.0.0.1:$a_port=hbone://$BL_MESH_B_WL:$BL_MESH_HBONE/$BL_MESH_B_WL:$tport?identity=$BL_B_ID"
+			--mark "$BL_MESH_MARK")
+	else
+		a_port=$BL_MESH_OUTBOUND
+		a_cmd+=(--config "$BL_MESH_CONFIG" --workload default/vm-a/node-a
+			--outbound-listen "127.0.0.1:$a_port")
+	fi
+	if ! bl_mesh_start_one "$BL_NS_A" A "$a_port" "${log%.log}.A.log" "${a_cmd[@]}" "${common[@]}"; then
+		local err=$BL_PROXY_ERR
+		bl_stop_proxy
+		BL_PROXY_ERR=$err
+		return 1
+	fi
+	BL_PROXY_PIDS=("${BL_PROXY_PIDS[1]}" "${BL_PROXY_PIDS[0]}")
+	BL_PROXY_ROLES=(A B)
+	BL_PROXY_LOGS=("${BL_PROXY_LOGS[1]}" "${BL_PROXY_LOGS[0]}")
+	BL_PROXY_PID=${BL_PROXY_PIDS[0]}
 }
 
 # ---------------------------------------------------------------- syscall counters
