@@ -131,6 +131,10 @@ Options:
                       An adaptive batching relay (ringtunnel) varies a lot from run to run
                       here, unlike HAProxy whose calls follow its buffer size
   --csv FILE          also write every run's raw values to FILE (CSV, one row per run)
+  --plot FILE.svg     also draw the table as an SVG picture with gnuplot: per load, a bar
+                      per configuration for the median Gbit/s (min-max as error bars), the
+                      median CPU-s/GB and, with --syscalls, the syscalls/GB (a log scale).
+                      scripts/bench-plot.sh RUNS.csv FILE.svg draws one from a saved --csv
   --bin PATH          ringtunnel binary (default: \$RINGTUNNEL, else build/ringtunnel of this
                       repository)
   --pause S           seconds of rest between runs (default: 1)
@@ -151,11 +155,12 @@ for conn/s: about 9 minutes.
 
 A run that fails (proxy does not start or dies, iperf3 fails or times out) is reported in
 its cell ("FAILED" or "k/n ok") and the script goes on with the rest; the exit status is
-then 1. Exit status: 0 all runs succeeded, 1 a run failed or a tool is missing, 2 bad usage.
+then 1. Exit status: 0 all runs succeeded, 1 a run failed, a tool is missing
+or the --plot picture could not be drawn, 2 bad usage.
 Needs: iperf3 haproxy socat jq iproute2 (ss); strace or linux-perf for --syscalls; openssl
 for the tunnels; root, iproute2 (ip), util-linux (nsenter), iptables and build/bench/conn_rate
 for --mesh. With --csv FILE and --mesh, the conn/s runs go to FILE-conns.csv (FILE's .csv
-replaced).
+replaced). gnuplot (gnuplot-nox) for --plot.
 EOF
 }
 
@@ -169,6 +174,7 @@ DIRS_LIST="fwd,rev"
 SYSCALLS=""
 SYS_REPS=1
 CSV_OUT=""
+PLOT_OUT=""
 PAUSE=1
 BL_RT_BIN=${RINGTUNNEL:-$SCRIPT_DIR/../build/ringtunnel}
 BL_RT_EXTRA=()
@@ -217,6 +223,8 @@ while (($#)); do
 	--syscalls-reps=*) SYS_REPS=${1#*=}; shift ;;
 	--csv) need_arg "$1" $#; CSV_OUT=$2; shift 2 ;;
 	--csv=*) CSV_OUT=${1#*=}; shift ;;
+	--plot) need_arg "$1" $#; PLOT_OUT=$2; shift 2 ;;
+	--plot=*) PLOT_OUT=${1#*=}; shift ;;
 	--bin) need_arg "$1" $#; BL_RT_BIN=$2; shift 2 ;;
 	--bin=*) BL_RT_BIN=${1#*=}; shift ;;
 	--pause) need_arg "$1" $#; PAUSE=$2; shift 2 ;;
@@ -311,6 +319,7 @@ if [[ -n $BL_CERT_DIR ]] && ((!${#PAIRS[@]})); then
 	bl_usage_err "--certs is for the tunnels (hbone, haproxy-tls, hbone-flag, hbone-captured), which are not among the configurations"
 fi
 [[ -n $SYSCALLS ]] && tools+=("$SYSCALLS")
+[[ -n $PLOT_OUT ]] && tools+=(gnuplot)
 bl_need "${tools[@]}"
 if ((${#BL_RT_EXTRA[@]})) && ((!RT_USED)); then
 	bl_usage_err "flags after -- are for ringtunnel, which is not among the configurations"
@@ -331,6 +340,10 @@ fi
 ((MESH && EUID != 0)) && bl_die "--mesh needs root (ip netns, veth, iptables); this runs as uid $EUID"
 if [[ -n $CSV_OUT ]]; then
 	{ : >"$CSV_OUT"; } 2>/dev/null || bl_die "cannot write --csv file '$CSV_OUT'"
+fi
+if [[ -n $PLOT_OUT ]]; then
+	[[ $PLOT_OUT != -* ]] || bl_usage_err "--plot needs a file name (got '$PLOT_OUT')"
+	{ : >"$PLOT_OUT"; } 2>/dev/null || bl_die "cannot write --plot file '$PLOT_OUT'"
 fi
 
 bl_init
@@ -779,6 +792,17 @@ END {
 	print "thread per CPU): well below that, it is not what limits conn/s."
 }' "$CONN_CSV"
 
+PLOT_FAILED=0
+if [[ -n $PLOT_OUT ]]; then
+	if "$SCRIPT_DIR/bench-plot.sh" --title "bench-compare: $REPS rep(s) x ${SECONDS_RUN} s on $(nproc) CPUs, $(date -u +%F)" \
+		"$CSV" "$PLOT_OUT"; then
+		echo "plot: $PLOT_OUT" >&2
+	else
+		echo "the plot could not be drawn (see above)" >&2
+		PLOT_FAILED=1
+	fi
+fi
+
 ((FAILED)) && echo "some runs FAILED (see the cells above$([[ -n $CSV_OUT ]] && echo ", and $CSV_OUT"))" >&2
 ((TLS_FAILED)) && echo "the mutual-TLS check of a tunnel failed (see the top): its figures are not those of an mTLS tunnel" >&2
-exit $((FAILED || TLS_FAILED))
+exit $((FAILED || TLS_FAILED || PLOT_FAILED))

@@ -67,7 +67,7 @@ bl_pkg_of() {
 	case "$1" in
 	iperf3) echo iperf3 ;; haproxy) echo haproxy ;; socat) echo socat ;;
 	strace) echo strace ;; jq) echo jq ;; ss) echo iproute2 ;; perf) echo linux-perf ;;
-	openssl) echo openssl ;;
+	openssl) echo openssl ;; gnuplot) echo gnuplot-nox ;;
 	timeout|mktemp|sort|od) echo coreutils ;; getconf) echo libc-bin ;; awk) echo mawk ;;
 	*) echo "$1" ;;
 	esac

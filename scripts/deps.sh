@@ -32,6 +32,10 @@ rt_deps_packages=(
     dpkg-dev autoconf automake libtool
     # peers of the tests and benchmarks; clang for the fuzz targets
     iperf3 haproxy socat strace openssl nodejs clang libclang-rt-14-dev jq linux-perf
+    # operating ringtunnel: promtool checks the metrics output (prometheus; its service is
+    # disabled below), gnuplot draws bench-compare.sh --plot, systemd-analyze verifies the
+    # installed unit, groff and man render the installed man page
+    prometheus gnuplot-nox systemd groff-base man-db
 )
 
 # Changing anything here changes the cache directory's hash, so a new build is made.
@@ -139,13 +143,15 @@ rt_ensure_packages() {
     if [[ $added_policy -eq 1 ]]; then rt_as_root rm -f "$policy"; fi
     [[ $rc -eq 0 ]] || rt_die "apt-get failed (exit $rc) installing: ${missing[*]}"
 
-    if printf '%s\n' "${missing[@]}" | grep -qx haproxy; then
+    local svc
+    for svc in haproxy prometheus; do
+        printf '%s\n' "${missing[@]}" | grep -qx "$svc" || continue
         # Do not start it at boot either; either init may be absent (systemd is offline
         # in containers), so failures here are fine.
-        rt_as_root systemctl disable haproxy >/dev/null 2>&1 || true
-        rt_as_root update-rc.d haproxy disable >/dev/null 2>&1 || true
-        rt_log "packages: haproxy service disabled (tests start their own haproxy)"
-    fi
+        rt_as_root systemctl disable "$svc" >/dev/null 2>&1 || true
+        rt_as_root update-rc.d "$svc" disable >/dev/null 2>&1 || true
+        rt_log "packages: $svc service disabled (the tests start their own haproxy, and use only promtool of prometheus)"
+    done
     mapfile -t missing < <(rt_missing_packages)
     [[ ${#missing[@]} -eq 0 ]] || rt_die "still missing after apt-get install: ${missing[*]}"
     rt_log "packages: done"
