@@ -25,6 +25,40 @@ namespace {
 // The HBONE port of every workload (ztunnel's).
 constexpr uint16_t kHbonePort = 15008;
 
+// Whether the accepted `fd` reached one of our listeners directly: its original destination is
+// its own local address (no NAT rewrote it), and that address is one of our listeners.
+bool not_redirected(int fd, const net::IpAddress& original_ip, uint16_t original_port,
+                    const config::Config& config) {
+  net::Endpoint local;
+  socklen_t len = sizeof local.storage;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local.storage), &len) < 0) return false;
+  local.length = len;
+  const auto local_ip = net::IpAddress::from_sockaddr(local.addr(), local.length);
+  return local_ip && *local_ip == original_ip && local.port() == original_port &&
+         own_listener_flag(local, config) != nullptr;
+}
+
+// Refused with an access line (end=refused) saying why.
+void refuse_not_redirected(WorkerContext& ctx, int fd, const std::string& listener,
+                           const net::Endpoint& original) {
+  if (ctx.access_enabled()) {
+    net::Endpoint source;
+    socklen_t len = sizeof source.storage;
+    getpeername(fd, reinterpret_cast<sockaddr*>(&source.storage), &len);
+    source.length = len;
+    const std::string client = net::format_sockaddr(source.addr(), source.length);
+    const std::string target = original.to_string();
+    AccessRecord rec;
+    rec.listener = listener;
+    rec.client = client;
+    rec.target = target;
+    rec.end = EndReason::refused;
+    rec.start_unix_ms = unix_ms();
+    ctx.access(rec, "not redirected: a connection straight to ringtunnel's own listener");
+  }
+  refuse_accepted(ctx, fd);
+}
+
 // The `baggage` header a node proxy sends for its source workload: the attributes it has, in
 // this order, comma-separated.
 std::string baggage(const workload::Workload& w) {
@@ -124,6 +158,12 @@ void open_captured_outbound(WorkerContext& ctx, int fd, const std::string& liste
   }
   const auto ip = net::IpAddress::from_sockaddr(original.addr(), original.length);
   if (!ip || !ctx.state || !ctx.local) return refuse_accepted(ctx, fd);
+  // A connection made straight to the listener was not redirected: its original destination is
+  // the listener itself, and dialling it would come back here, again and again.
+  if (not_redirected(fd, *ip, original.port(), ctx.config)) {
+    refuse_not_redirected(ctx, fd, listener_text, original);
+    return;
+  }
   thread_local std::mt19937_64 rng{std::random_device{}()};
   const workload::Destination d =
       ctx.state->resolve_outbound(*ctx.local, *ip, original.port(), rng());

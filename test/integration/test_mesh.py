@@ -42,6 +42,10 @@ service-headers: to a service VIP (10.251.0.20:80) whose endpoint is an HBONE wo
   zone, in that order) and a `traceparent`.
 service-hbone: the same with ringtunnel on B: B's access line names the client from the
   `forwarded` header's for= element (the host= after it does not hide it).
+listener-loops: connections straight to the capture listeners (A's 127.0.0.1:15001 and
+  10.250.0.1:15001; B's 10.250.0.2:15006 from A, which B's rules redirect to itself) are
+  refused, one access line each (end=refused), and neither host fills with connections: the
+  proxy never dials its own listener.
 No capture loop: the proxy's upstream socket carries the mark the rules skip (the target sees
 the connection from A's address, and the proxy logs exactly one line per client)."""
 
@@ -507,6 +511,62 @@ def service_hbone(node):
         pa.stop_ok()
 
 
+def established(host):
+    """TCP connections in state ESTAB in the host."""
+    rc, out, _ = host.run(["ss", "-Htn", "state", "established"])
+    return len([ln for ln in out.splitlines() if ln.strip()])
+
+
+def refused(host, dst):
+    """Connects from `host` to dst and sends a byte: True when the connection ends (EOF or
+    reset) with nothing received."""
+    try:
+        s = host.connect(dst, timeout=3)
+        try:
+            s.sendall(b"x")
+            return s.recv(10) == b""
+        finally:
+            s.close()
+    except OSError:
+        return True
+
+
+def listener_loops():
+    with MeshHosts() as mesh:
+        a, b = mesh.a, mesh.b
+        a.install_capture(inbound=False)
+        b.install_capture(outbound=False)
+        cfg = os.path.join(tempfile.gettempdir(), "mesh-loops.yaml")
+        write_atomic(cfg, CONFIG)
+        pa = a.proxy(["--config", cfg, "--workload", "default/vm-a/node-a", "--outbound-listen",
+                      "0.0.0.0:15001"] + identity_args("node-a"), listens=[("0.0.0.0", 15001)])
+        pb = b.proxy(["--config", cfg, "--workload", "default/vm-b/node-b",
+                      "--inbound-plaintext-listen", "0.0.0.0:15006"] + identity_args("node-b"),
+                     listens=[("0.0.0.0", 15006)])
+        # Straight to A's outbound listener: its original destination is the listener itself.
+        for dst in (("127.0.0.1", 15001), (a.ip, 15001)):
+            check(refused(a, dst), "%s:%d answered" % dst)
+        wait_until(lambda: len(pa.access()) >= 2, 3)
+        time.sleep(0.5)
+        lines = pa.access()
+        check(len(lines) == 2 and all(e["end"] == "refused" and "not redirected" in
+                                      e.get("reason", "") for e in lines), "A: %r" % lines)
+        check(established(a) < 10, "A holds %d established connections (a loop?)" % established(a))
+        # From A to B's plaintext port: B's rules redirect it to 15006, whose original
+        # destination is B's own 15006.
+        check(refused(a, (b.ip, 15006)), "B's 15006 answered")
+        wait_until(lambda: pb.access(), 3)
+        time.sleep(0.5)
+        lines = pb.access()
+        check(len(lines) == 1 and lines[0]["end"] == "refused" and
+              lines[0]["target"] == "%s:15006" % b.ip, "B: %r" % lines)
+        check(established(b) < 10, "B holds %d established connections (a loop?)" % established(b))
+        log("A: %s; B: %s" % ("; ".join("%s %s" % (e["target"], e["end"]) for e in pa.access()),
+                              "%s %s" % (lines[0]["target"], lines[0]["end"])))
+        pa.stop_ok()
+        pb.stop_ok()
+
+
 def open_h2(addr, name):
     """mTLS as `name`, the preface and SETTINGS; waits for the server's SETTINGS."""
     c = h2.H2Conn(addr, h2.tls_context(ca(), cert(name), key(name)), timeout=10)
@@ -574,6 +634,7 @@ TESTS = [
     ("ipv6", ipv6),
     ("service-headers", lambda: service_hbone(True)),
     ("service-hbone", lambda: service_hbone(False)),
+    ("listener-loops", listener_loops),
 ]
 
 if __name__ == "__main__":
