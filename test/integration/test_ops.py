@@ -92,6 +92,9 @@ def exchange(port, data, timeout=5.0):
                 b = s.recv(65536)
             except ConnectionResetError:
                 break
+            except socket.timeout:
+                fail("port %d: no complete answer within %.0f s to %r (got %r)"
+                     % (port, timeout, data[:60], out[:200]))
             if not b:
                 break
             out += b
