@@ -234,6 +234,8 @@ std::string start_ops(const config::Config& config, const workload::Store& store
     l.id = server.listen(at, l.flag, err);
     if (l.id < 0) return fmt::format("{} {}: cannot listen: {}", l.flag, l.address, err);
   }
+  // The metrics listener (listens[0]) has no routes of its own here: it answers 404 until the
+  // metrics component registers its paths on listens[0].id.
   if (listens[1].id >= 0) ops::add_readiness_routes(server, listens[1].id, health);
   if (listens[2].id >= 0) {
     ops::AdminSources sources;
