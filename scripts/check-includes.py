@@ -6,6 +6,9 @@ each `#include "ringtunnel/..."` to include/ringtunnel/..., and fails with the c
 a header that reaches itself through others makes the order of definitions fragile and ties
 components together that should not know each other.
 
+The operating servers (ops/) stand beside the proxy: ops/ may include config/, net/, tls/,
+workload/, ops/ and proxy/log.h only, and proxy/ never includes ops/ (main.cc joins them).
+
 It also holds the proxy's layering: the objects (relay, HBONE connection and stream, outbound
 pool) reach their worker only through proxy/context.h, so worker.h and objects.h (the tables of
 every object) are included only by the few files above them (TOP_ONLY).
@@ -29,6 +32,27 @@ TOP_ONLY = {
         "src/proxy/worker.cc",
     },
 }
+
+
+# folder prefix -> the include prefixes its files may use (None: any but those in NEVER)
+OPS_MAY_INCLUDE = ("include/ringtunnel/config/", "include/ringtunnel/net/",
+                   "include/ringtunnel/tls/", "include/ringtunnel/workload/",
+                   "include/ringtunnel/ops/", "include/ringtunnel/proxy/log.h")
+OPS_FILES = ("src/ops/", "include/ringtunnel/ops/")
+PROXY_FILES = ("src/proxy/", "include/ringtunnel/proxy/")
+
+
+def ops_layering(edges):
+    """The ops/ and proxy/ arrows that break the rule above, as messages."""
+    wrong = []
+    for path, incs in edges.items():
+        for inc in incs:
+            if path.startswith(OPS_FILES) and not inc.startswith(OPS_MAY_INCLUDE):
+                wrong.append(f"{path} includes {inc} (ops/ may include only "
+                             "config/, net/, tls/, workload/, ops/ and proxy/log.h)")
+            if path.startswith(PROXY_FILES) and inc.startswith("include/ringtunnel/ops/"):
+                wrong.append(f"{path} includes {inc} (proxy/ never includes ops/)")
+    return wrong
 
 
 def files(root):
@@ -90,11 +114,11 @@ def main(argv):
         print("include cycle: " + " -> ".join(cycle))
         return 1
     wrong = sorted(
-        f"{path} includes {inc} (only {', '.join(sorted(TOP_ONLY[inc]))} may)"
-        for path, incs in edges.items()
-        if path.startswith("src/")
-        for inc in incs
-        if inc in TOP_ONLY and path not in TOP_ONLY[inc]
+        [f"{path} includes {inc} (only {', '.join(sorted(TOP_ONLY[inc]))} may)"
+         for path, incs in edges.items()
+         if path.startswith("src/")
+         for inc in incs
+         if inc in TOP_ONLY and path not in TOP_ONLY[inc]] + ops_layering(edges)
     )
     if wrong:
         print("layering:\n  " + "\n  ".join(wrong))

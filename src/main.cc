@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -30,6 +31,10 @@
 
 #include "dev_identity.h"
 #include "ringtunnel/config/flags.h"
+#include "ringtunnel/net/ip.h"
+#include "ringtunnel/ops/admin.h"
+#include "ringtunnel/ops/health.h"
+#include "ringtunnel/ops/http_server.h"
 #include "ringtunnel/proxy/log.h"
 #include "ringtunnel/proxy/worker.h"
 #include "ringtunnel/tls/credentials.h"
@@ -86,7 +91,7 @@ std::string counts(const workload::State& state) {
 
 void log_warnings(const workload::LoadNotes& notes) {
   for (const std::string& w : notes.warnings)
-    proxy::log_line(fmt::format("ringtunnel: config: warning: {}", w));
+    proxy::log_line(proxy::LogLevel::warn, fmt::format("ringtunnel: config: warning: {}", w));
 }
 
 // --config at start-up: the file, and the local workload in it. Returns "" or the error (exit 2).
@@ -146,13 +151,113 @@ void reload_config(workload::Store& store, bool log_unchanged) {
   uint64_t generation = 0;
   const auto state = store.snapshot(&generation);
   if (!err.empty())
-    proxy::log_line(fmt::format("ringtunnel: config: {}; keeping generation {}", err, generation));
+    proxy::log_line(proxy::LogLevel::error,
+                    fmt::format("ringtunnel: config: {}; keeping generation {}", err, generation));
   else if (!notes.unchanged)
     proxy::log_line(fmt::format("ringtunnel: config: reloaded {}: {} (generation {})", store.path(),
                                 counts(*state), generation));
   else if (log_unchanged)
     proxy::log_line(fmt::format("ringtunnel: config: {} is unchanged; keeping generation {}",
                                 store.path(), generation));
+}
+
+// What wait_for_stop() and ConfigWaiter::wait() return for POST /quitquitquit (no signal is 0).
+constexpr int kQuitRequested = 0;
+
+// The main thread's wait without --config: a stop signal (SIGTERM, SIGINT) or the quit eventfd.
+int wait_for_stop(const sigset_t& signals, int quit_fd) {
+  const int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
+  while (signal_fd >= 0) {
+    pollfd fds[2] = {{signal_fd, POLLIN, 0}, {quit_fd, POLLIN, 0}};
+    const int n = poll(fds, 2, -1);
+    if (n < 0 && errno != EINTR) break;
+    if (n > 0 && (fds[1].revents & POLLIN)) {
+      close(signal_fd);
+      return kQuitRequested;
+    }
+    signalfd_siginfo info{};
+    if (n > 0 && (fds[0].revents & POLLIN) &&
+        read(signal_fd, &info, sizeof info) == ssize_t(sizeof info)) {
+      close(signal_fd);
+      return int(info.ssi_signo);
+    }
+  }
+  // No signalfd or poll (should not happen): signals only.
+  if (signal_fd >= 0) close(signal_fd);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  return sig;
+}
+
+// The certificates in use, for /config_dump: the files as they are now, or the embedded ones.
+std::string read_file_text(const std::string& path) {
+  std::string out;
+  if (FILE* f = fopen(path.c_str(), "r")) {
+    char buffer[4096];
+    for (size_t n; (n = fread(buffer, 1, sizeof buffer, f)) > 0;)
+      out.append(buffer, n);
+    fclose(f);
+  }
+  return out;
+}
+
+// Opens the operating listeners (--metrics-listen, --readiness-listen, --admin-listen), adds
+// the readiness and admin routes, and starts their thread. Returns "" or the error (exit 1).
+std::string start_ops(const config::Config& config, const workload::Store& store, int quit_fd,
+                      const ops::Health& health, ops::HttpServer& server) {
+  struct Listen {
+    const char* flag;
+    const std::string& address;
+    const char* serves;
+    int id = -1;
+  } listens[] = {{"--metrics-listen", config.metrics_listen, "metrics"},
+                 {"--readiness-listen", config.readiness_listen, "/healthz/ready"},
+                 {"--admin-listen", config.admin_listen, "/config_dump, /logging, /quitquitquit"}};
+  if (config.admin_listen != "off") {
+    net::Endpoint at;
+    net::parse_endpoint(config.admin_listen, at);
+    const auto ip = net::IpAddress::from_sockaddr(at.addr(), at.length);
+    const bool loopback = ip && (ip->is_v4() ? ip->bytes[0] == 127 : ip->to_string() == "::1");
+    if (!loopback)
+      proxy::log_line(proxy::LogLevel::warn,
+                      fmt::format("ringtunnel: warning: --admin-listen {} is not a loopback "
+                                  "address: anyone who reaches it can read the config and stop "
+                                  "this process (POST /quitquitquit)",
+                                  config.admin_listen));
+  }
+  for (Listen& l : listens) {
+    if (l.address == "off") continue;
+    net::Endpoint at;
+    if (std::string err = net::parse_endpoint(l.address, at); !err.empty())
+      return fmt::format("{} {}: {}", l.flag, l.address, err);
+    std::string err;
+    l.id = server.listen(at, l.flag, err);
+    if (l.id < 0) return fmt::format("{} {}: cannot listen: {}", l.flag, l.address, err);
+  }
+  // The metrics listener (listens[0]) has no routes of its own here: it answers 404 until the
+  // metrics component registers its paths on listens[0].id.
+  if (listens[1].id >= 0) ops::add_readiness_routes(server, listens[1].id, health);
+  if (listens[2].id >= 0) {
+    ops::AdminSources sources;
+    sources.config = &config;
+    sources.store = config.store ? &store : nullptr;
+    if (!config.cert.empty()) {
+      sources.certificate_pem = [path = config.cert] { return read_file_text(path); };
+      sources.ca_pem = [path = config.ca] { return read_file_text(path); };
+    } else if (config.needs_identity()) {
+      sources.certificate_pem = [] { return std::string(kDevIdentity_cert); };
+      sources.ca_pem = [] { return std::string(kDevIdentity_ca); };
+    }
+    sources.quit = [quit_fd] {
+      const uint64_t one = 1;
+      [[maybe_unused]] const ssize_t n = write(quit_fd, &one, sizeof one);
+    };
+    ops::add_admin_routes(server, listens[2].id, std::move(sources));
+  }
+  for (const Listen& l : listens)
+    if (l.id >= 0)
+      proxy::log_line(fmt::format("ringtunnel: {} {}: serving {}", l.flag, l.address, l.serves));
+  return server.start();
 }
 
 // What the main thread does until a stop signal with --config: reloads on SIGHUP, and when the
@@ -172,7 +277,8 @@ class ConfigWaiter {
   static constexpr int kQuietMs = 100;
   using Clock = std::chrono::steady_clock;
 
-  ConfigWaiter(workload::Store& store, const sigset_t& signals) : store_(store) {
+  ConfigWaiter(workload::Store& store, const sigset_t& signals, int quit_fd)
+      : store_(store), quit_fd_(quit_fd) {
     signal_fd_ = signalfd(-1, &signals, SFD_CLOEXEC);
     const std::string& path = store.path();
     const size_t slash = path.rfind('/');
@@ -184,9 +290,11 @@ class ConfigWaiter {
     if (inotify_fd_ < 0 || inotify_add_watch(inotify_fd_, dir_.c_str(),
                                              IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_MODIFY |
                                                  IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
-      proxy::log_line(fmt::format(
-          "ringtunnel: config: cannot watch {} for changes to {}: {}; SIGHUP reloads it", dir_,
-          name_, strerror(errno)));
+      proxy::log_line(
+          proxy::LogLevel::warn,
+          fmt::format(
+              "ringtunnel: config: cannot watch {} for changes to {}: {}; SIGHUP reloads it", dir_,
+              name_, strerror(errno)));
       stop_watching();
     }
     // A change between load() and the watch: the first check finds it (and says nothing when
@@ -201,7 +309,7 @@ class ConfigWaiter {
   ConfigWaiter(const ConfigWaiter&) = delete;
   ConfigWaiter& operator=(const ConfigWaiter&) = delete;
 
-  // Returns the stop signal (SIGTERM or SIGINT).
+  // Returns the stop signal (SIGTERM or SIGINT), or kQuitRequested.
   int wait(const sigset_t& signals) {
     if (signal_fd_ < 0) {
       // No signalfd (should not happen): SIGHUP still reloads.
@@ -212,14 +320,16 @@ class ConfigWaiter {
       }
     }
     for (;;) {
-      pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}};
+      // The quit eventfd (POST /quitquitquit) first: an inotify fd of -1 is skipped by poll.
+      pollfd fds[3] = {{signal_fd_, POLLIN, 0}, {quit_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}};
       int timeout = -1;
       if (pending_)
         timeout = int(std::max<int64_t>(
             0, std::chrono::ceil<std::chrono::milliseconds>(due_ - Clock::now()).count()));
-      const int n = poll(fds, inotify_fd_ >= 0 ? 2 : 1, timeout);
+      const int n = poll(fds, 3, timeout);
       if (n < 0 && errno != EINTR) {
-        proxy::log_line(fmt::format("ringtunnel: config: poll: {}", strerror(errno)));
+        proxy::log_line(proxy::LogLevel::error,
+                        fmt::format("ringtunnel: config: poll: {}", strerror(errno)));
         return SIGTERM;
       }
       if (n > 0 && (fds[0].revents & POLLIN)) {
@@ -230,7 +340,8 @@ class ConfigWaiter {
           reload_config(store_, true);
         }
       }
-      if (n > 0 && inotify_fd_ >= 0 && fds[1].revents) {
+      if (n > 0 && (fds[1].revents & POLLIN)) return kQuitRequested;
+      if (n > 0 && inotify_fd_ >= 0 && fds[2].revents) {
         if (file_changed()) {
           pending_ = true;
           due_ = Clock::now() + std::chrono::milliseconds(kQuietMs);
@@ -255,10 +366,12 @@ class ConfigWaiter {
         const auto* event = reinterpret_cast<const inotify_event*>(buffer + at);
         at += ssize_t(sizeof(inotify_event) + event->len);
         if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
-          proxy::log_line(fmt::format(
-              "ringtunnel: config: {} was removed or moved: no longer watching it for changes "
-              "to {}; SIGHUP reloads it",
-              dir_, name_));
+          proxy::log_line(
+              proxy::LogLevel::warn,
+              fmt::format(
+                  "ringtunnel: config: {} was removed or moved: no longer watching it for changes "
+                  "to {}; SIGHUP reloads it",
+                  dir_, name_));
           stop_watching();
           return changed;
         }
@@ -273,6 +386,7 @@ class ConfigWaiter {
   }
 
   workload::Store& store_;
+  int quit_fd_ = -1;
   int signal_fd_ = -1;
   int inotify_fd_ = -1;
   std::string dir_, name_;
@@ -293,14 +407,14 @@ int run(config::Config& config) {
   proxy::LogSink stderr_sink(STDERR_FILENO, false);
   proxy::AccessLog access_log;
   if (std::string err = access_log.open(config.access_log, stderr_sink); !err.empty()) {
-    proxy::log_line(fmt::format("ringtunnel: {}", err));
+    proxy::log_line(proxy::LogLevel::error, fmt::format("ringtunnel: {}", err));
     return 1;
   }
   // Lives until the workers have stopped: they hold config.store.
   workload::Store store;
   if (!config.config_path.empty()) {
     if (std::string err = load_config(config, store); !err.empty()) {
-      proxy::log_line(fmt::format("ringtunnel: {}", err));
+      proxy::log_line(proxy::LogLevel::error, fmt::format("ringtunnel: {}", err));
       return 2;
     }
     config.store = &store;
@@ -308,13 +422,13 @@ int run(config::Config& config) {
   std::unique_ptr<tls::Credentials> identity;
   if (config.needs_identity()) {
     if (std::string err = load_identity(config, identity); !err.empty()) {
-      proxy::log_line(fmt::format("ringtunnel: identity: {}", err));
+      proxy::log_line(proxy::LogLevel::error, fmt::format("ringtunnel: identity: {}", err));
       return 1;
     }
   }
   if (config.store) {
     if (std::string err = check_local_identity(config, store, *identity); !err.empty()) {
-      proxy::log_line(fmt::format("ringtunnel: {}", err));
+      proxy::log_line(proxy::LogLevel::error, fmt::format("ringtunnel: {}", err));
       return 1;
     }
     const auto state = store.snapshot();
@@ -324,11 +438,28 @@ int run(config::Config& config) {
         store.local_workload(*state)->spiffe_id()));
   }
   if (std::string err = check_mark(config); !err.empty()) {
-    proxy::log_line(fmt::format("ringtunnel: {}", err));
+    proxy::log_line(proxy::LogLevel::error, fmt::format("ringtunnel: {}", err));
+    return 1;
+  }
+  // The operating listeners, served from here on (readiness says 503 until the workers are up).
+  ops::Health health;
+  health.config_needed = config.store != nullptr;
+  health.config_loaded = config.store != nullptr;
+  health.identity_needed = identity != nullptr;
+  if (identity) {
+    health.cert_not_before = int64_t(identity->not_before());
+    health.cert_not_after = int64_t(identity->not_after());
+  }
+  const int quit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ops::HttpServer ops_server;
+  if (std::string err = start_ops(config, store, quit_fd, health, ops_server); !err.empty()) {
+    proxy::log_line(proxy::LogLevel::error, fmt::format("ringtunnel: {}", err));
+    if (quit_fd >= 0) close(quit_fd);
     return 1;
   }
   const unsigned workers =
       config.workers ? config.workers : std::max(1u, std::thread::hardware_concurrency());
+  health.workers_expected = workers;
 
   // Workers inherit this mask: only the main thread takes the stop signals, through sigwait
   // (and SIGHUP with --config, through ConfigWaiter; without --config SIGHUP still ends the
@@ -340,7 +471,7 @@ int run(config::Config& config) {
   if (config.store) sigaddset(&stop, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   std::optional<ConfigWaiter> waiter;
-  if (config.store) waiter.emplace(store, stop);
+  if (config.store) waiter.emplace(store, stop, quit_fd);
   signal(SIGPIPE, SIG_IGN);  // a write to a reset peer returns EPIPE instead of killing us
 
   // From here on the log is written by writer threads: a worker never waits for its output.
@@ -360,10 +491,11 @@ int run(config::Config& config) {
     pool.push_back(std::make_unique<proxy::Worker>(i, config, access_log, identity.get()));
     auto ready = std::make_shared<std::promise<std::string>>();
     started.push_back(ready->get_future());
-    threads.emplace_back([w = pool.back().get(), ready] {
+    threads.emplace_back([w = pool.back().get(), ready, &health] {
       std::string err = w->start();
       const bool ok = err.empty();
       ready->set_value(std::move(err));
+      if (ok) health.workers_ready.fetch_add(1, std::memory_order_release);  // listeners armed
       if (ok) w->run();
     });
   }
@@ -372,7 +504,8 @@ int run(config::Config& config) {
     if (std::string err = started[i].get(); !err.empty() && failure.empty())
       failure = fmt::format("worker {}: {}", i, err);
   if (!failure.empty()) {
-    proxy::log_line(fmt::format("ringtunnel: start-up failed: {}", failure));
+    proxy::log_line(proxy::LogLevel::error,
+                    fmt::format("ringtunnel: start-up failed: {}", failure));
     for (auto& w : pool)
       w->request_drain();
     for (auto& t : threads)
@@ -436,14 +569,19 @@ int run(config::Config& config) {
   if (waiter)
     sig = waiter->wait(stop);
   else
-    sigwait(&stop, &sig);
-  proxy::log_line(
-      fmt::format("ringtunnel: {} received, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    sig = wait_for_stop(stop, quit_fd);
+  health.draining.store(true, std::memory_order_release);
+  proxy::log_line(fmt::format("ringtunnel: {} received, draining", sig == kQuitRequested
+                                                                       ? "/quitquitquit"
+                                                                   : sig == SIGTERM ? "SIGTERM"
+                                                                                    : "SIGINT"));
   for (auto& w : pool)
     w->request_drain();
   for (auto& t : threads)
     t.join();
   proxy::log_line("ringtunnel: stopped");
+  ops_server.stop();
+  if (quit_fd >= 0) close(quit_fd);
   stop_logs(access_log, stderr_sink);
   return 0;
 }

@@ -119,6 +119,16 @@ std::string add_listen(std::string_view v, std::vector<Config::ListenAt>& out) {
   return {};
 }
 
+// An operating listener: "off", or an address kept normalised.
+std::string set_ops_listen(std::string_view v, std::string& out) {
+  if (v == "off") return out = "off", "";
+  net::Endpoint at;
+  if (std::string err = net::parse_endpoint(v, at); !err.empty())
+    return err + " (or off for no listener)";
+  out = at.to_string();
+  return {};
+}
+
 std::string set_bool(std::string_view v, bool& out) {
   if (v == "on" || v == "true" || v == "1") return out = true, "";
   if (v == "off" || v == "false" || v == "0") return out = false, "";
@@ -467,6 +477,30 @@ const std::vector<Flag>& flags() {
          c.access_log = std::string(v);
          return {};
        }},
+      {"--metrics-listen", "ADDR|off",
+       "Serve metrics over HTTP on ADDR (ip:port; port 15020 by convention), or off. The "
+       "operating listeners (this, --readiness-listen and --admin-listen) are served by one "
+       "thread of their own, never by a worker: a slow or hostile client cannot stall the "
+       "data path. Each request must arrive within 5 s with at most 8 KiB of request line "
+       "and headers and no body; at most 64 connections are open per listener. A listener "
+       "that cannot be opened stops start-up (exit 1).",
+       [](const Config& c) { return c.metrics_listen; },
+       [](std::string_view v, Config& c) { return set_ops_listen(v, c.metrics_listen); }},
+      {"--readiness-listen", "ADDR|off",
+       "Serve readiness on ADDR, or off: GET /healthz/ready answers 200 \"ready\" once every "
+       "worker's listeners are up, the --config file has loaded and the certificate is valid, "
+       "else 503 with the reason; 503 \"draining\" from the start of a drain on.",
+       [](const Config& c) { return c.readiness_listen; },
+       [](std::string_view v, Config& c) { return set_ops_listen(v, c.readiness_listen); }},
+      {"--admin-listen", "ADDR|off",
+       "Serve the admin endpoint on ADDR, or off: GET /config_dump (JSON: workloads, services, "
+       "policies, the certificate chain with its validity, every flag's value), GET /logging "
+       "and POST /logging?level=error|warn|info|debug (the log level, changed at run time), "
+       "POST /quitquitquit (drain and exit 0, as on SIGTERM). Anyone who can reach it can "
+       "stop the process: keep it on loopback; a non-loopback ADDR is logged as a warning at "
+       "start.",
+       [](const Config& c) { return c.admin_listen; },
+       [](std::string_view v, Config& c) { return set_ops_listen(v, c.admin_listen); }},
       {"--help", nullptr, "Print this help and exit.", nullptr, nullptr},
       {"--version", nullptr, "Print the version and the libraries in use, and exit.", nullptr,
        nullptr},
@@ -820,6 +854,10 @@ FlagsResult parse_flags(const std::vector<std::string_view>& args, const Environ
     listeners.emplace_back("--outbound-listen", &l.text);
   for (const Config::ListenAt& l : c.inbound_plaintext_listens)
     listeners.emplace_back("--inbound-plaintext-listen", &l.text);
+  for (const auto& [flag, text] : {std::pair{"--metrics-listen", &c.metrics_listen},
+                                   std::pair{"--readiness-listen", &c.readiness_listen},
+                                   std::pair{"--admin-listen", &c.admin_listen}})
+    if (*text != "off") listeners.emplace_back(flag, text);
   for (size_t a = 0; a < listeners.size(); ++a)
     for (size_t b = a + 1; b < listeners.size(); ++b) {
       if (*listeners[a].second != *listeners[b].second) continue;

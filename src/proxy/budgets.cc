@@ -93,10 +93,12 @@ void Budgets::write_refusals() {
          fmt::format("over the handshake cap (--max-handshakes {})", config_.max_handshakes));
     part(n(Refusal::handshake_timeout), "handshake timeouts");
     part(n(Refusal::client_gone), "closed by the client before sending a byte");
-    log_line(fmt::format(
-        "ringtunnel: worker {}: hbone: {} connections closed before the handshake in the last "
-        "1 s: {}",
-        id_, before, parts));
+    log_line(
+        LogLevel::warn,
+        fmt::format(
+            "ringtunnel: worker {}: hbone: {} connections closed before the handshake in the last "
+            "1 s: {}",
+            id_, before, parts));
   }
   parts.clear();
   part(n(Refusal::connections),
@@ -109,7 +111,8 @@ void Budgets::write_refusals() {
   part(n(Refusal::conn_streams), fmt::format("CONNECTs over their connection's {} streams",
                                              h2::SessionOptions{}.server_max_streams));
   if (!parts.empty())
-    log_line(fmt::format("ringtunnel: worker {}: limits: refused in the last 1 s: {}", id_, parts));
+    log_line(LogLevel::warn,
+             fmt::format("ringtunnel: worker {}: limits: refused in the last 1 s: {}", id_, parts));
   refused_ = {};
   refusals_due_ns_ = 0;
 }

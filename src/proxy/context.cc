@@ -11,7 +11,7 @@ void WorkerContext::access(const AccessRecord& record, std::string_view reason) 
 }
 
 void WorkerContext::log_bug(std::string_view what) {
-  log_line(fmt::format("ringtunnel: worker {}: internal error: {}", id, what));
+  log_line(LogLevel::error, fmt::format("ringtunnel: worker {}: internal error: {}", id, what));
 }
 
 void WorkerContext::unexpected(std::string_view owner, Op op, int res) {

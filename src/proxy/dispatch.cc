@@ -55,7 +55,8 @@ void open_relay(WorkerContext& ctx, int fd, uint16_t route) {
 Relay* open_relay(WorkerContext& ctx, int fd, const TcpTarget& to) {
   Relay* r = ctx.objects().relays.acquire(ctx);
   if (!r) {
-    log_line(fmt::format("ringtunnel: worker {}: {} connections open, refusing another", ctx.id,
+    log_line(LogLevel::warn,
+             fmt::format("ringtunnel: worker {}: {} connections open, refusing another", ctx.id,
                          ctx.objects().relays.live()));
     refuse_accepted(ctx, fd);
     return nullptr;
@@ -215,10 +216,11 @@ void shed_stalled_holder(WorkerContext& ctx, uint64_t now) {
     if (held > most) most = held, conn = s.connection(), relay = nullptr;
   });
   if (relay) {
-    log_line(fmt::format(
-        "ringtunnel: worker {}: overload: receive pool low and --memory-budget {} spent; "
-        "resetting the stalled connection from {} holding {} bytes of the pool",
-        ctx.id, ctx.config.memory_budget, relay->client_text(), most));
+    log_line(LogLevel::warn,
+             fmt::format(
+                 "ringtunnel: worker {}: overload: receive pool low and --memory-budget {} spent; "
+                 "resetting the stalled connection from {} holding {} bytes of the pool",
+                 ctx.id, ctx.config.memory_budget, relay->client_text(), most));
     relay->end(EndReason::overload);
   } else if (conn) {
     conn->overload(

@@ -43,6 +43,7 @@ size_t write_all(int fd, std::string_view data) {
 }
 
 std::atomic<LogSink*> g_sink{nullptr};
+std::atomic<LogLevel> g_level{LogLevel::info};
 
 }  // namespace
 
@@ -159,7 +160,44 @@ uint64_t LogSink::dropped() const {
   return state_->dropped;
 }
 
+void set_log_level(LogLevel level) {
+  g_level.store(level, std::memory_order_relaxed);
+}
+
+LogLevel log_level() {
+  return g_level.load(std::memory_order_relaxed);
+}
+
+bool log_enabled(LogLevel level) {
+  return level <= log_level();
+}
+
+const char* to_string(LogLevel level) {
+  switch (level) {
+    case LogLevel::error:
+      return "error";
+    case LogLevel::warn:
+      return "warn";
+    case LogLevel::info:
+      return "info";
+    case LogLevel::debug:
+      return "debug";
+  }
+  return "info";
+}
+
+bool parse_log_level(std::string_view text, LogLevel& out) {
+  for (const LogLevel l : {LogLevel::error, LogLevel::warn, LogLevel::info, LogLevel::debug})
+    if (text == to_string(l)) return out = l, true;
+  return false;
+}
+
 void log_line(std::string_view message) {
+  log_line(LogLevel::info, message);
+}
+
+void log_line(LogLevel level, std::string_view message) {
+  if (!log_enabled(level)) return;
   std::string line;
   line.reserve(message.size() + 1);
   for (const char c : message) {

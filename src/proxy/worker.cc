@@ -173,6 +173,7 @@ void Worker::on_accept(size_t i, const io_uring_cqe& cqe) {
                            cqe.res == -ENOMEM)) {
     if (!ctx_.accept_blocked)
       log_line(
+          LogLevel::warn,
           fmt::format("ringtunnel: worker {}: accept on {}: {}; accepting again when descriptors "
                       "are free (tried every 100 ms)",
                       id_, listener_text(l), strerror(-cqe.res)));

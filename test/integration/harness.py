@@ -190,12 +190,43 @@ def exec_self(argv):
     os.execvp(argv[0], argv)
 
 
+OPS_LISTEN_FLAGS = ("--metrics-listen", "--readiness-listen", "--admin-listen")
+_ops_listen_known = None
+
+
+def ops_listen_off(args):
+    """args with `--X-listen off` in front for each operating listener
+    (OPS_LISTEN_FLAGS) that args do not name: their defaults (0.0.0.0:15020,
+    0.0.0.0:15021, 127.0.0.1:15000) would collide when a test starts several
+    ringtunnels on one host, or runs beside another test. In front, so that
+    args keep their own meaning (a flag missing its value stays last). A binary
+    without these flags (an older build) gets args unchanged."""
+    global _ops_listen_known
+    if _ops_listen_known is None:
+        try:
+            r = subprocess.run([binary(), "--help"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=10)
+            _ops_listen_known = b"--admin-listen" in r.stdout
+        except (OSError, subprocess.TimeoutExpired):
+            _ops_listen_known = False
+    args = list(args)
+    if not _ops_listen_known:
+        return args
+    named = {a.split("=", 1)[0] for a in args if isinstance(a, str)}
+    front = []
+    for flag in OPS_LISTEN_FLAGS:
+        if flag not in named:
+            front += [flag, "off"]
+    return front + args
+
+
 def run_to_exit(args, timeout=5.0, must_exit=True, program=None, env=None):
     """Run `program` (default: the binary under test) with args to completion,
     registered like every child; returns (rc, stdout, stderr). If it does not
     exit within timeout it is killed, and the test fails (must_exit) or rc is
-    None."""
-    argv = [program or binary()] + list(args)
+    None. The binary under test gets its operating listeners off unless args
+    name them (ops_listen_off)."""
+    argv = ([program] + list(args)) if program else ([binary()] + ops_listen_off(args))
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     try:
@@ -880,8 +911,9 @@ class Proxy:
 
     def __init__(self, args, listens=(), wait=True, timeout=15.0, cwd=None, prefix=()):
         """prefix: argv before the binary's (say, nsenter into a network
-        namespace: mesh_hosts.HostProxy); self.args are the binary's own."""
-        self.args = list(args)
+        namespace: mesh_hosts.HostProxy); self.args are the binary's own, with
+        the operating listeners off unless args name them (ops_listen_off)."""
+        self.args = ops_listen_off(args)
         self.listens = list(listens)
         fd, self.out_path = tempfile.mkstemp(prefix="proxy-", suffix=".stdout")
         self._out = os.fdopen(fd, "wb")

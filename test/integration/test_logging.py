@@ -28,7 +28,7 @@ import time
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (STRICT_ACCESS_RE, TargetServer, Threads, binary, check,  # noqa: E402
-                     check_kv, echo_handler, fail, fmt_addr, forward_arg, free_port, log,
+                     ops_listen_off, check_kv, echo_handler, fail, fmt_addr, forward_arg, free_port, log,
                      parse_access_kv_line, reap, run_tests, sock_addr_str, spawn,
                      tcp_listen_ports)
 
@@ -74,7 +74,8 @@ def unread_stderr():
     proc = None
     try:
         listen = ("127.0.0.1", free_port())
-        proc = spawn([binary(), "--workers", "1", "--forward", forward_arg(listen, target.addr)],
+        proc = spawn([binary()] + ops_listen_off(["--workers", "1", "--forward",
+                                                   forward_arg(listen, target.addr)]),
                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_listening(proc, listen)
 

@@ -109,6 +109,14 @@ struct Config {
   uint32_t max_handshakes_per_source = 32;
   int64_t hbone_idle_timeout_ms = 60000;  // an inbound connection with no stream closes after it
 
+  // The operating listeners (ops/http_server.h: one thread of their own, never a worker's):
+  // metrics, readiness (/healthz/ready) and admin (/config_dump, /logging, /quitquitquit).
+  // "ip:port" normalised, or "off". The admin listener is loopback unless the user says
+  // otherwise (a warning at start then).
+  std::string metrics_listen = "0.0.0.0:15020";
+  std::string readiness_listen = "0.0.0.0:15021";
+  std::string admin_listen = "127.0.0.1:15000";
+
   bool needs_identity() const {
     // A mesh workload's SPIFFE ID is checked against the certificate's at start-up.
     if (!hbone_listens.empty() || !config_path.empty()) return true;

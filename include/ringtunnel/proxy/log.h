@@ -9,7 +9,9 @@
 //   ringtunnel: log: dropped N lines (the log output did not keep up)
 //
 // Operational messages ("ringtunnel: ...") go through log_line(), which uses the standard-error
-// sink installed by main, or writes synchronously before there is one (start-up messages).
+// sink installed by main, or writes synchronously before there is one (start-up messages). Each
+// has a level; messages above the process-wide level (set_log_level, default info; the admin
+// endpoint's /logging changes it at run time) are not written.
 #pragma once
 
 #include <cstddef>
@@ -20,6 +22,21 @@
 #include <thread>
 
 namespace ringtunnel::proxy {
+
+// Most to least severe: a level lets through its own messages and those before it.
+enum class LogLevel : uint8_t { error, warn, info, debug };
+
+// The process-wide level: any thread, at any time (one relaxed atomic).
+void set_log_level(LogLevel level);
+LogLevel log_level();
+// Whether a message of `level` is written now.
+bool log_enabled(LogLevel level);
+// "error", "warn", "info", "debug".
+const char* to_string(LogLevel level);
+// Parses one of those names; false (and `out` untouched) for anything else.
+bool parse_log_level(std::string_view text, LogLevel& out);
+// The names, for error messages: "error, warn, info or debug".
+inline constexpr const char* kLogLevelNames = "error, warn, info or debug";
 
 class LogSink {
  public:
@@ -55,7 +72,8 @@ class LogSink {
 
 // Writes one operational message as one line (control characters in it are escaped as \xNN,
 // so a message never spans lines) through the installed sink, else synchronously to stderr.
-void log_line(std::string_view message);
+void log_line(std::string_view message);  // LogLevel::info
+void log_line(LogLevel level, std::string_view message);
 // The standard-error sink log_line() uses: set once its writer runs, cleared (nullptr) after the
 // workers have stopped and before the sink is stopped.
 void set_log_sink(LogSink* sink);

@@ -352,6 +352,7 @@ TEST_CASE("--help shows each flag's default as Config's initializers set it") {
       {"PATH", {"/etc/ringtunnel/mesh.yaml"}},
       {"NS/NAME/SA", {"prod/db-0/db"}},
       {"MARK", {"0x10", "0xffffffff"}},
+      {"ADDR|off", {"off", "127.0.0.1:25020", "[::1]:25021"}},
   };
   const std::vector<FlagInfo> table = flag_table();
   REQUIRE(table.size() == help.size());
