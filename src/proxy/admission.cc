@@ -125,6 +125,17 @@ const char* own_listener(const Addr& a, const config::Config& config) {
     if (reaches(l.at)) return "--outbound-listen";
   for (const config::Config::ListenAt& l : config.inbound_plaintext_listens)
     if (reaches(l.at)) return "--inbound-plaintext-listen";
+  // The operating listeners (a CONNECT must not reach /quitquitquit or /logging from afar).
+  // Their ports are compared first, so a target on another port parses nothing.
+  char buffer[8];
+  const std::string_view port(buffer, fmt::format_to_n(buffer, sizeof buffer, ":{}", a.port).size);
+  for (const auto& [flag, text] : {std::pair{"--metrics-listen", &config.metrics_listen},
+                                   std::pair{"--readiness-listen", &config.readiness_listen},
+                                   std::pair{"--admin-listen", &config.admin_listen}}) {
+    if (*text == "off" || !text->ends_with(port)) continue;
+    net::Endpoint at;
+    if (net::parse_endpoint(*text, at).empty() && reaches(at)) return flag;
+  }
   return nullptr;
 }
 

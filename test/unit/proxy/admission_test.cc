@@ -285,6 +285,11 @@ TEST_CASE("admission with a workload config: each rule, in order") {
       {"", "10.250.0.3:15001", &peer, Verdict::own_listener, 503, proxy::EndReason::refused},
       {"", "[fd00:250::2]:15006", &peer, Verdict::own_listener, 503, proxy::EndReason::refused},
       {"", "10.250.0.3:15006", &peer, Verdict::own_listener, 503, proxy::EndReason::refused},
+      // The operating listeners' defaults: metrics and readiness on every address, admin on
+      // loopback only (so a workload address with its port is not ours).
+      {"", "10.250.0.3:15020", &peer, Verdict::own_listener, 503, proxy::EndReason::refused},
+      {"", "10.250.0.3:15021", &peer, Verdict::own_listener, 503, proxy::EndReason::refused},
+      {"", "10.250.0.3:15000", &peer, Verdict::allow, 200, proxy::EndReason::none},
       {"", "10.250.0.3:8080", &peer, Verdict::allow, 200, proxy::EndReason::none},
       {kDenyNodeA, "10.250.0.2:8080", &peer, Verdict::denied, 401, proxy::EndReason::denied},
       {kOnlyNodeA, "10.250.0.2:8080", &peer, Verdict::allow, 200, proxy::EndReason::none},
