@@ -10,7 +10,7 @@
 
 namespace ringtunnel::net {
 
-int listen_reuseport(const Endpoint& at, int backlog, std::string& error) {
+int listen_reuseport(const Endpoint& at, int backlog, std::string& error, bool* transparent) {
   const int fd = socket(at.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     error = fmt::format("socket: {}", strerror(errno));
@@ -20,6 +20,11 @@ int listen_reuseport(const Endpoint& at, int backlog, std::string& error) {
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   if (at.family() == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (transparent) {
+    *transparent = at.family() == AF_INET6
+                       ? setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one) == 0
+                       : setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) == 0;
+  }
   if (bind(fd, at.addr(), at.length) < 0 || listen(fd, backlog) < 0) {
     const int err = errno;
     error = fmt::format("listen on {}: {}", at.to_string(), strerror(err));
@@ -43,16 +48,23 @@ int stream_socket_for(const Endpoint& to, uint32_t mark) {
 
 int original_dst(int fd, Endpoint& out) {
   sockaddr_storage local{};
-  socklen_t len = sizeof local;
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) < 0) return -errno;
+  socklen_t local_len = sizeof local;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) < 0) return -errno;
   // The option's number is the same for both families (netfilter's SO_ORIGINAL_DST and
   // IP6T_SO_ORIGINAL_DST are 80), at its own level.
   constexpr int kOriginalDst = 80;
   const int level = local.ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
   out = Endpoint{};
-  len = sizeof out.storage;
-  if (getsockopt(fd, level, kOriginalDst, &out.storage, &len) < 0) return -errno;
-  out.length = len;
+  socklen_t len = sizeof out.storage;
+  if (getsockopt(fd, level, kOriginalDst, &out.storage, &len) == 0) {
+    out.length = len;
+    return 0;
+  }
+  if (errno != ENOENT) return -errno;
+  // No NAT record: delivered by TPROXY, which keeps the original destination as the local
+  // address.
+  out.storage = local;
+  out.length = local_len;
   return 0;
 }
 

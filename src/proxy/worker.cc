@@ -102,9 +102,17 @@ std::string Worker::start() {
   for (const auto& [listens, kind] : captures) {
     for (size_t i = 0; i < listens->size(); ++i) {
       std::string err;
+      bool transparent = false;
+      const bool capture = kind != kHboneListener;
       const int fd =
-          net::listen_reuseport((*listens)[i].at, static_cast<int>(config_.listen_backlog), err);
+          net::listen_reuseport((*listens)[i].at, static_cast<int>(config_.listen_backlog), err,
+                                capture ? &transparent : nullptr);
       if (fd < 0) return err;
+      if (capture && !transparent && id_ == 0)
+        log_line(LogLevel::warn,
+                 fmt::format("ringtunnel: {}: cannot set IP_TRANSPARENT (it needs "
+                             "CAP_NET_ADMIN): TPROXY rules cannot deliver here, REDIRECT rules can",
+                             (*listens)[i].text));
       listeners_.push_back({fd, kind, static_cast<uint16_t>(i)});
       arm_accept(listeners_.size() - 1);
     }

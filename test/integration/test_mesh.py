@@ -46,6 +46,10 @@ listener-loops: connections straight to the capture listeners (A's 127.0.0.1:150
   10.250.0.1:15001; B's 10.250.0.2:15006 from A, which B's rules redirect to itself) are
   refused, one access line each (end=refused), and neither host fills with connections: the
   proxy never dials its own listener.
+tproxy: A captures with TPROXY (mangle OUTPUT marks A's TCP to B's addresses, a policy
+  route sends it to loopback, PREROUTING TPROXY delivers it to --outbound-listen, which has
+  IP_TRANSPARENT): a passthrough and an HBONE workload, byte-exact; a straight connection to the
+  listener is still refused.
 No capture loop: the proxy's upstream socket carries the mark the rules skip (the target sees
 the connection from A's address, and the proxy logs exactly one line per client)."""
 
@@ -567,6 +571,55 @@ def listener_loops():
         pb.stop_ok()
 
 
+def tproxy():
+    """Host A's outbound capture by TPROXY instead of REDIRECT: A's TCP to 10.250.0.9 and to
+    10.250.0.3 (not ringtunnel's own, marked 0x539) is marked, routed to loopback, and
+    delivered by TPROXY to the outbound listener, whose accepted socket keeps the original
+    destination as its local address (no NAT record). The routing mark (0x2) is a bit that
+    ringtunnel's own mark (0x539) does not have: its upstream sockets are routed normally."""
+    from mesh_hosts import VARIANTS, iptables_variant
+    with MeshHosts() as mesh:
+        a, b = mesh.a, mesh.b
+        b.add_address("10.250.0.3/24")
+        b.add_address("10.250.0.9/24")
+        ipt = VARIANTS[iptables_variant(a)]["4"]
+        for dst in ("10.250.0.9", "10.250.0.3"):
+            a.check_run([ipt, "-w", "5", "-t", "mangle", "-A", "OUTPUT", "-p", "tcp", "-d", dst,
+                         "-m", "mark", "!", "--mark", "0x539/0xfff", "-j", "MARK", "--set-mark",
+                         "0x2/0x2"])
+        a.check_run([ipt, "-w", "5", "-t", "mangle", "-A", "PREROUTING", "-i", "lo", "-p", "tcp",
+                     "-m", "mark", "--mark", "0x2/0x2", "-j", "TPROXY", "--on-ip", "127.0.0.1",
+                     "--on-port", "15001", "--tproxy-mark", "0x2/0x2"])
+        a.check_run(["ip", "rule", "add", "fwmark", "0x2/0x2", "lookup", "100"])
+        a.check_run(["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"])
+        cfg = os.path.join(tempfile.gettempdir(), "mesh-tproxy.yaml")
+        write_atomic(cfg, HBONE_CONFIG % "")
+        b.server(echo_handler, "10.250.0.9", 7070)
+        b.server(echo_handler, "10.250.0.3", 8080)
+        pb = b.proxy(["--config", cfg, "--workload", "default/vm-b/node-b", "--hbone-listen",
+                      "0.0.0.0:15008"] + identity_args("node-b"), listens=[("0.0.0.0", 15008)])
+        pa = a.proxy(["--config", cfg, "--workload", "default/vm-a/node-a", "--outbound-listen",
+                      "127.0.0.1:15001"] + identity_args("node-a"), listens=[("127.0.0.1", 15001)])
+        check("IP_TRANSPARENT" not in pa.stderr_text(), "A: %s" % pa.stderr_text()[-500:])
+        for dst, target, dst_identity in ((("10.250.0.9", 7070), "10.250.0.9:7070", None),
+                                          (("10.250.0.3", 8080), "10.250.0.3:8080", ID_B)):
+            s = a.connect(dst)
+            client = "%s:%d" % s.getsockname()
+            n = echo_through(s)
+            s.close()
+            e = pa.wait_access([client])[client]
+            check(e["target"] == target and e["end"] == "closed" and e["bytes_up"] == n and
+                  e.get("dst_identity") == dst_identity, "A: %r" % e)
+            log("TPROXY: %s -> %s%s, %d bytes each way" % (client, target,
+                                                          " over HBONE" if dst_identity else "", n))
+        # Straight to the listener: still refused, never dialled.
+        check(refused(a, ("127.0.0.1", 15001)), "127.0.0.1:15001 answered")
+        wait_until(lambda: any(e["end"] == "refused" for e in pa.access()), 3)
+        check(established(a) < 10, "A holds %d established connections" % established(a))
+        pa.stop_ok()
+        pb.stop_ok()
+
+
 def open_h2(addr, name):
     """mTLS as `name`, the preface and SETTINGS; waits for the server's SETTINGS."""
     c = h2.H2Conn(addr, h2.tls_context(ca(), cert(name), key(name)), timeout=10)
@@ -635,6 +688,7 @@ TESTS = [
     ("service-headers", lambda: service_hbone(True)),
     ("service-hbone", lambda: service_hbone(False)),
     ("listener-loops", listener_loops),
+    ("tproxy", tproxy),
 ]
 
 if __name__ == "__main__":

@@ -9,17 +9,22 @@
 namespace ringtunnel::net {
 
 // A listening socket with SO_REUSEPORT, so that every worker binds its own and the kernel spreads
-// accepted connections among them. Returns the fd, or -errno with `error` set.
-int listen_reuseport(const Endpoint& at, int backlog, std::string& error);
+// accepted connections among them. Returns the fd, or -errno with `error` set. With
+// `transparent`, also IP_TRANSPARENT (IPV6_TRANSPARENT), which TPROXY rules need to deliver to
+// it (CAP_NET_ADMIN); *transparent says whether that took.
+int listen_reuseport(const Endpoint& at, int backlog, std::string& error,
+                     bool* transparent = nullptr);
 
 // A fresh TCP socket for a connection to `to` (close-on-exec, TCP_NODELAY). A non-zero `mark`
 // is set as its SO_MARK: the host's capture rules let the proxy's own upstream sockets through
 // by that mark. Returns fd or -errno.
 int stream_socket_for(const Endpoint& to, uint32_t mark = 0);
 
-// Where an accepted connection was going before the host's NAT rules (REDIRECT, or TPROXY's
-// local address) sent it to us: SO_ORIGINAL_DST (IPv4) or IP6T_SO_ORIGINAL_DST (IPv6). Returns
-// 0 and fills `out`, or -errno (-ENOENT: the connection was not redirected).
+// Where an accepted connection was going before the host's rules sent it to us: after REDIRECT,
+// SO_ORIGINAL_DST (IPv4) or IP6T_SO_ORIGINAL_DST (IPv6); after TPROXY (no NAT record: ENOENT),
+// the connection's own local address, which TPROXY leaves as the original destination. A
+// connection made straight to the listener gets the listener's address either way: callers
+// check for that. Returns 0 and fills `out`, or -errno.
 int original_dst(int fd, Endpoint& out);
 
 // Options every relayed socket gets: no Nagle delay (the relay already batches its writes).
