@@ -585,8 +585,8 @@ def tproxy():
         ipt = VARIANTS[iptables_variant(a)]["4"]
         for dst in ("10.250.0.9", "10.250.0.3"):
             a.check_run([ipt, "-w", "5", "-t", "mangle", "-A", "OUTPUT", "-p", "tcp", "-d", dst,
-                         "-m", "mark", "!", "--mark", "0x539/0xfff", "-j", "MARK", "--set-mark",
-                         "0x2/0x2"])
+                         "-m", "conntrack", "--ctdir", "ORIGINAL", "-m", "mark", "!", "--mark",
+                         "0x539/0xfff", "-j", "MARK", "--set-mark", "0x2/0x2"])
         a.check_run([ipt, "-w", "5", "-t", "mangle", "-A", "PREROUTING", "-i", "lo", "-p", "tcp",
                      "-m", "mark", "--mark", "0x2/0x2", "-j", "TPROXY", "--on-ip", "127.0.0.1",
                      "--on-port", "15001", "--tproxy-mark", "0x2/0x2"])
