@@ -42,6 +42,7 @@ def hold_handler(conn, peer):
         conn.recv(1)  # until the client closes
     except OSError:
         pass
+    conn.close()
 
 
 def proxy_sockets(pid):
@@ -91,35 +92,52 @@ def socket_of(sockets, local=None, remote=None):
     return found[0][2]
 
 
-def ss_timer(local_port):
-    """The timer field ss shows on the established socket with this local port, or ''."""
-    r = subprocess.run(["ss", "-tnoe", "state", "established", "( sport = :%d )" % local_port],
+def ss_timer(side, port):
+    """The timer field ss shows on the established socket whose `side` ("sport" or "dport") is
+    `port`, or ''."""
+    r = subprocess.run(["ss", "-tnoe", "state", "established", "( %s = :%d )" % (side, port)],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
-    m = re.search(r"timer:\(([^)]*)\)", r.stdout.decode())
+    lines = [ln for ln in r.stdout.decode().splitlines()[1:] if ln.strip()]
+    check(len(lines) == 1, "ss: sockets with %s %d: %r" % (side, port, lines))
+    m = re.search(r"timer:\(([^)]*)\)", lines[0])
     return m.group(1) if m else ""
 
 
 def relay_case(extra, want, timer_check):
+    """A relay with `extra` flags: ss shows the kernel's keepalive timer on its accepted socket
+    (local port: the listener's) and its upstream one (remote port: the target's), with the
+    default direct descriptors; with --fixed-files off the relay's sockets are in its descriptor
+    table, and their options are read."""
     target = TargetServer(hold_handler)
     listen = ("127.0.0.1", free_port())
-    p = Proxy(["--forward", forward_arg(listen, ("127.0.0.1", target.addr[1]))] + list(extra),
+    tport = target.addr[1]
+    p = Proxy(["--forward", forward_arg(listen, ("127.0.0.1", tport))] + list(extra),
               listens=[listen])
+    c = socket.create_connection(listen, timeout=10)
+    wait_until(lambda: target.accepted >= 1, 5, what="the relay's upstream connection")
+    timers = (ss_timer("sport", listen[1]), ss_timer("dport", tport))
+    for t in timers:
+        timer_check(t)
+    c.close()
+    p.stop_ok()
+
+    listen = ("127.0.0.1", free_port())
+    p = Proxy(["--forward", forward_arg(listen, ("127.0.0.1", tport)), "--fixed-files", "off"] +
+              list(extra), listens=[listen])
     c = socket.create_connection(listen, timeout=10)
     client = c.getsockname()[:2]
     found = []
 
     def both():
-        found[:] = [proxy_sockets(p.pid)]
-        return len(found[0]) >= 2
+        found[:] = proxy_sockets(p.pid)
+        return len(found) >= 2
     wait_until(both, 5, what="the relay's two sockets")
-    accepted = socket_of(found[0], remote=client)
-    upstream = socket_of(found[0], remote=("127.0.0.1", target.addr[1]))
+    accepted = socket_of(found, remote=client)
+    upstream = socket_of(found, remote=("127.0.0.1", tport))
     check(accepted == want, "accepted socket: keepalive %r, expected %r" % (accepted, want))
     check(upstream == want, "upstream socket: keepalive %r, expected %r" % (upstream, want))
-    timer = ss_timer(listen[1])
-    timer_check(timer)
     log("accepted and upstream sockets: SO_KEEPALIVE %d, idle %d s, interval %d s, %d probes; "
-        "ss: timer:(%s)" % (want + (timer,)))
+        "ss: timer:(%s) and timer:(%s)" % (want + timers))
     c.close()
     p.stop_ok()
     target.close()
@@ -146,24 +164,12 @@ def flags():
 def off():
     def no_timer(t):
         check("keepalive" not in t, "ss shows a keepalive timer with keepalive off: %r" % t)
-    # The other fields keep the kernel's defaults; only SO_KEEPALIVE matters.
-    target = TargetServer(hold_handler)
-    listen = ("127.0.0.1", free_port())
-    p = Proxy(["--forward", forward_arg(listen, ("127.0.0.1", target.addr[1])),
-               "--tcp-keepalive-time", "off"], listens=[listen])
-    c = socket.create_connection(listen, timeout=10)
-    found = []
-
-    def both():
-        found[:] = proxy_sockets(p.pid)
-        return len(found) >= 2
-    wait_until(both, 5, what="the relay's two sockets")
-    check(all(ka[0] == 0 for _, _, ka in found), "SO_KEEPALIVE on: %r" % found)
-    no_timer(ss_timer(listen[1]))
-    log("--tcp-keepalive-time off: SO_KEEPALIVE off on both sockets, no keepalive timer")
-    c.close()
-    p.stop_ok()
-    target.close()
+    # The other fields are the kernel's defaults: nothing was set.
+    sysctl = []
+    for name in ("tcp_keepalive_time", "tcp_keepalive_intvl", "tcp_keepalive_probes"):
+        with open("/proc/sys/net/ipv4/" + name) as f:
+            sysctl.append(int(f.read()))
+    relay_case(["--tcp-keepalive-time", "off"], tuple([0] + sysctl), no_timer)
 
 
 def hbone():
