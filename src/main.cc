@@ -1,6 +1,7 @@
 // ringtunnel: flags -> config -> one worker per core -> wait for SIGTERM/SIGINT -> drain -> exit.
 // With --config, the main thread also reloads the workload config while it waits (on SIGHUP
-// and when the file changes) and the workers take each new snapshot from the Store.
+// and when the file changes) and the workers take each new snapshot from the Store; with
+// --cert/--key/--ca it does the same for the node's credentials (CertificateWatch).
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>

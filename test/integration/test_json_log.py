@@ -32,8 +32,8 @@ import tempfile
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Proxy, TargetServer, check, forward_arg, free_port, log,  # noqa: E402
-                     run_tests, run_to_exit, wait_until)
+from harness import (Proxy, TargetServer, check, connect_bound, forward_arg, free_port,  # noqa: E402
+                     log, run_tests, run_to_exit, wait_until)
 from hbone_common import (ID_A, ID_B, LOOPBACK_ALLOW, hbone_forward_arg,  # noqa: E402
                           identity_args, require_hbone)
 
@@ -53,10 +53,18 @@ def answer_handler(conn, peer):
     conn.shutdown(socket.SHUT_WR)
 
 
-def transfer(addr, connect=socket.create_connection):
-    """Sends UP bytes, half-closes, reads to EOF; returns (client address, bytes received)."""
-    s = connect(addr, timeout=10)
-    client = "%s:%d" % s.getsockname()[:2]
+def transfer(addr, connect=None):
+    """Sends UP bytes, half-closes, reads to EOF; returns (client address, bytes received).
+    `connect` (a mesh host's) makes the socket; by default a bound one, so that the address is
+    known even when a reset arrives before connect() returns."""
+    if connect is None:
+        s, client, how = connect_bound(addr)
+        if how:
+            s.close()
+            return client, 0
+    else:
+        s = connect(addr, timeout=10)
+        client = "%s:%d" % s.getsockname()[:2]
     got = 0
     try:
         s.sendall(b"u" * UP)
