@@ -124,12 +124,10 @@ class Node:
 
     def __init__(self, d, extra=()):
         self.target = TargetServer(echo_handler)
-        self.p = Proxy(["--hbone-listen", "127.0.0.1:%d" % free_port()] + LOOPBACK_ALLOW +
+        self.addr = ("127.0.0.1", free_port())
+        self.p = Proxy(["--hbone-listen", "%s:%d" % self.addr] + LOOPBACK_ALLOW +
                        ["--cert", os.path.join(d, "cert.pem"), "--key", os.path.join(d, "key.pem"),
-                        "--ca", ca()] + debug_args() + list(extra), wait=False)
-        self.addr = ("127.0.0.1", int(self.p.args[1].rsplit(":", 1)[1]))
-        self.p.listens = [self.addr]
-        self.p.wait_listening()
+                        "--ca", ca()] + debug_args() + list(extra), listens=[self.addr])
         self.a_listen = ("127.0.0.1", free_port())
         self.a = Proxy(["--forward", hbone_forward_arg(self.a_listen, self.addr,
                                                        ("127.0.0.1", self.target.addr[1]), ID_B)]
