@@ -20,7 +20,9 @@ sighup: the cert and key are links into a directory nobody watches, edited in pl
   changes until SIGHUP, which rotates to 1002; SIGHUP again logs "unchanged".
 expiry-warning: a certificate valid for one day is warned about at start-up (once: "expires
   on ... in N minutes"); rotating to a ten-year one ends the warnings, and rotating back to a
-  one-day one warns again."""
+  one-day one warns again.
+ops-with-certs: with --cert and no --config, readiness is 200 before and after a rotation and
+  POST /quitquitquit drains and exits 0 (the certificate watch shares the main thread's wait)."""
 
 import os
 import shutil
@@ -294,12 +296,52 @@ def expiry_warning():
     n.stop()
 
 
+def http(port, method, path):
+    """(status, body) of one HTTP/1.1 request to 127.0.0.1:port."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(("%s %s HTTP/1.1\r\nHost: x\r\n\r\n" % (method, path)).encode())
+        out = b""
+        while True:
+            piece = s.recv(65536)
+            if not piece:
+                break
+            out += piece
+    head, _, body = out.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def ops_with_certs():
+    """Without --config the certificate watch runs the main thread's wait: readiness stays 200
+    across a rotation, and POST /quitquitquit still drains and exits 0."""
+    require_hbone()
+    w = tempfile.mkdtemp(prefix="issued-")
+    c1, k1 = issue(w, "b1", 0x1001)
+    c2, k2 = issue(w, "b2", 0x1002)
+    d = pair_dir(c1, k1)
+    admin, readiness = free_port(), free_port()
+    n = Node(d, ["--admin-listen", "127.0.0.1:%d" % admin,
+                 "--readiness-listen", "127.0.0.1:%d" % readiness])
+    wait_until(lambda: http(readiness, "GET", "/healthz/ready")[0] == 200, 5, what="readiness")
+    copy_over(k2, os.path.join(d, "key.pem"))
+    copy_over(c2, os.path.join(d, "cert.pem"))
+    wait_serial(n.addr, 0x1002)
+    check(http(readiness, "GET", "/healthz/ready")[0] == 200, "not ready after the rotation")
+    status, body = http(admin, "POST", "/quitquitquit")
+    check(status == 200, "POST /quitquitquit: %d %r" % (status, body))
+    rc = n.p.wait_exit(10)
+    check(rc == 0, "exit code %s after /quitquitquit" % rc)
+    log("ready across the rotation; /quitquitquit: exit 0")
+    n.a.stop_ok()
+    n.target.close()
+
+
 TESTS = [
     ("rename-over", rename_over),
     ("broken-pair", broken_pair),
     ("secret-swap", secret_swap),
     ("sighup", sighup),
     ("expiry-warning", expiry_warning),
+    ("ops-with-certs", ops_with_certs),
 ]
 
 if __name__ == "__main__":
