@@ -1,6 +1,7 @@
 // ringtunnel: flags -> config -> one worker per core -> wait for SIGTERM/SIGINT -> drain -> exit.
 // With --config, the main thread also reloads the workload config while it waits (on SIGHUP
-// and when the file changes) and the workers take each new snapshot from the Store.
+// and when the file changes) and the workers take each new snapshot from the Store; with
+// --cert/--key/--ca it does the same for the node's credentials (CertificateWatch).
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -10,9 +11,11 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <future>
 #include <memory>
 #include <optional>
@@ -37,6 +40,7 @@
 #include "ringtunnel/ops/http_server.h"
 #include "ringtunnel/proxy/log.h"
 #include "ringtunnel/proxy/worker.h"
+#include "ringtunnel/tls/credential_store.h"
 #include "ringtunnel/tls/credentials.h"
 #include "ringtunnel/workload/store.h"
 
@@ -107,7 +111,8 @@ std::string load_config(const config::Config& config, workload::Store& store) {
 // The local workload's SPIFFE ID is the one its node proxy presents: it must be the
 // certificate's. Returns "" or the error (exit 1).
 std::string check_local_identity(const config::Config& config, const workload::Store& store,
-                                 const tls::Credentials& identity) {
+                                 const tls::CredentialStore& credentials) {
+  const tls::Credentials& identity = *credentials.current();
   const auto state = store.snapshot();
   const std::string want = store.local_workload(*state)->spiffe_id();
   const std::string have = identity.identity().to_string();
@@ -260,10 +265,229 @@ std::string start_ops(const config::Config& config, const workload::Store& store
   return server.start();
 }
 
-// What the main thread does until a stop signal with --config: reloads on SIGHUP, and when the
-// file changes. One thread (this one) both waits for signals (a signalfd: the signals stay
-// blocked in every thread) and watches the file (inotify on its directory), so reloads never
-// run concurrently and a stop is never delayed by more than one reload.
+// Watches the node's --cert, --key and --ca files and replaces the credentials when they change
+// (tls/credential_store.h), and warns of the certificate's expiry. Like the config file, the
+// directories are watched, not the files: a file renamed over, or a symbolic link swapped (a
+// Kubernetes secret volume swaps a "..data" link beside the files), is seen. Events for the
+// files' names (or any event in a directory where the path is a symbolic link) start a quiet
+// period of kQuietMs, restarted by each further event, after which the three files are read
+// together; files whose bytes did not change replace nothing and log nothing.
+//
+// Expiry: one warning once the certificate in use has less than kExpiryWarningS left, and one
+// error when it has expired. Readiness (`health`) follows the certificate in use.
+class CertificateWatch {
+ public:
+  static constexpr int kQuietMs = 100;
+  static constexpr std::time_t kExpiryWarningS = 24 * 3600;
+  using Clock = std::chrono::steady_clock;
+
+  CertificateWatch(tls::CredentialStore& store, ops::Health& health)
+      : store_(store), health_(health) {
+    const tls::CredentialFiles& files = store.files();
+    if (files.cert.empty()) return;  // the embedded development identity: nothing to watch
+    fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd_ < 0) {
+      proxy::log_line(
+          proxy::LogLevel::warn,
+          fmt::format("ringtunnel: identity: inotify: {}; SIGHUP re-reads --cert, --key and --ca",
+                      strerror(errno)));
+      return;
+    }
+    for (const std::string* path : {&files.cert, &files.key, &files.ca})
+      add(*path);
+  }
+  ~CertificateWatch() {
+    if (fd_ >= 0) close(fd_);
+  }
+  CertificateWatch(const CertificateWatch&) = delete;
+  CertificateWatch& operator=(const CertificateWatch&) = delete;
+
+  int fd() const { return fd_; }
+
+  // Milliseconds until on_due() has something to do (-1: nothing).
+  int timeout_ms() const {
+    int64_t ms = -1;
+    const auto lower = [&ms](int64_t v) { ms = ms < 0 ? v : std::min(ms, v); };
+    if (pending_)
+      lower(std::max<int64_t>(
+          0, std::chrono::ceil<std::chrono::milliseconds>(due_ - Clock::now()).count()));
+    const std::time_t not_after = store_.current()->not_after();
+    const std::time_t now = std::time(nullptr);
+    // Wall-clock deadlines: looked at again at least hourly, so that a clock step is followed.
+    if (warned_soon_ != store_.generation())
+      lower(std::clamp<int64_t>((not_after - kExpiryWarningS - now) * 1000, 0, 3'600'000));
+    if (warned_expired_ != store_.generation())
+      lower(std::clamp<int64_t>((not_after + 1 - now) * 1000, 0, 3'600'000));
+    return int(ms);
+  }
+
+  // The inotify descriptor is readable.
+  void on_events() {
+    if (files_changed()) {
+      pending_ = true;
+      due_ = Clock::now() + std::chrono::milliseconds(kQuietMs);
+    }
+  }
+
+  // Reloads once the quiet period is over, and warns of expiry when it is due.
+  void on_due() {
+    if (pending_ && Clock::now() >= due_) {
+      pending_ = false;
+      reload(false);
+    }
+    check_expiry();
+  }
+
+  // SIGHUP, or the files changed: reads them again and logs the outcome.
+  void reload(bool log_unchanged) {
+    if (store_.files().cert.empty()) return;
+    pending_ = false;
+    std::string err;
+    const tls::CredentialStore::Outcome outcome = store_.reload(err);
+    uint64_t generation = 0;
+    const auto now = store_.current(&generation);
+    switch (outcome) {
+      case tls::CredentialStore::Outcome::replaced:
+        health_.cert_not_before.store(int64_t(now->not_before()), std::memory_order_release);
+        health_.cert_not_after.store(int64_t(now->not_after()), std::memory_order_release);
+        proxy::log_line(fmt::format(
+            "ringtunnel: identity: reloaded {}: serial {}, valid until {}; new TLS handshakes use "
+            "it (generation {})",
+            store_.files().cert, now->serial(), utc(now->not_after()), generation));
+        break;
+      case tls::CredentialStore::Outcome::unchanged:
+        if (log_unchanged)
+          proxy::log_line(
+              fmt::format("ringtunnel: identity: {}, {} and {} are unchanged; keeping serial {} "
+                          "(generation {})",
+                          store_.files().cert, store_.files().key, store_.files().ca, now->serial(),
+                          generation));
+        break;
+      case tls::CredentialStore::Outcome::refused:
+        proxy::log_line(
+            proxy::LogLevel::warn,
+            fmt::format(
+                "ringtunnel: identity: {}; keeping the certificate with serial {} (generation {})",
+                err, now->serial(), generation));
+        break;
+    }
+    check_expiry();
+  }
+
+ private:
+  struct Watch {
+    int wd;
+    std::string dir;
+    std::vector<std::string> names;
+    bool any_event;  // a path in it is a symbolic link: any event may have moved its target
+  };
+
+  static std::string utc(std::time_t t) {
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    return fmt::format("{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC", tm.tm_year + 1900, tm.tm_mon + 1,
+                       tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  }
+
+  void add(const std::string& path) {
+    const size_t slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "."
+                            : slash == 0               ? "/"
+                                                       : path.substr(0, slash);
+    const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+    struct stat st {};
+    const bool link = lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
+    const int wd = inotify_add_watch(
+        fd_, dir.c_str(),
+        IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_MODIFY | IN_DELETE_SELF | IN_MOVE_SELF);
+    if (wd < 0) {
+      proxy::log_line(
+          proxy::LogLevel::warn,
+          fmt::format("ringtunnel: identity: cannot watch {} for changes to {}: {}; SIGHUP "
+                      "re-reads it",
+                      dir, name, strerror(errno)));
+      return;
+    }
+    for (Watch& w : watches_) {
+      if (w.wd != wd) continue;
+      w.names.push_back(name);
+      w.any_event = w.any_event || link;
+      return;
+    }
+    watches_.push_back({wd, dir, {name}, link});
+  }
+
+  // Drains the inotify events: whether one concerns a credential file.
+  bool files_changed() {
+    alignas(inotify_event) char buffer[8192];
+    bool changed = false;
+    for (;;) {
+      const ssize_t n = read(fd_, buffer, sizeof buffer);
+      if (n <= 0) return changed;
+      for (ssize_t at = 0; at < n;) {
+        const auto* event = reinterpret_cast<const inotify_event*>(buffer + at);
+        at += ssize_t(sizeof(inotify_event) + event->len);
+        const auto w = std::find_if(watches_.begin(), watches_.end(),
+                                    [&](const Watch& x) { return x.wd == event->wd; });
+        if (w == watches_.end()) continue;
+        if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
+          proxy::log_line(proxy::LogLevel::warn,
+                          fmt::format("ringtunnel: identity: {} was removed or moved: no longer "
+                                      "watching it for changes; "
+                                      "SIGHUP re-reads --cert, --key and --ca",
+                                      w->dir));
+          inotify_rm_watch(fd_, w->wd);
+          watches_.erase(w);
+          continue;
+        }
+        if (w->any_event ||
+            (event->len && std::find(w->names.begin(), w->names.end(),
+                                     std::string_view(event->name)) != w->names.end()))
+          changed = true;
+      }
+    }
+  }
+
+  void check_expiry() {
+    uint64_t generation = 0;
+    const auto c = store_.current(&generation);
+    const std::time_t now = std::time(nullptr);
+    const std::string what = store_.files().cert.empty()
+                                 ? std::string("the embedded development identity's certificate")
+                                 : fmt::format("the certificate {}", store_.files().cert);
+    if (warned_expired_ != generation && now > c->not_after()) {
+      warned_expired_ = warned_soon_ = generation;
+      proxy::log_line(proxy::LogLevel::error,
+                      fmt::format("ringtunnel: identity: error: {} (serial {}) expired on {}: "
+                                  "peers refuse it; replace it "
+                                  "(it is re-read when it changes)",
+                                  what, c->serial(), utc(c->not_after())));
+    } else if (warned_soon_ != generation && now >= c->not_after() - kExpiryWarningS) {
+      warned_soon_ = generation;
+      proxy::log_line(
+          proxy::LogLevel::warn,
+          fmt::format("ringtunnel: identity: warning: {} (serial {}) expires on {}, in {} minutes; "
+                      "replace it "
+                      "(it is re-read when it changes)",
+                      what, c->serial(), utc(c->not_after()), (c->not_after() - now) / 60));
+    }
+  }
+
+  tls::CredentialStore& store_;
+  ops::Health& health_;
+  int fd_ = -1;
+  std::vector<Watch> watches_;
+  bool pending_ = false;  // a reload is due at due_
+  Clock::time_point due_;
+  uint64_t warned_soon_ = 0;     // the generation whose expiry was warned of
+  uint64_t warned_expired_ = 0;  // the generation whose expiry was logged
+};
+
+// What the main thread does until a stop signal with --config or --cert: reloads on SIGHUP, and
+// when the files change (the certificates: CertificateWatch). One thread (this one) both waits for
+// signals (a signalfd: the signals stay blocked in every thread) and watches the file (inotify on
+// its directory), so reloads never run concurrently and a stop is never delayed by more than one
+// reload.
 //
 // The directory is watched, not the file: an editor or a deployment tool that writes a new
 // file and renames it over the old one replaces the inode a file watch would follow. Events
@@ -277,10 +501,13 @@ class ConfigWaiter {
   static constexpr int kQuietMs = 100;
   using Clock = std::chrono::steady_clock;
 
-  ConfigWaiter(workload::Store& store, const sigset_t& signals, int quit_fd)
-      : store_(store), quit_fd_(quit_fd) {
+  // `store` or `certs` may be null: nothing of theirs to watch.
+  ConfigWaiter(workload::Store* store, CertificateWatch* certs, const sigset_t& signals,
+               int quit_fd)
+      : store_(store), certs_(certs), quit_fd_(quit_fd) {
     signal_fd_ = signalfd(-1, &signals, SFD_CLOEXEC);
-    const std::string& path = store.path();
+    if (!store) return;
+    const std::string& path = store->path();
     const size_t slash = path.rfind('/');
     dir_ = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
     name_ = slash == std::string::npos ? path : path.substr(slash + 1);
@@ -316,17 +543,24 @@ class ConfigWaiter {
       for (int sig = 0;;) {
         sigwait(&signals, &sig);
         if (sig != SIGHUP) return sig;
-        reload_config(store_, true);
+        if (store_) reload_config(*store_, true);
+        if (certs_) certs_->reload(true);
       }
     }
     for (;;) {
-      // The quit eventfd (POST /quitquitquit) first: an inotify fd of -1 is skipped by poll.
-      pollfd fds[3] = {{signal_fd_, POLLIN, 0}, {quit_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}};
+      // The quit eventfd (POST /quitquitquit) first; a negative descriptor (no config or
+      // certificate files to watch) is skipped by poll().
+      pollfd fds[4] = {{signal_fd_, POLLIN, 0},
+                       {quit_fd_, POLLIN, 0},
+                       {inotify_fd_, POLLIN, 0},
+                       {certs_ ? certs_->fd() : -1, POLLIN, 0}};
       int timeout = -1;
       if (pending_)
         timeout = int(std::max<int64_t>(
             0, std::chrono::ceil<std::chrono::milliseconds>(due_ - Clock::now()).count()));
-      const int n = poll(fds, 3, timeout);
+      if (const int certs_due = certs_ ? certs_->timeout_ms() : -1; certs_due >= 0)
+        timeout = timeout < 0 ? certs_due : std::min(timeout, certs_due);
+      const int n = poll(fds, 4, timeout);
       if (n < 0 && errno != EINTR) {
         proxy::log_line(proxy::LogLevel::error,
                         fmt::format("ringtunnel: config: poll: {}", strerror(errno)));
@@ -336,8 +570,11 @@ class ConfigWaiter {
         signalfd_siginfo info{};
         if (read(signal_fd_, &info, sizeof info) == ssize_t(sizeof info)) {
           if (info.ssi_signo != SIGHUP) return int(info.ssi_signo);
-          pending_ = false;  // this reload reads whatever the file now holds
-          reload_config(store_, true);
+          if (store_) {
+            pending_ = false;  // this reload reads whatever the file now holds
+            reload_config(*store_, true);
+          }
+          if (certs_) certs_->reload(true);
         }
       }
       if (n > 0 && (fds[1].revents & POLLIN)) return kQuitRequested;
@@ -349,8 +586,10 @@ class ConfigWaiter {
       }
       if (pending_ && Clock::now() >= due_) {
         pending_ = false;
-        reload_config(store_, false);
+        reload_config(*store_, false);
       }
+      if (certs_ && n > 0 && (fds[3].revents & POLLIN)) certs_->on_events();
+      if (certs_) certs_->on_due();
     }
   }
 
@@ -385,7 +624,8 @@ class ConfigWaiter {
     inotify_fd_ = -1;
   }
 
-  workload::Store& store_;
+  workload::Store* store_;
+  CertificateWatch* certs_;
   int quit_fd_ = -1;
   int signal_fd_ = -1;
   int inotify_fd_ = -1;
@@ -403,6 +643,7 @@ void stop_logs(proxy::AccessLog& access_log, proxy::LogSink& stderr_sink) {
 }
 
 int run(config::Config& config) {
+  proxy::set_log_json(config.log_format == config::Config::LogFormat::json);
   // Standard error's writer: operational messages, and the access log unless it has a file.
   proxy::LogSink stderr_sink(STDERR_FILENO, false);
   proxy::AccessLog access_log;
@@ -419,12 +660,15 @@ int run(config::Config& config) {
     }
     config.store = &store;
   }
-  std::unique_ptr<tls::Credentials> identity;
+  // The node's credentials, replaced while it runs when the files change (CertificateWatch).
+  std::optional<tls::CredentialStore> identity;
   if (config.needs_identity()) {
-    if (std::string err = load_identity(config, identity); !err.empty()) {
+    std::unique_ptr<tls::Credentials> loaded;
+    if (std::string err = load_identity(config, loaded); !err.empty()) {
       proxy::log_line(proxy::LogLevel::error, fmt::format("ringtunnel: identity: {}", err));
       return 1;
     }
+    identity.emplace(std::move(loaded), tls::CredentialFiles{config.cert, config.key, config.ca});
   }
   if (config.store) {
     if (std::string err = check_local_identity(config, store, *identity); !err.empty()) {
@@ -445,10 +689,10 @@ int run(config::Config& config) {
   ops::Health health;
   health.config_needed = config.store != nullptr;
   health.config_loaded = config.store != nullptr;
-  health.identity_needed = identity != nullptr;
+  health.identity_needed = identity.has_value();
   if (identity) {
-    health.cert_not_before = int64_t(identity->not_before());
-    health.cert_not_after = int64_t(identity->not_after());
+    health.cert_not_before = int64_t(identity->current()->not_before());
+    health.cert_not_after = int64_t(identity->current()->not_after());
   }
   const int quit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   ops::HttpServer ops_server;
@@ -462,16 +706,21 @@ int run(config::Config& config) {
   health.workers_expected = workers;
 
   // Workers inherit this mask: only the main thread takes the stop signals, through sigwait
-  // (and SIGHUP with --config, through ConfigWaiter; without --config SIGHUP still ends the
-  // process, as it always did).
+  // (and SIGHUP with --config or --cert, through ConfigWaiter; without them SIGHUP still ends
+  // the process, as it always did).
+  const bool cert_files = identity && !config.cert.empty();
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
-  if (config.store) sigaddset(&stop, SIGHUP);
+  if (config.store || cert_files) sigaddset(&stop, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  std::optional<CertificateWatch> cert_watch;
+  if (identity) cert_watch.emplace(*identity, health);
   std::optional<ConfigWaiter> waiter;
-  if (config.store) waiter.emplace(store, stop, quit_fd);
+  if (config.store || identity)
+    waiter.emplace(config.store ? &store : nullptr, cert_watch ? &*cert_watch : nullptr, stop,
+                   quit_fd);
   signal(SIGPIPE, SIG_IGN);  // a write to a reset peer returns EPIPE instead of killing us
 
   // From here on the log is written by writer threads: a worker never waits for its output.
@@ -488,7 +737,8 @@ int run(config::Config& config) {
   std::vector<std::thread> threads;
   std::vector<std::future<std::string>> started;
   for (unsigned i = 0; i < workers; ++i) {
-    pool.push_back(std::make_unique<proxy::Worker>(i, config, access_log, identity.get()));
+    pool.push_back(
+        std::make_unique<proxy::Worker>(i, config, access_log, identity ? &*identity : nullptr));
     auto ready = std::make_shared<std::promise<std::string>>();
     started.push_back(ready->get_future());
     threads.emplace_back([w = pool.back().get(), ready, &health] {
@@ -532,7 +782,7 @@ int run(config::Config& config) {
   }
   for (const config::Config::ListenAt& l : config.hbone_listens)
     proxy::log_line(fmt::format("ringtunnel: listening on {} for HBONE (mTLS, identity {})", l.text,
-                                identity->identity().to_string()));
+                                identity->current()->identity().to_string()));
   for (const config::Config::ListenAt& l : config.outbound_listens)
     proxy::log_line(fmt::format(
         "ringtunnel: listening on {} for captured outbound connections (routed by {}; upstream "

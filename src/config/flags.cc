@@ -129,6 +129,18 @@ std::string set_ops_listen(std::string_view v, std::string& out) {
   return {};
 }
 
+// A TCP keepalive setting: a number up to the kernel's limit, or off (0).
+std::string parse_keepalive(std::string_view v, uint32_t& out,
+                            uint32_t max = net::kMaxKeepaliveSeconds) {
+  if (v == "off") return out = 0, "";
+  uint64_t n;
+  if (std::string err = parse_uint(v, 0, max, n); !err.empty())
+    return err == "not a whole number" ? fmt::format("must be a number from 0 to {}, or off", max)
+                                       : err;
+  out = uint32_t(n);
+  return {};
+}
+
 std::string set_bool(std::string_view v, bool& out) {
   if (v == "on" || v == "true" || v == "1") return out = true, "";
   if (v == "off" || v == "false" || v == "0") return out = false, "";
@@ -422,6 +434,26 @@ const std::vector<Flag>& flags() {
        "reset what is left and exit 0.",
        show_duration<&Config::drain_timeout_ms>,
        [](std::string_view v, Config& c) { return parse_duration_ms(v, c.drain_timeout_ms); }},
+      {"--tcp-keepalive-time", "SECONDS|off",
+       "TCP keepalive on every client and upstream socket (TCP relays, HBONE connections, captured "
+       "connections): idle seconds before the first probe. Probes keep idle connections alive "
+       "through NAT and firewalls and find dead peers. 0 or off turns keepalive off (as does 0 in "
+       "the two flags below).",
+       show_number<&Config::tcp_keepalive_time_s>,
+       [](std::string_view v, Config& c) { return parse_keepalive(v, c.tcp_keepalive_time_s); }},
+      {"--tcp-keepalive-interval", "SECONDS|off",
+       "Seconds between TCP keepalive probes while the peer does not answer.",
+       show_number<&Config::tcp_keepalive_interval_s>,
+       [](std::string_view v, Config& c) {
+         return parse_keepalive(v, c.tcp_keepalive_interval_s);
+       }},
+      {"--tcp-keepalive-probes", "N|off",
+       "Unanswered TCP keepalive probes after which the kernel drops the connection (both of its "
+       "sides are then reset by ringtunnel).",
+       show_number<&Config::tcp_keepalive_probes>,
+       [](std::string_view v, Config& c) {
+         return parse_keepalive(v, c.tcp_keepalive_probes, net::kMaxKeepaliveProbes);
+       }},
       {"--tcp-splice", nullptr,
        "Relay TCP to TCP through kernel pipes with splice instead of user-space buffers (no copy "
        "to user space; bytes are still counted).",
@@ -501,6 +533,20 @@ const std::vector<Flag>& flags() {
        "start.",
        [](const Config& c) { return c.admin_listen; },
        [](std::string_view v, Config& c) { return set_ops_listen(v, c.admin_listen); }},
+      {"--log-format", "text|json",
+       "How access records and operational messages are written: text lines, or one JSON object "
+       "per line. A JSON access record carries src.addr, src.workload, src.namespace, "
+       "src.identity, dst.addr, dst.hbone_addr, dst.service, dst.workload, dst.namespace, "
+       "dst.identity, direction, bytes_sent, bytes_recv, duration and error (fields that do not "
+       "apply are left out); an operational message carries level, time, scope and message.",
+       [](const Config& c) -> std::string {
+         return c.log_format == Config::LogFormat::json ? "json" : "text";
+       },
+       [](std::string_view v, Config& c) -> std::string {
+         if (v == "text") return c.log_format = Config::LogFormat::text, "";
+         if (v == "json") return c.log_format = Config::LogFormat::json, "";
+         return "must be text or json";
+       }},
       {"--help", nullptr, "Print this help and exit.", nullptr, nullptr},
       {"--version", nullptr, "Print the version and the libraries in use, and exit.", nullptr,
        nullptr},

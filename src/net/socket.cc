@@ -10,7 +10,19 @@
 
 namespace ringtunnel::net {
 
-int listen_reuseport(const Endpoint& at, int backlog, std::string& error, bool* transparent) {
+int set_keepalive(int fd, const Keepalive& k) {
+  if (!k.enabled()) return 0;
+  const int one = 1, time = int(k.time_s), interval = int(k.interval_s), probes = int(k.probes);
+  if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &time, sizeof time) < 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) < 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes) < 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) < 0)
+    return -errno;
+  return 0;
+}
+
+int listen_reuseport(const Endpoint& at, int backlog, std::string& error,
+                     const Keepalive& keepalive, bool* transparent) {
   const int fd = socket(at.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     error = fmt::format("socket: {}", strerror(errno));
@@ -25,6 +37,11 @@ int listen_reuseport(const Endpoint& at, int backlog, std::string& error, bool* 
                        ? setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one) == 0
                        : setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) == 0;
   }
+  if (const int err = set_keepalive(fd, keepalive); err < 0) {
+    error = fmt::format("TCP keepalive on {}: {}", at.to_string(), strerror(-err));
+    close(fd);
+    return err;
+  }
   if (bind(fd, at.addr(), at.length) < 0 || listen(fd, backlog) < 0) {
     const int err = errno;
     error = fmt::format("listen on {}: {}", at.to_string(), strerror(err));
@@ -34,13 +51,17 @@ int listen_reuseport(const Endpoint& at, int backlog, std::string& error, bool* 
   return fd;
 }
 
-int stream_socket_for(const Endpoint& to, uint32_t mark) {
+int stream_socket_for(const Endpoint& to, uint32_t mark, const Keepalive& keepalive) {
   const int fd = socket(to.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   if (mark && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
     const int err = errno;
     close(fd);
     return -err;
+  }
+  if (const int err = set_keepalive(fd, keepalive); err < 0) {
+    close(fd);
+    return err;
   }
   tune_relay_socket(fd);
   return fd;

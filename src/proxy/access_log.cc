@@ -72,6 +72,59 @@ void append_access_line(std::string& out, const AccessRecord& r, std::string_vie
                  utc.tm_sec, r.start_unix_ms % 1000);
 }
 
+namespace {
+
+// ,"name":"value" unless `value` is empty.
+void append_json_field(std::string& out, std::string_view name, std::string_view value) {
+  if (value.empty()) return;
+  out += ',';
+  append_json_string(out, name);
+  out += ':';
+  append_json_string(out, value);
+}
+
+void append_utc_ms(std::string& out, int64_t unix_ms) {
+  const time_t secs = static_cast<time_t>(unix_ms / 1000);
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  fmt::format_to(std::back_inserter(out), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                 utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
+                 utc.tm_sec, unix_ms % 1000);
+}
+
+}  // namespace
+
+void append_access_json(std::string& out, const AccessRecord& r, std::string_view reason) {
+  const bool failed = r.end != EndReason::closed && r.end != EndReason::none;
+  const bool inbound = r.direction == AccessRecord::Direction::inbound;
+  out += "{\"level\":";
+  append_json_string(out, failed ? "error" : "info");
+  out += ",\"time\":\"";
+  append_utc_ms(out, r.start_unix_ms + int64_t(r.duration_ms));
+  out += "\",\"scope\":\"access\",\"message\":\"connection complete\"";
+  append_json_field(out, "src.addr", r.client);
+  append_json_field(out, "src.workload", r.src_workload);
+  append_json_field(out, "src.namespace", r.src_namespace);
+  append_json_field(out, "src.identity", r.src_identity);
+  append_json_field(out, "dst.addr", r.dst_addr.empty() ? r.target : r.dst_addr);
+  append_json_field(out, "dst.hbone_addr", r.hbone_addr);
+  append_json_field(out, "dst.service", r.dst_service);
+  append_json_field(out, "dst.workload", r.dst_workload);
+  append_json_field(out, "dst.namespace", r.dst_namespace);
+  append_json_field(out, "dst.identity", r.dst_identity);
+  append_json_field(out, "direction", inbound ? "inbound" : "outbound");
+  // The reporting workload's bytes: outbound it is the client, inbound the target.
+  fmt::format_to(
+      std::back_inserter(out), ",\"bytes_sent\":{},\"bytes_recv\":{},\"duration\":\"{}ms\"",
+      inbound ? r.bytes_down : r.bytes_up, inbound ? r.bytes_up : r.bytes_down, r.duration_ms);
+  if (failed) {
+    const std::string_view end = to_string(r.end);
+    append_json_field(out, "error",
+                      reason.empty() ? std::string(end) : fmt::format("{}: {}", end, reason));
+  }
+  out += "}\n";
+}
+
 std::string AccessLog::open(const std::string& where, LogSink& stderr_sink) {
   if (where == "off") return {};
   if (where == "-") {

@@ -121,6 +121,7 @@ void open_captured_inbound(WorkerContext& ctx, int fd, const std::string& listen
       rec.target = target;
       rec.end = end_reason(a.verdict);
       rec.start_unix_ms = unix_ms();
+      rec.direction = AccessRecord::Direction::inbound;
       ctx.access(rec, a.reason);
     }
     return refuse_accepted(ctx, fd);

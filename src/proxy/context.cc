@@ -2,12 +2,50 @@
 
 #include <fmt/format.h>
 
+#include "ringtunnel/net/address.h"
+#include "ringtunnel/net/ip.h"
 #include "ringtunnel/proxy/log.h"
+#include "ringtunnel/workload/state.h"
 
 namespace ringtunnel::proxy {
 
+namespace {
+
+// The workload of the config that owns the address in `text` ("ip:port"), or null.
+const workload::Workload* workload_at(const workload::State& state, std::string_view network,
+                                      std::string_view text) {
+  net::Endpoint at;
+  if (text.empty() || !net::parse_endpoint(text, at).empty()) return nullptr;
+  const auto ip = net::IpAddress::from_sockaddr(at.addr(), at.length);
+  return ip ? state.workload_by_ip(network, *ip) : nullptr;
+}
+
+}  // namespace
+
 void WorkerContext::access(const AccessRecord& record, std::string_view reason) {
-  append_access_line(log_batch, record, reason);
+  if (config.log_format != config::Config::LogFormat::json)
+    return append_access_line(log_batch, record, reason);
+  if (!state || !local) return append_access_json(log_batch, record, reason);
+  // The workloads at both ends, as the config knows them (the destination by the CONNECT's
+  // target when the connection was tunnelled).
+  AccessRecord r = record;
+  const std::string_view dst = !r.hbone_addr.empty() ? r.hbone_addr
+                               : !r.dst_addr.empty() ? r.dst_addr
+                                                     : r.target;
+  if (const workload::Workload* w = workload_at(*state, local->network, r.client)) {
+    r.src_workload = w->workload_name.empty() ? w->name : w->workload_name;
+    r.src_namespace = w->namespace_;
+  }
+  if (const workload::Workload* w = workload_at(*state, local->network, dst)) {
+    r.dst_workload = w->workload_name.empty() ? w->name : w->workload_name;
+    r.dst_namespace = w->namespace_;
+  }
+  append_access_json(log_batch, r, reason);
+}
+
+void WorkerContext::take_identity() {
+  identity_ref_ = credential_store->current(&identity_generation_);
+  identity = identity_ref_.get();
 }
 
 void WorkerContext::log_bug(std::string_view what) {

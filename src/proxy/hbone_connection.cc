@@ -1,6 +1,8 @@
 // An HBONE connection on the worker's ring. See hbone_connection.h for the states.
 #include "ringtunnel/proxy/hbone_connection.h"
 
+#include <sys/socket.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -39,6 +41,13 @@ void HboneConnection::open_inbound(int fd, const net::Endpoint& peer, std::strin
   socket_.fd = fd;
   info_.peer = peer;
   info_.peer_text = net::format_sockaddr(peer.addr(), peer.length);
+  if (ctx_.config.log_format == config::Config::LogFormat::json) {
+    // The JSON access record names the address, not the listener (which may be 0.0.0.0).
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0)
+      info_.local_text = net::format_sockaddr(reinterpret_cast<sockaddr*>(&local), len);
+  }
   source_ = std::move(source);
   in_handshake_ = true;
   ctx_.budgets.handshake_started(source_);
@@ -58,7 +67,7 @@ void HboneConnection::open_outbound(std::shared_ptr<const HboneTarget> to) {
   info_.pool_key = t.pool_key;
   info_.peer_text = t.peer_text;
   state_ = State::connecting;
-  socket_.fd = net::stream_socket_for(t.peer, ctx_.config.mark);
+  socket_.fd = net::stream_socket_for(t.peer, ctx_.config.mark, ctx_.config.keepalive());
   if (socket_.fd < 0) {
     const int err = -socket_.fd;
     socket_.fd = -1;
@@ -102,7 +111,8 @@ void HboneConnection::on_connected(int res) {
     return res == -ECANCELED ? fail(ConnFailure::connect_timeout)
                              : fail(ConnFailure::connect, strerror(-res));
   state_ = State::handshaking;
-  session_.create(false, *ctx_.identity, ctx_.blocks, ctx_.config, target_->identity, streams_);
+  session_.create(false, ctx_.handshake_identity(), ctx_.blocks, ctx_.config, target_->identity,
+                  streams_);
   drive();  // the client's ClientHello
   arm_recv();
 }
@@ -116,7 +126,7 @@ void HboneConnection::on_received(const io_uring_cqe& cqe) {
   if (const std::optional<uint16_t> bid = socket_.on_recv(ctx_.tls_pool, cqe)) {
     const uint8_t cls = socket_.armed_cls;
     if (cqe.res > 0 && !session_.created() && state_ == State::handshaking)
-      session_.create(true, *ctx_.identity, ctx_.blocks, ctx_.config, {}, streams_);
+      session_.create(true, ctx_.handshake_identity(), ctx_.blocks, ctx_.config, {}, streams_);
     // The session copies: the buffer goes back at once.
     if (cqe.res > 0 && !closing()) session_.feed(ctx_.tls_pool.data(cls, *bid), size_t(cqe.res));
     ctx_.tls_pool.give_back(cls, *bid);

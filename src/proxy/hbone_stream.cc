@@ -81,6 +81,7 @@ void HboneStream::open_inbound(HboneConnection& conn, int32_t id, const net::End
   source_ = conn.info().peer;
   client_text_ = conn.info().peer_text;
   inbound_listener_ = conn.info().listener;
+  local_text_ = conn.info().local_text;
   for (const h2::Header& h : headers)
     if (h.name == "forwarded")
       if (const auto client = forwarded_for(h.value)) client_text_ = std::string(*client);
@@ -96,7 +97,7 @@ void HboneStream::open_inbound(HboneConnection& conn, int32_t id, const net::End
     state_ = State::ending;
     return;
   }
-  tcp_.fd = net::stream_socket_for(target, ctx_.config.mark);
+  tcp_.fd = net::stream_socket_for(target, ctx_.config.mark, ctx_.config.keepalive());
   if (tcp_.fd < 0) {
     tcp_.fd = -1;
     conn.h2().submit_response(id, 503);
@@ -317,6 +318,11 @@ void HboneStream::log_access() {
   rec.start_unix_ms = start_unix_ms_;
   rec.src_identity = src_identity_;
   rec.dst_identity = dst_identity_;
+  // The tunnel: dialled at the peer proxy (outbound), or arrived at this listener (inbound).
+  rec.direction = inbound_ ? AccessRecord::Direction::inbound : AccessRecord::Direction::outbound;
+  rec.dst_addr = inbound_ ? std::string_view(local_text_) : std::string_view(outbound_->peer_text);
+  rec.hbone_addr = target;
+  if (!inbound_) rec.dst_service = outbound_->forwarded_host;
   ctx_.access(rec, refusal_);
 }
 

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <system_error>
 #include <utility>
@@ -44,6 +45,25 @@ size_t write_all(int fd, std::string_view data) {
 
 std::atomic<LogSink*> g_sink{nullptr};
 std::atomic<LogLevel> g_level{LogLevel::info};
+std::atomic<bool> g_json{false};
+
+// {"level":"info","time":"...","scope":"ringtunnel","message":"..."}
+std::string json_line(LogLevel level, std::string_view message) {
+  constexpr std::string_view kPrefix = "ringtunnel: ";
+  if (message.starts_with(kPrefix)) message.remove_prefix(kPrefix.size());
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  tm utc{};
+  gmtime_r(&ts.tv_sec, &utc);
+  std::string line = fmt::format(
+      "{{\"level\":\"{}\",\"time\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\","
+      "\"scope\":\"ringtunnel\",\"message\":",
+      to_string(level), utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
+      utc.tm_sec, ts.tv_nsec / 1000);
+  append_json_string(line, message);
+  line += "}\n";
+  return line;
+}
 
 }  // namespace
 
@@ -81,9 +101,11 @@ void LogSink::State::run() {
     const uint64_t failed =
         count_lines(std::string_view(out).substr(out.size() - write_all(fd, out)));
     if (lost)
-      write_all(fd,
-                fmt::format("ringtunnel: log: dropped {} lines (the log output did not keep up)\n",
-                            lost));
+      write_all(
+          fd, format_log_line(
+                  LogLevel::warn,
+                  fmt::format("ringtunnel: log: dropped {} lines (the log output did not keep up)",
+                              lost)));
     out.clear();
     lock.lock();
     unreported += failed;
@@ -192,12 +214,28 @@ bool parse_log_level(std::string_view text, LogLevel& out) {
   return false;
 }
 
-void log_line(std::string_view message) {
-  log_line(LogLevel::info, message);
+void append_json_string(std::string& out, std::string_view value) {
+  out += '"';
+  for (const char c : value) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (byte >= 0x20 && byte < 0x7f) {
+      out += c;
+    } else {
+      fmt::format_to(std::back_inserter(out), "\\u{:04x}", byte);
+    }
+  }
+  out += '"';
 }
 
-void log_line(LogLevel level, std::string_view message) {
-  if (!log_enabled(level)) return;
+void set_log_json(bool json) {
+  g_json.store(json, std::memory_order_relaxed);
+}
+
+std::string format_log_line(LogLevel level, std::string_view message) {
+  if (g_json.load(std::memory_order_relaxed)) return json_line(level, message);
   std::string line;
   line.reserve(message.size() + 1);
   for (const char c : message) {
@@ -208,6 +246,16 @@ void log_line(LogLevel level, std::string_view message) {
       line += c;
   }
   line += '\n';
+  return line;
+}
+
+void log_line(std::string_view message) {
+  log_line(LogLevel::info, message);
+}
+
+void log_line(LogLevel level, std::string_view message) {
+  if (!log_enabled(level)) return;
+  std::string line = format_log_line(level, message);
   if (LogSink* sink = g_sink.load(std::memory_order_acquire))
     sink->submit(line);
   else

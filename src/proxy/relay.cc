@@ -31,7 +31,7 @@ void Relay::open(int client_fd, const TcpTarget& to) {
   getpeername(client_fd, &client_.sa, &len);
   net::tune_relay_socket(client_fd);
 
-  const int target_fd = net::stream_socket_for(target_, ctx_.config.mark);
+  const int target_fd = net::stream_socket_for(target_, ctx_.config.mark, ctx_.config.keepalive());
   if (target_fd < 0) return end(EndReason::connect_error);
   legs_[kTarget].fd = target_fd;
   if (ctx_.config.tcp_splice && !open_pipes()) return end(EndReason::error);
@@ -429,16 +429,20 @@ void Relay::release() {
     std::string formatted;
     const std::string_view target =
         target_text_ ? std::string_view(*target_text_) : (formatted = target_.to_string());
-    ctx_.access({*listener_,
-                 client,
-                 target,
-                 dirs_[kUp].bytes,
-                 dirs_[kDown].bytes,
-                 (ctx_.now() - start_ns_) / 1'000'000,
-                 end_,
-                 start_unix_ms_,
-                 {},
-                 {}});
+    AccessRecord rec{*listener_,
+                     client,
+                     target,
+                     dirs_[kUp].bytes,
+                     dirs_[kDown].bytes,
+                     (ctx_.now() - start_ns_) / 1'000'000,
+                     end_,
+                     start_unix_ms_,
+                     {},
+                     {}};
+    // Only the relays of captured inbound plaintext are authorized (against the local
+    // workload's policies): they report for the destination.
+    if (authorized_) rec.direction = AccessRecord::Direction::inbound;
+    ctx_.access(rec);
   }
   ctx_.budgets.connection_released();
   state_ = State::free;

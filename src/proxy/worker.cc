@@ -44,11 +44,15 @@ constexpr uint64_t kAcceptRetryNs = 100'000'000;
 }  // namespace
 
 Worker::Worker(unsigned id, const config::Config& config, AccessLog& log,
-               const tls::Credentials* identity)
+               const tls::CredentialStore* identity)
     : id_(id),
       config_(config),
       log_(log),
-      ctx_(id, config, identity, ring_, pool_, tls_pool_, &log) {
+      ctx_(id, config, nullptr, ring_, pool_, tls_pool_, &log) {
+  if (identity) {
+    ctx_.credential_store = identity;
+    ctx_.take_identity();
+  }
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
   ctx_.store = config.store;  // null without --config
   refresh_state(ctx_);
@@ -89,8 +93,9 @@ std::string Worker::start() {
   }
   for (size_t i = 0; i < config_.routes.size(); ++i) {
     std::string err;
-    const int fd = net::listen_reuseport(config_.routes[i].listen,
-                                         static_cast<int>(config_.listen_backlog), err);
+    const int fd =
+        net::listen_reuseport(config_.routes[i].listen, static_cast<int>(config_.listen_backlog),
+                              err, config_.keepalive());
     if (fd < 0) return err;
     listeners_.push_back({fd, static_cast<uint16_t>(i)});
     arm_accept(i);
@@ -106,7 +111,7 @@ std::string Worker::start() {
       const bool capture = kind != kHboneListener;
       const int fd =
           net::listen_reuseport((*listens)[i].at, static_cast<int>(config_.listen_backlog), err,
-                                capture ? &transparent : nullptr);
+                                config_.keepalive(), capture ? &transparent : nullptr);
       if (fd < 0) return err;
       if (capture && !transparent && id_ == 0)
         log_line(LogLevel::warn,

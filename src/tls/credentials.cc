@@ -3,10 +3,12 @@
 #include <wolfssl/options.h>  // first: the configuration every wolfSSL header depends on
 
 #include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/sha256.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <mutex>
 #include <string_view>
 
@@ -100,7 +102,7 @@ bool asn1_time(const WOLFSSL_ASN1_TIME* t, std::time_t& out) {
 // Parses the node's certificate (the first in the file) for what the load reports on: its
 // validity period and its SPIFFE ID.
 std::string inspect_node_cert(const PemFile& cert, SpiffeId& id, std::time_t& not_before,
-                              std::time_t& not_after) {
+                              std::time_t& not_after, std::string& serial) {
   WOLFSSL_X509* x509 =
       wolfSSL_X509_load_certificate_buffer(reinterpret_cast<const unsigned char*>(cert.text.data()),
                                            int(cert.text.size()), WOLFSSL_FILETYPE_PEM);
@@ -109,6 +111,11 @@ std::string inspect_node_cert(const PemFile& cert, SpiffeId& id, std::time_t& no
     return cert.error("its first certificate cannot be parsed (broken base64 or not X.509)");
   }
   std::string error;
+  unsigned char serial_bytes[64];
+  int serial_size = sizeof serial_bytes;
+  if (wolfSSL_X509_get_serial_number(x509, serial_bytes, &serial_size) == WOLFSSL_SUCCESS)
+    for (int i = 0; i < serial_size; ++i)
+      fmt::format_to(std::back_inserter(serial), "{:02x}", serial_bytes[i]);
   if (!asn1_time(wolfSSL_X509_get_notBefore(x509), not_before) ||
       !asn1_time(wolfSSL_X509_get_notAfter(x509), not_after)) {
     error = cert.error("the certificate's validity dates cannot be read");
@@ -163,6 +170,22 @@ std::string build_context(Role role, const PemFile& cert, const PemFile& key, co
   return "";
 }
 
+std::string digest_of(std::initializer_list<const PemFile*> files) {
+  wc_Sha256 sha;
+  unsigned char hash[WC_SHA256_DIGEST_SIZE];
+  wc_InitSha256(&sha);
+  for (const PemFile* f : files) {
+    // The length first, so that bytes moved from one file to the next change the digest.
+    const uint64_t size = f->text.size();
+    wc_Sha256Update(&sha, reinterpret_cast<const unsigned char*>(&size), sizeof size);
+    wc_Sha256Update(&sha, reinterpret_cast<const unsigned char*>(f->text.data()),
+                    word32(f->text.size()));
+  }
+  wc_Sha256Final(&sha, hash);
+  wc_Sha256Free(&sha);
+  return std::string(reinterpret_cast<const char*>(hash), sizeof hash);
+}
+
 }  // namespace
 
 void init_library() {
@@ -210,9 +233,11 @@ std::string Credentials::load(const CredentialFiles& files, std::unique_ptr<Cred
   if (std::string e = check_pem(ca, kBeginCertificate, "certificate"); !e.empty()) return e;
 
   std::unique_ptr<Credentials> c(new Credentials);
-  if (std::string e = inspect_node_cert(cert, c->identity_, c->not_before_, c->not_after_);
+  if (std::string e =
+          inspect_node_cert(cert, c->identity_, c->not_before_, c->not_after_, c->serial_);
       !e.empty())
     return e;
+  c->digest_ = digest_of({&cert, &key, &ca});
   if (std::string e = build_context(Role::client, cert, key, ca, c->client_); !e.empty()) return e;
   if (std::string e = build_context(Role::server, cert, key, ca, c->server_); !e.empty()) return e;
   out = std::move(c);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ringtunnel/net/address.h"
+#include "ringtunnel/net/socket.h"
 #include "ringtunnel/ring/buffer_class.h"
 
 namespace ringtunnel::workload {
@@ -116,6 +117,19 @@ struct Config {
   std::string metrics_listen = "0.0.0.0:15020";
   std::string readiness_listen = "0.0.0.0:15021";
   std::string admin_listen = "127.0.0.1:15000";
+  // TCP keepalive on every client (accepted) and upstream socket: idle seconds before the first
+  // probe, seconds between probes, unanswered probes before the connection is dropped. A zero in
+  // any of them turns keepalive off.
+  uint32_t tcp_keepalive_time_s = 180;
+  uint32_t tcp_keepalive_interval_s = 180;
+  uint32_t tcp_keepalive_probes = 9;
+  net::Keepalive keepalive() const {
+    return {tcp_keepalive_time_s, tcp_keepalive_interval_s, tcp_keepalive_probes};
+  }
+  // --log-format: access records and operational messages as text lines, or one JSON object
+  // per line.
+  enum class LogFormat : uint8_t { text, json };
+  LogFormat log_format = LogFormat::text;
 
   bool needs_identity() const {
     // A mesh workload's SPIFFE ID is checked against the certificate's at start-up.

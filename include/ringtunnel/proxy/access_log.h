@@ -22,6 +22,19 @@ struct AccessRecord {
   int64_t start_unix_ms = 0;
   std::string_view src_identity;  // HBONE: the SPIFFE IDs of the two proxies, else empty
   std::string_view dst_identity;
+
+  // What only the JSON record (--log-format json) shows. The proxy reports for the source
+  // workload (outbound: its connections out) or for the destination (inbound: connections to
+  // it): bytes_sent and bytes_recv are that workload's, and `direction` says which.
+  enum class Direction : uint8_t { outbound, inbound };
+  Direction direction = Direction::outbound;
+  std::string_view dst_addr = {};     // HBONE: the address dialled or arrived on; empty: `target`
+  std::string_view hbone_addr = {};   // HBONE: the CONNECT authority (the target); else empty
+  std::string_view dst_service = {};  // the destination service's hostname, when one was resolved
+  // From the workload config (--config) by address, filled by the worker; empty when unknown.
+  // (Each has a default member initializer, so that records written positionally, up to the
+  // identities, still initialise every field.)
+  std::string_view src_workload = {}, src_namespace = {}, dst_workload = {}, dst_namespace = {};
 };
 
 // Appends "access listener=... client=... target=... bytes_up=N bytes_down=N duration_ms=N
@@ -41,6 +54,21 @@ struct AccessRecord {
 // text: it is always quoted, spaces kept, with '"' and '\\' escaped by a backslash and other bytes
 // outside printable ASCII as \xNN.
 void append_access_line(std::string& out, const AccessRecord& record, std::string_view reason = {});
+// Appends the record as one JSON object and a newline, with the access-log field names of
+// Istio's ztunnel so that its dashboards and queries work unchanged:
+//   {"level":"info","time":"2024-05-01T12:00:00.123Z","scope":"access",
+//    "message":"connection complete","src.addr":"10.0.0.1:41234","src.workload":"sleep",
+//    "src.namespace":"default","src.identity":"spiffe://...","dst.addr":"10.0.0.2:15008",
+//    "dst.hbone_addr":"10.0.0.2:8080","dst.service":"echo.default.svc.cluster.local",
+//    "dst.workload":"echo","dst.namespace":"default","dst.identity":"spiffe://...",
+//    "direction":"outbound","bytes_sent":120,"bytes_recv":4096,"duration":"15ms"}
+// A field without a value (no workload config, not HBONE, no service) is left out. A record
+// that did not end in a clean close has "level":"error" and an "error" field: the end reason
+// and, when there is one, why (`reason`), e.g. "denied: no Allow policy matches". "time" is
+// when the connection ended. Strings are escaped as JSON requires (bytes above 0x7f as \u00XX,
+// so the line is ASCII whatever the peer sent).
+void append_access_json(std::string& out, const AccessRecord& record, std::string_view reason = {});
+
 // Appends one string value as append_access_line prints it.
 void append_log_value(std::string& out, std::string_view value);
 

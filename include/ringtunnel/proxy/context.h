@@ -25,6 +25,7 @@
 #include "ringtunnel/ring/buffer_pool.h"
 #include "ringtunnel/ring/submitter.h"
 #include "ringtunnel/tls/ciphertext_queue.h"
+#include "ringtunnel/tls/credential_store.h"
 #include "ringtunnel/tls/credentials.h"
 
 namespace ringtunnel::workload {
@@ -138,7 +139,17 @@ class WorkerContext {
   // ---- configuration, budgets, drain
   const unsigned id;
   const config::Config& config;
-  const tls::Credentials* const identity;
+  // The node's credentials: those of the store's snapshot this worker holds (or, in unit tests,
+  // those given to the constructor). Their SPIFFE ID never changes while the process runs.
+  const tls::Credentials* identity;
+  // A new TLS session's credentials: the store's current snapshot, taken when its generation
+  // moved (certificate rotation: tls/credential_store.h). Sessions already open keep theirs.
+  const tls::Credentials& handshake_identity() {
+    if (credential_store && credential_store->generation() != identity_generation_) take_identity();
+    return *identity;
+  }
+  const tls::CredentialStore* credential_store = nullptr;  // null: `identity` stays
+  void take_identity();
   Budgets budgets;
   bool draining = false;
   // Out of descriptors: accepts wait (re-armed on release or by timer).
@@ -148,6 +159,8 @@ class WorkerContext {
  private:
   ring::Submitter& ring_;
   AccessLog* log_;
+  std::shared_ptr<const tls::Credentials> identity_ref_;  // keeps `identity` alive
+  uint64_t identity_generation_ = 0;
   __kernel_timespec connect_timeout_{};
   std::unique_ptr<Objects> objects_;
 };

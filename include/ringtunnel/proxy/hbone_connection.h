@@ -59,6 +59,7 @@ class HboneConnection {
     std::string peer_text;    // ip:port of the other end
     net::Endpoint peer;       // inbound: the other end (authorization's source)
     const std::string* listener = nullptr;  // inbound: the --hbone-listen address it came to
+    std::string local_text;                 // inbound, --log-format json: the ip:port it arrived at
     std::string peer_identity;              // its SPIFFE ID, once the handshake is done
   };
 

@@ -137,6 +137,7 @@ class HboneStream {
   int64_t start_unix_ms_ = 0;
   std::string client_text_;
   const std::string* inbound_listener_ = nullptr;  // inbound: its connection's listener
+  std::string local_text_;  // inbound, --log-format json: the address its connection came to
   std::string src_identity_, dst_identity_;
   std::string refusal_;  // inbound: why admission refused the CONNECT (logged as reason=...)
 };

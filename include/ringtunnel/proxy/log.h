@@ -74,6 +74,16 @@ class LogSink {
 // so a message never spans lines) through the installed sink, else synchronously to stderr.
 void log_line(std::string_view message);  // LogLevel::info
 void log_line(LogLevel level, std::string_view message);
+// --log-format json: from now on log_line() (and a sink's "dropped" line) writes each message as
+// one JSON object, {"level":"warn","time":"2024-05-01T12:00:00.123456Z","scope":"ringtunnel",
+// "message":"..."}: the message's level, and the message without its "ringtunnel: " prefix.
+// Called once, at start-up, before any thread logs.
+void set_log_json(bool json);
+// Appends `value` as a JSON string, quotes included: '"' and '\\' escaped by a backslash, every
+// other byte outside printable ASCII as \u00XX (so a line stays ASCII whatever it quotes).
+void append_json_string(std::string& out, std::string_view value);
+// One message as log_line() writes it (text or JSON), ending in '\n'.
+std::string format_log_line(LogLevel level, std::string_view message);
 // The standard-error sink log_line() uses: set once its writer runs, cleared (nullptr) after the
 // workers have stopped and before the sink is stopped.
 void set_log_sink(LogSink* sink);

@@ -23,7 +23,7 @@
 #include "ringtunnel/proxy/context.h"
 #include "ringtunnel/ring/buffer_pool.h"
 #include "ringtunnel/ring/ring.h"
-#include "ringtunnel/tls/credentials.h"
+#include "ringtunnel/tls/credential_store.h"
 
 namespace ringtunnel::proxy {
 
@@ -31,7 +31,7 @@ class Worker {
  public:
   // `identity` may be null when no route needs one (no HBONE).
   Worker(unsigned id, const config::Config& config, AccessLog& log,
-         const tls::Credentials* identity);
+         const tls::CredentialStore* identity);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;

@@ -54,6 +54,10 @@ class Credentials {
   // The certificate's validity, seconds since the epoch: for expiry warnings and reloads.
   std::time_t not_before() const { return not_before_; }
   std::time_t not_after() const { return not_after_; }
+  // The certificate's serial number, lowercase hex without separators (for logs).
+  const std::string& serial() const { return serial_; }
+  // SHA-256 of the three files' bytes: two loads of the same files have the same digest.
+  const std::string& digest() const { return digest_; }
 
  private:
   Credentials() = default;
@@ -63,6 +67,8 @@ class Credentials {
   SpiffeId identity_;
   std::time_t not_before_ = 0;
   std::time_t not_after_ = 0;
+  std::string serial_;
+  std::string digest_;
 };
 
 // Applies the protocol policy above to a context built elsewhere (tests, tools): TLS 1.3 only,

@@ -353,6 +353,9 @@ TEST_CASE("--help shows each flag's default as Config's initializers set it") {
       {"NS/NAME/SA", {"prod/db-0/db"}},
       {"MARK", {"0x10", "0xffffffff"}},
       {"ADDR|off", {"off", "127.0.0.1:25020", "[::1]:25021"}},
+      {"SECONDS|off", {"60", "7"}},
+      {"N|off", {"4", "127"}},
+      {"text|json", {"json"}},
   };
   const std::vector<FlagInfo> table = flag_table();
   REQUIRE(table.size() == help.size());
@@ -803,5 +806,37 @@ TEST_CASE("mesh: bad usage names the flag, the value and the reason") {
       CHECK(r.error.starts_with(c.error));
     else
       CHECK(r.error == c.error);
+  }
+}
+
+TEST_CASE("TCP keepalive and log format: defaults, values, off and errors") {
+  const FlagsResult d = parse({});
+  CHECK(d.config.keepalive().time_s == 180);
+  CHECK(d.config.keepalive().interval_s == 180);
+  CHECK(d.config.keepalive().probes == 9);
+  CHECK(d.config.keepalive().enabled());
+  CHECK(d.config.log_format == Config::LogFormat::text);
+
+  const FlagsResult r = parse({"--tcp-keepalive-time", "60", "--tcp-keepalive-interval=7",
+                               "--tcp-keepalive-probes", "4", "--log-format", "json"});
+  REQUIRE(r.action == Action::run);
+  CHECK(r.config.keepalive().time_s == 60);
+  CHECK(r.config.keepalive().interval_s == 7);
+  CHECK(r.config.keepalive().probes == 4);
+  CHECK(r.config.log_format == Config::LogFormat::json);
+
+  CHECK(!parse({"--tcp-keepalive-time", "off"}).config.keepalive().enabled());
+  CHECK(!parse({"--tcp-keepalive-probes", "0"}).config.keepalive().enabled());
+
+  for (const auto& [args, want] :
+       std::vector<std::pair<std::vector<std::string_view>, std::string>>{
+           {{"--tcp-keepalive-probes", "128"}, "--tcp-keepalive-probes"},
+           {{"--tcp-keepalive-time", "32768"}, "--tcp-keepalive-time"},
+           {{"--tcp-keepalive-interval", "5s"}, "--tcp-keepalive-interval"},
+           {{"--log-format", "yaml"}, "must be text or json"}}) {
+    const FlagsResult bad = parse_flags(args);
+    CHECK(bad.action == Action::usage_error);
+    INFO(bad.error);
+    CHECK(bad.error.find(want) != std::string::npos);
   }
 }

@@ -197,3 +197,55 @@ TEST_CASE("escaped values: quotes, backslashes, and \\xNN for the rest") {
   CHECK(printed.find('=') == std::string::npos);
   CHECK(unescape(printed) == all);
 }
+
+TEST_CASE("a JSON access record has ztunnel's field names, and leaves out what does not apply") {
+  AccessRecord r{"127.0.0.1:15001",
+                 "127.0.0.1:40000",
+                 "127.0.0.1:8080",
+                 123,
+                 456,
+                 12,
+                 EndReason::closed,
+                 1'764'320'400'123,
+                 {},
+                 {}};
+  std::string out;
+  append_access_json(out, r);
+  CHECK(out ==
+        "{\"level\":\"info\",\"time\":\"2025-11-28T09:00:00.135Z\",\"scope\":\"access\","
+        "\"message\":\"connection complete\",\"src.addr\":\"127.0.0.1:40000\","
+        "\"dst.addr\":\"127.0.0.1:8080\",\"direction\":\"outbound\",\"bytes_sent\":123,"
+        "\"bytes_recv\":456,\"duration\":\"12ms\"}\n");
+}
+
+TEST_CASE("an inbound JSON record reports the destination's bytes; a failure is an error") {
+  AccessRecord r{"127.0.0.1:15008",
+                 "10.0.0.1:40000",
+                 "10.0.0.2:8080",
+                 1,
+                 2,
+                 3,
+                 EndReason::denied,
+                 1'764'320'400'000,
+                 "spiffe://td/ns/a/sa/b",
+                 "spiffe://td/ns/c/sa/d"};
+  r.direction = AccessRecord::Direction::inbound;
+  r.dst_addr = "10.0.0.2:15008";
+  r.hbone_addr = "10.0.0.2:8080";
+  r.src_workload = "a\"\n\xff";
+  r.src_namespace = "ns-a";
+  r.dst_workload = "d";
+  r.dst_namespace = "ns-d";
+  r.dst_service = "web.ns-d.svc.cluster.local";
+  std::string out;
+  append_access_json(out, r, "deny: policy ns-d/no");
+  CHECK(out ==
+        "{\"level\":\"error\",\"time\":\"2025-11-28T09:00:00.003Z\",\"scope\":\"access\","
+        "\"message\":\"connection complete\",\"src.addr\":\"10.0.0.1:40000\","
+        "\"src.workload\":\"a\\\"\\u000a\\u00ff\",\"src.namespace\":\"ns-a\","
+        "\"src.identity\":\"spiffe://td/ns/a/sa/b\",\"dst.addr\":\"10.0.0.2:15008\","
+        "\"dst.hbone_addr\":\"10.0.0.2:8080\",\"dst.service\":\"web.ns-d.svc.cluster.local\","
+        "\"dst.workload\":\"d\",\"dst.namespace\":\"ns-d\","
+        "\"dst.identity\":\"spiffe://td/ns/c/sa/d\",\"direction\":\"inbound\",\"bytes_sent\":2,"
+        "\"bytes_recv\":1,\"duration\":\"3ms\",\"error\":\"denied: deny: policy ns-d/no\"}\n");
+}
