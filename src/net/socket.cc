@@ -89,6 +89,19 @@ int original_dst(int fd, Endpoint& out) {
   return 0;
 }
 
+bool host_has_address(const Endpoint& address) {
+  const int fd = socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return true;  // cannot tell: say yes, the cautious answer for callers
+  Endpoint probe = address;
+  if (probe.family() == AF_INET6)
+    reinterpret_cast<sockaddr_in6*>(&probe.storage)->sin6_port = 0;
+  else
+    reinterpret_cast<sockaddr_in*>(&probe.storage)->sin_port = 0;
+  const bool local = bind(fd, probe.addr(), probe.length) == 0 || errno != EADDRNOTAVAIL;
+  close(fd);
+  return local;
+}
+
 void tune_relay_socket(int fd) {
   const int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

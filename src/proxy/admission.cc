@@ -141,10 +141,6 @@ const char* own_listener(const Addr& a, const config::Config& config) {
 
 }  // namespace
 
-const char* own_listener_flag(const net::Endpoint& target, const config::Config& config) {
-  return own_listener(normalise(target), config);
-}
-
 bool covers(const config::AllowDest& entry, const net::Endpoint& target) {
   return covers(entry, normalise(target));
 }

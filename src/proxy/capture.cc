@@ -25,17 +25,18 @@ namespace {
 // The HBONE port of every workload (ztunnel's).
 constexpr uint16_t kHbonePort = 15008;
 
-// Whether the accepted `fd` reached one of our listeners directly: its original destination is
-// its own local address (no NAT rewrote it), and that address is one of our listeners.
-bool not_redirected(int fd, const net::IpAddress& original_ip, uint16_t original_port,
-                    const config::Config& config) {
+// Whether the accepted `fd` reached our listener directly: its original destination is its own
+// local address (no NAT rewrote it), and that address is one of this host's (TPROXY, the other
+// way to keep the destination as the local address, delivers foreign ones). Such a connection
+// was made to the listener itself: dialling it would come straight back.
+bool not_redirected(int fd, const net::IpAddress& original_ip, uint16_t original_port) {
   net::Endpoint local;
   socklen_t len = sizeof local.storage;
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&local.storage), &len) < 0) return false;
   local.length = len;
   const auto local_ip = net::IpAddress::from_sockaddr(local.addr(), local.length);
   return local_ip && *local_ip == original_ip && local.port() == original_port &&
-         own_listener_flag(local, config) != nullptr;
+         net::host_has_address(local);
 }
 
 // Refused with an access line (end=refused) saying why.
@@ -161,7 +162,7 @@ void open_captured_outbound(WorkerContext& ctx, int fd, const std::string& liste
   if (!ip || !ctx.state || !ctx.local) return refuse_accepted(ctx, fd);
   // A connection made straight to the listener was not redirected: its original destination is
   // the listener itself, and dialling it would come back here, again and again.
-  if (not_redirected(fd, *ip, original.port(), ctx.config)) {
+  if (not_redirected(fd, *ip, original.port())) {
     refuse_not_redirected(ctx, fd, listener_text, original);
     return;
   }

@@ -40,11 +40,15 @@ void ConnectionStreams::on_connect_request(int32_t id, const net::Endpoint& targ
     return;
   }
   // Decided before any socket exists: a refused target is never dialled.
+  // With a workload config the config decides, never --allow-dest: without the local workload
+  // in this worker's snapshot (it should not happen: the store checks it at every load), refuse.
   Admission admission =
-      ctx_.state && ctx_.local
+      ctx_.config.config_path.empty()
+          ? admit(target, ctx_.config, conn_.session().peer_identity(), ctx_.identity->identity())
+      : ctx_.state && ctx_.local
           ? admit_mesh(target, ctx_.config, *ctx_.state, *ctx_.local, conn_.info().peer,
                        &conn_.session().peer_identity(), ctx_.identity->identity())
-          : admit(target, ctx_.config, conn_.session().peer_identity(), ctx_.identity->identity());
+          : Admission(Verdict::not_local, "the local workload is not in this worker's config");
   if (!admission.dry_run.empty())
     log_line(dry_run_line(ctx_.id, admission,
                           net::format_sockaddr(conn_.info().peer.addr(), conn_.info().peer.length),

@@ -338,7 +338,8 @@ const Workload* State::workload_by_info(std::string_view namespace_, std::string
                                         std::string_view service_account) const {
   // Once per load, not per connection: a scan is enough.
   for (const Workload& w : workloads_) {
-    if (w.namespace_ == namespace_ && w.name == name && w.service_account == service_account) {
+    if (w.namespace_ == namespace_ && w.name == name &&
+        w.effective_service_account() == service_account) {
       return &w;
     }
   }

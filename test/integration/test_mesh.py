@@ -48,8 +48,9 @@ listener-loops: connections straight to the capture listeners (A's 127.0.0.1:150
   proxy never dials its own listener.
 tproxy: A captures with TPROXY (mangle OUTPUT marks A's TCP to B's addresses, a policy
   route sends it to loopback, PREROUTING TPROXY delivers it to --outbound-listen, which has
-  IP_TRANSPARENT): a passthrough and an HBONE workload, byte-exact; a straight connection to the
-  listener is still refused.
+  IP_TRANSPARENT): a passthrough, one to B's port 15020 (A's own metrics port, on every address
+  of A: a foreign address on it is still captured, not mistaken for a straight connection)
+  and an HBONE workload, byte-exact; a straight connection to the listener is still refused.
 No capture loop: the proxy's upstream socket carries the mark the rules skip (the target sees
 the connection from A's address, and the proxy logs exactly one line per client)."""
 
@@ -595,13 +596,17 @@ def tproxy():
         cfg = os.path.join(tempfile.gettempdir(), "mesh-tproxy.yaml")
         write_atomic(cfg, HBONE_CONFIG % "")
         b.server(echo_handler, "10.250.0.9", 7070)
+        b.server(echo_handler, "10.250.0.9", 15020)
         b.server(echo_handler, "10.250.0.3", 8080)
         pb = b.proxy(["--config", cfg, "--workload", "default/vm-b/node-b", "--hbone-listen",
                       "0.0.0.0:15008"] + identity_args("node-b"), listens=[("0.0.0.0", 15008)])
+        # A's metrics listener on every address, port 15020: B's 15020 is still B's.
         pa = a.proxy(["--config", cfg, "--workload", "default/vm-a/node-a", "--outbound-listen",
-                      "127.0.0.1:15001"] + identity_args("node-a"), listens=[("127.0.0.1", 15001)])
+                      "127.0.0.1:15001", "--metrics-listen", "0.0.0.0:15020"] +
+                     identity_args("node-a"), listens=[("127.0.0.1", 15001)])
         check("IP_TRANSPARENT" not in pa.stderr_text(), "A: %s" % pa.stderr_text()[-500:])
         for dst, target, dst_identity in ((("10.250.0.9", 7070), "10.250.0.9:7070", None),
+                                          (("10.250.0.9", 15020), "10.250.0.9:15020", None),
                                           (("10.250.0.3", 8080), "10.250.0.3:8080", ID_B)):
             s = a.connect(dst)
             client = "%s:%d" % s.getsockname()

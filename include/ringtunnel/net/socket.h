@@ -43,6 +43,10 @@ int stream_socket_for(const Endpoint& to, uint32_t mark = 0, const Keepalive& ke
 // check for that. Returns 0 and fills `out`, or -errno.
 int original_dst(int fd, Endpoint& out);
 
+// Whether `address` (its port ignored) is one of this host's own addresses: a socket can bind to
+// it without IP_TRANSPARENT. Three system calls; for the rare connection that needs it.
+bool host_has_address(const Endpoint& address);
+
 // Options every relayed socket gets: no Nagle delay (the relay already batches its writes).
 void tune_relay_socket(int fd);
 

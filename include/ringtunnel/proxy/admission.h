@@ -75,11 +75,6 @@ Admission admit_mesh(const net::Endpoint& target, const config::Config& config,
 std::string dry_run_line(unsigned worker, const Admission& admission, std::string_view client,
                          std::string_view identity, std::string_view target);
 
-// The flag naming the listener of this process that `target` would reach ("--hbone-listen",
-// "--forward", "--outbound-listen", "--inbound-plaintext-listen"), or nullptr. A listener on
-// 0.0.0.0 or :: claims its port on every address.
-const char* own_listener_flag(const net::Endpoint& target, const config::Config& config);
-
 // The CONNECT response for a refusal (400, 503 or 401), and how its access-log line ends
 // (bad_request, refused or denied).
 int http_status(Verdict verdict);

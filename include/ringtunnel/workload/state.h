@@ -96,7 +96,8 @@ class State {
 
   const Workload* workload_by_ip(std::string_view network, const net::IpAddress& ip) const;
   const Workload* workload_by_uid(std::string_view uid) const;
-  // The workload a proxy serves, named by namespace, name and service account (as written).
+  // The workload a proxy serves, named by namespace, name and service account (its effective
+  // one: "default" when the config leaves it empty, as the store's check at load).
   const Workload* workload_by_info(std::string_view namespace_, std::string_view name,
                                    std::string_view service_account) const;
 

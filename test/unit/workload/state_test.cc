@@ -61,6 +61,25 @@ TEST_CASE("localhost example: workloads by address, per network") {
   CHECK(s->workload_by_info("default", "local", "other") == nullptr);
 }
 
+TEST_CASE("the local workload is found by its effective service account") {
+  // No serviceAccount in the config: it is "default", as the store's load-time check has it; a
+  // worker looking it up by the raw field would find no local workload (and fall back to
+  // rules that are not the config's).
+  auto s = state_of(R"(workloads:
+- uid: cluster1//v1/Pod/default/vm-a
+  name: vm-a
+  namespace: default
+  workloadIps: ["10.0.0.1"]
+  protocol: HBONE
+  services: {}
+)");
+  const Workload* w = s->workload_by_uid("cluster1//v1/Pod/default/vm-a");
+  REQUIRE(w != nullptr);
+  CHECK(w->service_account.empty());
+  CHECK(s->workload_by_info("default", "vm-a", "default") == w);
+  CHECK(s->workload_by_info("default", "vm-a", "") == nullptr);
+}
+
 TEST_CASE("localhost example: outbound routing of captured connections") {
   auto s = localhost();
   const Workload& src = *s->workload_by_uid("cluster1//v1/Pod/default/local");
