@@ -18,23 +18,6 @@ namespace ringtunnel::ops {
 
 namespace {
 
-// The length of the valid UTF-8 sequence at the start of `s`, or 0.
-size_t utf8_sequence(std::string_view s) {
-  const auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char c = b(0);
-  size_t n = c < 0x80             ? 1
-             : (c & 0xe0) == 0xc0 ? 2
-             : (c & 0xf0) == 0xe0 ? 3
-             : (c & 0xf8) == 0xf0 ? 4
-                                  : 0;
-  if (n == 0 || n > s.size() || (n == 2 && c < 0xc2) || (n == 4 && c > 0xf4)) return 0;
-  for (size_t i = 1; i < n; ++i)
-    if ((b(i) & 0xc0) != 0x80) return 0;
-  if (n == 3 && ((c == 0xe0 && b(1) < 0xa0) || (c == 0xed && b(1) >= 0xa0))) return 0;
-  if (n == 4 && ((c == 0xf0 && b(1) < 0x90) || (c == 0xf4 && b(1) >= 0x90))) return 0;
-  return n;
-}
-
 // A small writer for the shapes /config_dump needs.
 class Json {
  public:
@@ -361,29 +344,9 @@ Response text(int status, std::string body) {
 }  // namespace
 
 std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  while (!s.empty()) {
-    const unsigned char c = static_cast<unsigned char>(s.front());
-    const size_t n = utf8_sequence(s);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += char(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c < 0x20 || c == 0x7f || n == 0) {
-      out += fmt::format("\\u{:04x}", c);
-    } else {
-      out += s.substr(0, n);
-      s.remove_prefix(n);
-      continue;
-    }
-    s.remove_prefix(1);
-  }
-  return out + "\"";
+  std::string out;
+  proxy::append_json_string(out, s);
+  return out;
 }
 
 std::string certificates_json(std::string_view pem) {

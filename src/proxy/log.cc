@@ -214,18 +214,50 @@ bool parse_log_level(std::string_view text, LogLevel& out) {
   return false;
 }
 
+namespace {
+
+// The length of the well-formed UTF-8 sequence `s` starts with (1-4), or 0 if it does not start
+// with one (a stray continuation byte, an overlong form, a surrogate, past U+10FFFF, cut short).
+size_t utf8_sequence(std::string_view s) {
+  const auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char c = b(0);
+  size_t n = c < 0x80             ? 1
+             : (c & 0xe0) == 0xc0 ? 2
+             : (c & 0xf0) == 0xe0 ? 3
+             : (c & 0xf8) == 0xf0 ? 4
+                                  : 0;
+  if (n == 0 || n > s.size() || (n == 2 && c < 0xc2) || (n == 4 && c > 0xf4)) return 0;
+  for (size_t i = 1; i < n; ++i)
+    if ((b(i) & 0xc0) != 0x80) return 0;
+  if (n == 3 && ((c == 0xe0 && b(1) < 0xa0) || (c == 0xed && b(1) >= 0xa0))) return 0;
+  if (n == 4 && ((c == 0xf0 && b(1) < 0x90) || (c == 0xf4 && b(1) >= 0x90))) return 0;
+  return n;
+}
+
+}  // namespace
+
 void append_json_string(std::string& out, std::string_view value) {
   out += '"';
-  for (const char c : value) {
-    const auto byte = static_cast<unsigned char>(c);
+  while (!value.empty()) {
+    const auto c = static_cast<unsigned char>(value.front());
+    const size_t n = utf8_sequence(value);
     if (c == '"' || c == '\\') {
       out += '\\';
-      out += c;
-    } else if (byte >= 0x20 && byte < 0x7f) {
-      out += c;
+      out += char(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c < 0x20 || c == 0x7f || n == 0) {
+      fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
     } else {
-      fmt::format_to(std::back_inserter(out), "\\u{:04x}", byte);
+      out += value.substr(0, n);
+      value.remove_prefix(n);
+      continue;
     }
+    value.remove_prefix(1);
   }
   out += '"';
 }

@@ -79,8 +79,10 @@ void log_line(LogLevel level, std::string_view message);
 // "message":"..."}: the message's level, and the message without its "ringtunnel: " prefix.
 // Called once, at start-up, before any thread logs.
 void set_log_json(bool json);
-// Appends `value` as a JSON string, quotes included: '"' and '\\' escaped by a backslash, every
-// other byte outside printable ASCII as \u00XX (so a line stays ASCII whatever it quotes).
+// Appends `value` as a JSON string, quotes included, always valid JSON: '"' and '\\' escaped by
+// a backslash, \n \t \r as such, other control bytes and every byte that is not part of
+// well-formed UTF-8 as \u00XX; well-formed UTF-8 is kept as it is. The one JSON string writer
+// (access records, operational lines, /config_dump).
 void append_json_string(std::string& out, std::string_view value);
 // One message as log_line() writes it (text or JSON), ending in '\n'.
 std::string format_log_line(LogLevel level, std::string_view message);

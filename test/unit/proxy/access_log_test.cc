@@ -242,7 +242,7 @@ TEST_CASE("an inbound JSON record reports the destination's bytes; a failure is 
   CHECK(out ==
         "{\"level\":\"error\",\"time\":\"2025-11-28T09:00:00.003Z\",\"scope\":\"access\","
         "\"message\":\"connection complete\",\"src.addr\":\"10.0.0.1:40000\","
-        "\"src.workload\":\"a\\\"\\u000a\\u00ff\",\"src.namespace\":\"ns-a\","
+        "\"src.workload\":\"a\\\"\\n\\u00ff\",\"src.namespace\":\"ns-a\","
         "\"src.identity\":\"spiffe://td/ns/a/sa/b\",\"dst.addr\":\"10.0.0.2:15008\","
         "\"dst.hbone_addr\":\"10.0.0.2:8080\",\"dst.service\":\"web.ns-d.svc.cluster.local\","
         "\"dst.workload\":\"d\",\"dst.namespace\":\"ns-d\","
