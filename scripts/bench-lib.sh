@@ -394,6 +394,21 @@ bl_haproxy_cfg() {
 	EOF
 }
 
+# bl_rt_ops_off — prints, one per line, the operating-listener flags (--metrics-listen,
+# --readiness-listen, --admin-listen) set to off, for a ringtunnel that has them and whose
+# BL_RT_EXTRA does not name them: their default ports (15020, 15021, 15000) would otherwise
+# collide between the two processes of a pair, or with anything else on the machine.
+bl_rt_ops_off() {
+	local help f
+	help=$(timeout 10 "$BL_RT_BIN" --help 2>&1 || true)
+	for f in --metrics-listen --readiness-listen --admin-listen; do
+		[[ $help == *"$f"* ]] || continue
+		[[ " ${BL_RT_EXTRA[*]+"${BL_RT_EXTRA[*]}"} " == *" $f"[\ =]* ]] && continue
+		printf '%s\n' "$f" off
+	done
+}
+
+
 # bl_proxy_cmd KIND ROLE LPORT TPORT BPORT — fills BL_CMD with the command line and
 # BL_LISTEN_PORT with the port it will listen on; haproxy configs are written into BL_TMP.
 # ROLE: "proxy" for a single relay (LPORT -> TPORT), A or B for a pair (A listens on LPORT and
@@ -409,22 +424,25 @@ bl_proxy_cmd() {
 	# A: HBONE's mutual-TLS handshake, ALPN h2 included (in mode tcp ALPN does not choose the
 	# HTTP/2 mux: HAProxy still relays the bytes as they are).
 	local tls="ca-file \"$BL_CA\" verify required ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256 alpn h2"
+	local ops_off=()
+	[[ $kind == ringtunnel* || $kind == hbone ]] && mapfile -t ops_off < <(bl_rt_ops_off)
 	case "$kind/$role" in
 	ringtunnel/proxy | ringtunnel-splice/proxy)
 		BL_CMD=("$BL_RT_BIN" --forward "127.0.0.1:$lport=tcp://127.0.0.1:$tport"
 			--access-log off --drain-timeout 1s)
 		[[ $kind == ringtunnel-splice ]] && BL_CMD+=(--tcp-splice)
-		BL_CMD+=("${BL_RT_EXTRA[@]+"${BL_RT_EXTRA[@]}"}")
+		BL_CMD+=("${ops_off[@]+"${ops_off[@]}"}" "${BL_RT_EXTRA[@]+"${BL_RT_EXTRA[@]}"}")
 		;;
 	hbone/A)
 		BL_CMD=("$BL_RT_BIN" --cert "$BL_A_CRT" --key "$BL_A_KEY" --ca "$BL_CA"
 			--forward "127.0.0.1:$lport=hbone://127.0.0.1:$bport/127.0.0.1:$tport?identity=$BL_B_ID"
-			--access-log off --drain-timeout 1s "${BL_RT_EXTRA[@]+"${BL_RT_EXTRA[@]}"}")
+			--access-log off --drain-timeout 1s "${ops_off[@]+"${ops_off[@]}"}"
+			"${BL_RT_EXTRA[@]+"${BL_RT_EXTRA[@]}"}")
 		;;
 	hbone/B)
 		BL_CMD=("$BL_RT_BIN" --cert "$BL_B_CRT" --key "$BL_B_KEY" --ca "$BL_CA"
 			--hbone-listen "127.0.0.1:$bport" --access-log off --drain-timeout 1s
-			"${BL_RT_EXTRA[@]+"${BL_RT_EXTRA[@]}"}")
+			"${ops_off[@]+"${ops_off[@]}"}" "${BL_RT_EXTRA[@]+"${BL_RT_EXTRA[@]}"}")
 		# B dials only what --allow-dest names (a build from before the flag dials anything)
 		if [[ $(timeout 10 "$BL_RT_BIN" --help 2>&1 || true) == *--allow-dest* ]]; then
 			BL_CMD+=(--allow-dest "127.0.0.1:$tport")
