@@ -38,8 +38,10 @@
 #include "ringtunnel/ops/admin.h"
 #include "ringtunnel/ops/health.h"
 #include "ringtunnel/ops/http_server.h"
+#include "ringtunnel/ops/metrics.h"
 #include "ringtunnel/proxy/log.h"
 #include "ringtunnel/proxy/worker.h"
+#include "ringtunnel/stats/metrics.h"
 #include "ringtunnel/tls/credential_store.h"
 #include "ringtunnel/tls/credentials.h"
 #include "ringtunnel/workload/store.h"
@@ -209,7 +211,8 @@ std::string read_file_text(const std::string& path) {
 // Opens the operating listeners (--metrics-listen, --readiness-listen, --admin-listen), adds
 // the readiness and admin routes, and starts their thread. Returns "" or the error (exit 1).
 std::string start_ops(const config::Config& config, const workload::Store& store, int quit_fd,
-                      const ops::Health& health, ops::HttpServer& server) {
+                      const ops::Health& health, const stats::MetricsRegistry& metrics,
+                      ops::HttpServer& server) {
   struct Listen {
     const char* flag;
     const std::string& address;
@@ -239,8 +242,7 @@ std::string start_ops(const config::Config& config, const workload::Store& store
     l.id = server.listen(at, l.flag, err);
     if (l.id < 0) return fmt::format("{} {}: cannot listen: {}", l.flag, l.address, err);
   }
-  // The metrics listener (listens[0]) has no routes of its own here: it answers 404 until the
-  // metrics component registers its paths on listens[0].id.
+  if (listens[0].id >= 0) ops::add_metrics_routes(server, listens[0].id, metrics);
   if (listens[1].id >= 0) ops::add_readiness_routes(server, listens[1].id, health);
   if (listens[2].id >= 0) {
     ops::AdminSources sources;
@@ -695,8 +697,11 @@ int run(config::Config& config) {
     health.cert_not_after = int64_t(identity->current()->not_after());
   }
   const int quit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  // Every worker's counters, for /metrics; declared before the server, which renders them.
+  stats::MetricsRegistry metrics;
   ops::HttpServer ops_server;
-  if (std::string err = start_ops(config, store, quit_fd, health, ops_server); !err.empty()) {
+  if (std::string err = start_ops(config, store, quit_fd, health, metrics, ops_server);
+      !err.empty()) {
     proxy::log_line(proxy::LogLevel::error, fmt::format("ringtunnel: {}", err));
     if (quit_fd >= 0) close(quit_fd);
     return 1;
@@ -734,11 +739,22 @@ int run(config::Config& config) {
   proxy::set_log_sink(&stderr_sink);
 
   std::vector<std::unique_ptr<proxy::Worker>> pool;
+  // Whatever way run() returns, the workers leave the registry before they are destroyed (the
+  // metrics server may still be scraping).
+  struct Unregister {
+    stats::MetricsRegistry& metrics;
+    std::vector<std::unique_ptr<proxy::Worker>>& pool;
+    ~Unregister() {
+      for (const auto& w : pool)
+        metrics.remove(w->metrics());
+    }
+  } unregister{metrics, pool};
   std::vector<std::thread> threads;
   std::vector<std::future<std::string>> started;
   for (unsigned i = 0; i < workers; ++i) {
     pool.push_back(
         std::make_unique<proxy::Worker>(i, config, access_log, identity ? &*identity : nullptr));
+    metrics.add(pool.back()->metrics());
     auto ready = std::make_shared<std::promise<std::string>>();
     started.push_back(ready->get_future());
     threads.emplace_back([w = pool.back().get(), ready, &health] {

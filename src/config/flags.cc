@@ -547,6 +547,27 @@ const std::vector<Flag>& flags() {
          if (v == "json") return c.log_format = Config::LogFormat::json, "";
          return "must be text or json";
        }},
+      // ---- metrics (stats/metrics.h)
+      {"--metrics-max-series", "N",
+       "TCP traffic metric series (istio_tcp_*: one per distinct set of labels) each worker keeps. "
+       "A connection that would make one more is counted with every workload label \"unknown\", "
+       "in ringtunnel_metrics_series_overflow_total, and the first is logged.",
+       show_number<&Config::metrics_max_series>,
+       [](std::string_view v, Config& c) {
+         uint64_t n;
+         std::string err = parse_uint(v, 1, 1u << 20, n);
+         c.metrics_max_series = static_cast<uint32_t>(n);
+         return err;
+       }},
+      {"--metrics-series-expiry", "DURATION",
+       "A TCP traffic metric series with no open connection is dropped from /metrics once nothing "
+       "has used it for this long (should its labels come back, it starts again from 0).",
+       show_duration<&Config::metrics_series_expiry_ms>,
+       [](std::string_view v, Config& c) -> std::string {
+         if (std::string err = parse_duration_ms(v, c.metrics_series_expiry_ms); !err.empty())
+           return err;
+         return c.metrics_series_expiry_ms > 0 ? "" : "must be more than 0";
+       }},
       {"--help", nullptr, "Print this help and exit.", nullptr, nullptr},
       {"--version", nullptr, "Print the version and the libraries in use, and exit.", nullptr,
        nullptr},

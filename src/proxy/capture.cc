@@ -14,6 +14,7 @@
 #include "ringtunnel/proxy/dispatch.h"
 #include "ringtunnel/proxy/log.h"
 #include "ringtunnel/proxy/objects.h"
+#include "ringtunnel/proxy/traffic.h"
 #include "ringtunnel/workload/model.h"
 #include "ringtunnel/workload/state.h"
 #include "ringtunnel/workload/store.h"
@@ -112,7 +113,10 @@ void open_captured_inbound(WorkerContext& ctx, int fd, const std::string& listen
   if (!a.dry_run.empty())
     log_line(dry_run_line(ctx.id, a, net::format_sockaddr(source.addr(), source.length), {},
                           original.to_string()));
+  const stats::TrafficLabels labels =
+      inbound_labels(ctx, workload_at(ctx, source), workload_at(ctx, original), false);
   if (a.verdict != Verdict::allow) {
+    count_refused(ctx, labels, end_reason(a.verdict));
     if (ctx.access_enabled()) {
       const std::string client = net::format_sockaddr(source.addr(), source.length);
       const std::string target = original.to_string();
@@ -127,7 +131,8 @@ void open_captured_inbound(WorkerContext& ctx, int fd, const std::string& listen
     }
     return refuse_accepted(ctx, fd);
   }
-  if (Relay* r = open_relay(ctx, fd, TcpTarget{original, listener, nullptr})) r->set_authorized();
+  if (Relay* r = open_relay(ctx, fd, TcpTarget{original, listener, nullptr}, &labels))
+    r->set_authorized();
 }
 
 void judge_again(WorkerContext& ctx) {
@@ -173,21 +178,25 @@ void open_captured_outbound(WorkerContext& ctx, int fd, const std::string& liste
   switch (d.kind) {
     case workload::Destination::Kind::no_endpoint:
       return refuse_accepted(ctx, fd);
-    case workload::Destination::Kind::passthrough:
-      open_relay(ctx, fd, TcpTarget{original, listener, nullptr});
+    case workload::Destination::Kind::passthrough: {
+      const stats::TrafficLabels labels =
+          outbound_labels(ctx, ctx.local, nullptr, d.service, false);
+      open_relay(ctx, fd, TcpTarget{original, listener, nullptr}, &labels);
       return;
+    }
     case workload::Destination::Kind::workload:
     case workload::Destination::Kind::service:
       break;
   }
   const net::Endpoint target = net::endpoint_of(d.ip, d.port);
-  if (d.workload->protocol != workload::Protocol::hbone)
-    return (void)open_relay(ctx, fd, TcpTarget{target, listener, nullptr});
+  const bool hbone = d.workload->protocol == workload::Protocol::hbone;
+  const stats::TrafficLabels labels = outbound_labels(ctx, ctx.local, d.workload, d.service, hbone);
+  if (!hbone) return (void)open_relay(ctx, fd, TcpTarget{target, listener, nullptr}, &labels);
   std::shared_ptr<HboneTarget> to = ctx.outbound().target(
       listener, target.to_string(), net::endpoint_of(d.ip, kHbonePort), d.workload->spiffe_id());
   to->baggage = ctx.local_baggage;
   if (d.service) to->forwarded_host = d.service->hostname;
-  open_outbound_stream(ctx, fd, std::move(to));
+  open_outbound_stream(ctx, fd, std::move(to), &labels);
 }
 
 }  // namespace ringtunnel::proxy

@@ -52,7 +52,8 @@ void open_relay(WorkerContext& ctx, int fd, uint16_t route) {
   open_relay(ctx, fd, tcp_target(ctx.config.routes[route]));
 }
 
-Relay* open_relay(WorkerContext& ctx, int fd, const TcpTarget& to) {
+Relay* open_relay(WorkerContext& ctx, int fd, const TcpTarget& to,
+                  const stats::TrafficLabels* labels) {
   Relay* r = ctx.objects().relays.acquire(ctx);
   if (!r) {
     log_line(LogLevel::warn,
@@ -61,7 +62,7 @@ Relay* open_relay(WorkerContext& ctx, int fd, const TcpTarget& to) {
     refuse_accepted(ctx, fd);
     return nullptr;
   }
-  r->open(fd, to);
+  r->open(fd, to, labels);
   return r->live() ? r : nullptr;
 }
 
@@ -69,10 +70,11 @@ void open_outbound_stream(WorkerContext& ctx, int fd, uint16_t route) {
   open_outbound_stream(ctx, fd, ctx.outbound().route_target(route));
 }
 
-void open_outbound_stream(WorkerContext& ctx, int fd, std::shared_ptr<const HboneTarget> to) {
+void open_outbound_stream(WorkerContext& ctx, int fd, std::shared_ptr<const HboneTarget> to,
+                          const stats::TrafficLabels* labels) {
   HboneStream* s = ctx.objects().streams.acquire(ctx);
   if (!s) return refuse_accepted(ctx, fd);
-  s->open_outbound(fd, std::move(to));
+  s->open_outbound(fd, std::move(to), labels);
 }
 
 void open_inbound_conn(WorkerContext& ctx, int fd, const std::string& listener) {

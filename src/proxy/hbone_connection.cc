@@ -166,6 +166,7 @@ void HboneConnection::drive() {
 }
 
 void HboneConnection::established() {
+  ctx_.metrics.handshakes[info_.inbound ? 1 : 0].add();
   state_ = State::open;
   end_handshake();
   streams_.idle_from(ctx_.now());  // idle until a stream is counted
@@ -227,8 +228,31 @@ void HboneConnection::on_sent(int res) {
   schedule();
 }
 
+namespace {
+
+stats::HandshakeFailure handshake_failure(ConnFailure failure) {
+  switch (failure) {
+    case ConnFailure::handshake:
+      return stats::HandshakeFailure::tls;
+    case ConnFailure::handshake_timeout:
+      return stats::HandshakeFailure::timeout;
+    case ConnFailure::peer_closed:
+      return stats::HandshakeFailure::peer_closed;
+    case ConnFailure::socket:
+    case ConnFailure::recv:
+    case ConnFailure::send:
+      return stats::HandshakeFailure::socket;
+    default:
+      return stats::HandshakeFailure::other;
+  }
+}
+
+}  // namespace
+
 void HboneConnection::fail(ConnFailure failure, std::string_view detail) {
   if (state_ == State::free || closing()) return;
+  if (state_ == State::handshaking && session_.created())
+    ctx_.metrics.handshake_failures[size_t(handshake_failure(failure))].add();
   // What HTTP/2 still has for the peer (its GOAWAY saying why) goes into TLS before the streams
   // are dropped, which drops the session's output.
   if (session_.created()) session_.pump();
@@ -278,6 +302,12 @@ void HboneConnection::finish_sending() {
 // it is counted, and one line a second says how many (Budgets).
 void HboneConnection::close_before_handshake(Refusal counted) {
   if (state_ == State::free || closing()) return;
+  if (session_.created())  // it had started: its client's first bytes had arrived
+    ctx_.metrics
+        .handshake_failures[size_t(counted == Refusal::handshake_timeout
+                                       ? stats::HandshakeFailure::timeout
+                                       : stats::HandshakeFailure::other)]
+        .add();
   ctx_.budgets.refuse(counted);
   state_ = State::flushing;
   abandon();  // nothing to say to a client that never finished its handshake

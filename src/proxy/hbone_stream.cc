@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstring>
 #include <random>
 
 #include <fmt/format.h>
@@ -25,7 +26,8 @@ std::string traceparent() {
 
 // ---- lifecycle
 
-void HboneStream::open_outbound(int fd, std::shared_ptr<const HboneTarget> to) {
+void HboneStream::open_outbound(int fd, std::shared_ptr<const HboneTarget> to,
+                                const stats::TrafficLabels* labels) {
   inbound_ = false;
   state_ = State::opening;
   start_ns_ = ctx_.now();
@@ -39,6 +41,16 @@ void HboneStream::open_outbound(int fd, std::shared_ptr<const HboneTarget> to) {
   net::tune_relay_socket(fd);
   src_identity_ = ctx_.identity->identity().to_string();
   dst_identity_ = outbound_->identity;
+  if (labels) {
+    traffic_.open(ctx_, *labels);
+  } else {
+    net::Endpoint client, target;
+    memcpy(&client.storage, &peer, sizeof peer);
+    client.length = len;
+    if (!net::parse_endpoint(outbound_->authority, target).empty()) target = {};
+    traffic_.open(ctx_, outbound_labels(ctx_, workload_at(ctx_, client), workload_at(ctx_, target),
+                                        nullptr, true, outbound_->identity));
+  }
   HboneConnection* conn = ctx_.outbound().connection_for(ctx_, outbound_);
   if (!conn || conn->closing()) return end(EndReason::peer_error, true);
   if (conn->state() == HboneConnection::State::open) return attach(*conn);
@@ -87,6 +99,17 @@ void HboneStream::open_inbound(HboneConnection& conn, int32_t id, const net::End
       if (const auto client = forwarded_for(h.value)) client_text_ = std::string(*client);
   src_identity_ = conn.info().peer_identity;
   dst_identity_ = ctx_.identity->identity().to_string();
+  {
+    // The source workload: the one at the client address the peer proxy forwarded, else the one
+    // at the peer proxy's own address.
+    net::Endpoint client;
+    const workload::Workload* source = nullptr;
+    if (client_text_ != conn.info().peer_text && net::parse_endpoint(client_text_, client).empty())
+      source = workload_at(ctx_, client);
+    if (!source) source = workload_at(ctx_, source_);
+    traffic_.open(ctx_,
+                  inbound_labels(ctx_, source, workload_at(ctx_, target), true, src_identity_));
+  }
   conn.h2().set_stream_owner(id, this);
   bind(conn, id);
   if (admission.verdict != Verdict::allow) {
@@ -183,7 +206,7 @@ void HboneStream::on_recv(const io_uring_cqe& cqe) {
     }
     if (lent_.empty()) lent_progress_ns_ = ctx_.loop_now;
     lent_.lend(data, uint32_t(cqe.res), *bid, cls);
-    bytes_from_tcp_ += uint32_t(cqe.res);
+    count_from_tcp(uint32_t(cqe.res));
     tcp_.kept(ctx_, ops_, 0, size_t(cqe.res), lent_.live_bytes() >= ctx_.config.max_queued, more);
     conn_->schedule();
     return;
@@ -206,7 +229,7 @@ void HboneStream::on_sent(int res) {
     return end(socket_end(res, inbound_ ? Peer::target : Peer::client), false);
   }
   out_->consume(size_t(res));
-  bytes_to_tcp_ += uint32_t(res);
+  count_to_tcp(uint32_t(res));
   give_window(size_t(res));
   schedule();
 }
@@ -293,6 +316,7 @@ void HboneStream::release() {
   early_credit_ = 0;
   out_.reset();
   if (ctx_.access_enabled()) log_access();
+  traffic_.close(ctx_, end_);
   if (!inbound_) {
     ctx_.budgets.connection_released();  // the client accepted on a --forward hbone:// listener
   } else if (HboneConnection* c = ctx_.conn(conn_ref_)) {

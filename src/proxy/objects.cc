@@ -12,12 +12,17 @@ WorkerContext::WorkerContext(unsigned worker_id, const config::Config& cfg,
       tls_pool(tls_recv_pool),
       give_back([this](uint8_t cls, uint16_t bid) { pool.give_back(cls, bid); }),
       id(worker_id),
+      metrics(worker_id),
       config(cfg),
       identity(node_identity),
       budgets(worker_id, cfg),
       ring_(ring),
       log_(log),
       objects_(std::make_unique<Objects>(cfg)) {
+  metrics.traffic.configure(cfg.metrics_max_series,
+                            uint64_t(cfg.metrics_series_expiry_ms) * 1'000'000u);
+  metrics.data_pool = &recv_pool.counters();
+  metrics.tls_pool = &tls_recv_pool.counters();
   connect_timeout_.tv_sec = cfg.connect_timeout_ms / 1000;
   connect_timeout_.tv_nsec = (cfg.connect_timeout_ms % 1000) * 1'000'000;
 }

@@ -18,7 +18,7 @@
 
 namespace ringtunnel::proxy {
 
-void Relay::open(int client_fd, const TcpTarget& to) {
+void Relay::open(int client_fd, const TcpTarget& to, const stats::TrafficLabels* labels) {
   state_ = State::connecting;
   listener_ = to.listener;
   target_text_ = to.target_text;
@@ -30,6 +30,15 @@ void Relay::open(int client_fd, const TcpTarget& to) {
   socklen_t len = sizeof client_;
   getpeername(client_fd, &client_.sa, &len);
   net::tune_relay_socket(client_fd);
+  if (labels) {
+    traffic_.open(ctx_, *labels);
+  } else {
+    net::Endpoint client;
+    memcpy(&client.storage, &client_, sizeof client_);
+    client.length = len;
+    traffic_.open(ctx_, outbound_labels(ctx_, workload_at(ctx_, client), workload_at(ctx_, target_),
+                                        nullptr, false));
+  }
 
   const int target_fd = net::stream_socket_for(target_, ctx_.config.mark, ctx_.config.keepalive());
   if (target_fd < 0) return end(EndReason::connect_error);
@@ -153,7 +162,7 @@ void Relay::on_recv(uint8_t d, const io_uring_cqe& cqe) {
       if (!dir.queue) dir.queue = ctx_.queues.take();
       if (!dir.queue->count) dir.progress_ns = ctx_.loop_now;
       dir.queue->push({0, uint32_t(cqe.res), *bid, from.armed_cls});
-      dir.bytes += uint32_t(cqe.res);
+      count(d, uint32_t(cqe.res));
       dir.queued += uint32_t(cqe.res);
       from.kept(ctx_, ops_, d, size_t(cqe.res), dir.queued >= ctx_.config.max_queued,
                 cqe.flags & IORING_CQE_F_MORE);
@@ -276,7 +285,7 @@ void Relay::on_splice_in(uint8_t d, int res) {
   if (state_ != State::relaying) return;
   if (res > 0) {
     dir.in_pipe += uint32_t(res);
-    dir.bytes += uint32_t(res);
+    count(d, uint32_t(res));
   } else if (res == 0) {
     dir.fin = Fin::received;
   } else if (res == -EAGAIN && dir.in_pipe) {
@@ -444,6 +453,7 @@ void Relay::release() {
     if (authorized_) rec.direction = AccessRecord::Direction::inbound;
     ctx_.access(rec);
   }
+  traffic_.close(ctx_, end_);
   ctx_.budgets.connection_released();
   state_ = State::free;
   ctx_.release(*this);

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -40,6 +41,11 @@ constexpr int64_t kReloadCheckNs = 500'000'000;
 // Accepts stopped by a lack of descriptors are tried again this often, whoever frees one (this
 // worker, another worker, or another process).
 constexpr uint64_t kAcceptRetryNs = 100'000'000;
+// Traffic metric series that expired are dropped this often (a quarter of
+// --metrics-series-expiry, within these bounds): a series lives at most a quarter longer than
+// its expiry, and a worker whose series are all idle wakes at most this often for them.
+constexpr uint64_t kMinSeriesSweepNs = 100'000'000;
+constexpr uint64_t kMaxSeriesSweepNs = 10'000'000'000;
 
 }  // namespace
 
@@ -55,6 +61,7 @@ Worker::Worker(unsigned id, const config::Config& config, AccessLog& log,
   }
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
   ctx_.store = config.store;  // null without --config
+  ctx_.metrics.ring = &ring_.counters();
   refresh_state(ctx_);
 }
 
@@ -91,6 +98,8 @@ std::string Worker::start() {
       return err;
     tls_pool_.set_poison(config_.poison_buffers);
   }
+  ctx_.metrics.registered_bytes.set((pool_.registered() ? pool_.bytes() : 0) +
+                                    (tls_pool_.registered() ? tls_pool_.bytes() : 0));
   for (size_t i = 0; i < config_.routes.size(); ++i) {
     std::string err;
     const int fd =
@@ -253,7 +262,24 @@ void Worker::after_completions() {
     for (size_t i = 0; i < listeners_.size(); ++i)
       if (listeners_[i].state == Listener::State::idle) arm_accept(i);
   }
+  // Before the log: once a connection's access line can be read, a scrape sees it counted.
+  publish_metrics();
   if (!ctx_.log_batch.empty()) log_.write(ctx_.log_batch);
+}
+
+// The gauges a scrape reads, once per loop iteration (they change only inside one), and the
+// expired traffic series dropped at most every sweep interval.
+void Worker::publish_metrics() {
+  stats::WorkerMetrics& m = ctx_.metrics;
+  m.streams_open.set(ctx_.live_streams());
+  m.pooled_connections.set(ctx_.outbound().size());
+  if (!m.traffic.idle()) return;
+  const uint64_t now = ctx_.loop_now ? ctx_.loop_now : monotonic_ns();
+  if (now < next_series_sweep_ns_) return;
+  const uint64_t every =
+      std::clamp(m.traffic.expiry_ns() / 4, kMinSeriesSweepNs, kMaxSeriesSweepNs);
+  // A scrape holding the list: tried again soon rather than a whole interval later.
+  next_series_sweep_ns_ = now + (m.traffic.expire(now) ? every : kMinSeriesSweepNs);
 }
 
 // Accepts stopped by a lack of descriptors: tried again every kAcceptRetryNs. Lowers `timeout`
@@ -291,6 +317,11 @@ std::optional<int64_t> Worker::next_timeout() {
   // A reload must reach the connections it denies within a second (the file watch waits 100 ms
   // for quiet), also in an idle worker.
   if (ctx_.store) timeout = std::min(timeout.value_or(kReloadCheckNs), kReloadCheckNs);
+  // Idle traffic series expire also in a worker that nothing else wakes.
+  if (ctx_.metrics.traffic.idle()) {
+    const auto sweep = int64_t(next_series_sweep_ns_ - std::min(now, next_series_sweep_ns_));
+    timeout = std::min(timeout.value_or(sweep), sweep);
+  }
   if (has_todo(ctx_)) timeout = 0;
   return timeout;
 }

@@ -75,7 +75,7 @@ void BufferPool::give_back(uint8_t cls, uint16_t bid) {
   io_uring_buf_ring_add(rings_[cls], data(cls, bid), spec_.sizes[cls], bid,
                         io_uring_buf_ring_mask(spec_.counts[cls]), static_cast<int>(pending_[cls]));
   ++pending_[cls];
-  --outstanding_[cls];
+  counters_.in_use[cls].sub();
 }
 
 bool BufferPool::publish() {

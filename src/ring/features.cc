@@ -94,7 +94,7 @@ void probe_buffer_features(Ring& ring, BufferPool& pool, const ProbeOptions& opt
   });
   f.multishot_recv = c.res == int(sizeof probe) && (c.flags & IORING_CQE_F_MORE);
   if (c.res > 0 && (c.flags & IORING_CQE_F_BUFFER)) {
-    pool.taken(0);
+    pool.taken(0, false);
     pool.give_back(0, uint16_t(c.flags >> IORING_CQE_BUFFER_SHIFT));
     pool.publish();
   }

@@ -59,12 +59,18 @@ bool Ring::opcode_supported(uint8_t op) const {
   return probe_ && io_uring_opcode_supported(probe_, op);
 }
 
+void Ring::submit() {
+  counters_.enters.add();
+  io_uring_submit(&ring_);
+}
+
 io_uring_sqe* Ring::sqe() {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   while (!sqe) {
-    io_uring_submit(&ring_);
+    submit();
     sqe = io_uring_get_sqe(&ring_);
   }
+  counters_.sqes.add();
   return sqe;
 }
 
@@ -96,7 +102,7 @@ void prep_buffer_recv(io_uring_sqe* sqe, int fd, uint16_t group, const RingFeatu
 }
 
 void Ring::reserve(unsigned n) {
-  if (io_uring_sq_space_left(&ring_) < n) io_uring_submit(&ring_);
+  if (io_uring_sq_space_left(&ring_) < n) submit();
 }
 
 bool Ring::update_files(unsigned slot, std::span<const int> fds) {
@@ -106,6 +112,7 @@ bool Ring::update_files(unsigned slot, std::span<const int> fds) {
 
 void Ring::submit_and_wait(std::optional<int64_t> timeout_ns, unsigned wait_nr) {
   io_uring_cqe* cqe = nullptr;
+  counters_.enters.add();
   if (!timeout_ns) {
     io_uring_submit_and_wait(&ring_, wait_nr);
     return;

@@ -130,6 +130,10 @@ struct Config {
   // per line.
   enum class LogFormat : uint8_t { text, json };
   LogFormat log_format = LogFormat::text;
+  // Metrics (stats/metrics.h): TCP traffic series per worker, and how long a series with no open
+  // connection is kept after its last use.
+  uint32_t metrics_max_series = 1000;
+  int64_t metrics_series_expiry_ms = 300000;
 
   bool needs_identity() const {
     // A mesh workload's SPIFFE ID is checked against the certificate's at start-up.

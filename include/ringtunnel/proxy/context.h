@@ -24,6 +24,7 @@
 #include "ringtunnel/proxy/send_queue.h"
 #include "ringtunnel/ring/buffer_pool.h"
 #include "ringtunnel/ring/submitter.h"
+#include "ringtunnel/stats/metrics.h"
 #include "ringtunnel/tls/ciphertext_queue.h"
 #include "ringtunnel/tls/credential_store.h"
 #include "ringtunnel/tls/credentials.h"
@@ -138,6 +139,8 @@ class WorkerContext {
 
   // ---- configuration, budgets, drain
   const unsigned id;
+  // What the worker counts (stats/metrics.h); the metrics scrape reads it from another thread.
+  stats::WorkerMetrics metrics;
   const config::Config& config;
   // The node's credentials: those of the store's snapshot this worker holds (or, in unit tests,
   // those given to the constructor). Their SPIFFE ID never changes while the process runs.

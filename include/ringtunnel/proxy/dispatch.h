@@ -20,10 +20,13 @@ class Relay;
 // An accepted socket no object takes: reset, closed, and released from the budgets.
 void refuse_accepted(WorkerContext& ctx, int fd);
 void open_relay(WorkerContext& ctx, int fd, uint16_t route);
-// The relay (null: refused for lack of a slot).
-Relay* open_relay(WorkerContext& ctx, int fd, const TcpTarget& to);
+// The relay (null: refused for lack of a slot). `labels`: its traffic metrics' (null: from the
+// client's and target's addresses, as for a --forward route).
+Relay* open_relay(WorkerContext& ctx, int fd, const TcpTarget& to,
+                  const stats::TrafficLabels* labels = nullptr);
 void open_outbound_stream(WorkerContext& ctx, int fd, uint16_t route);
-void open_outbound_stream(WorkerContext& ctx, int fd, std::shared_ptr<const HboneTarget> to);
+void open_outbound_stream(WorkerContext& ctx, int fd, std::shared_ptr<const HboneTarget> to,
+                          const stats::TrafficLabels* labels = nullptr);
 void open_inbound_conn(WorkerContext& ctx, int fd, const std::string& listener);
 
 // ---- completions

@@ -36,6 +36,7 @@
 #include "ringtunnel/proxy/lent_payloads.h"
 #include "ringtunnel/proxy/outcome.h"
 #include "ringtunnel/proxy/tcp_leg.h"
+#include "ringtunnel/proxy/traffic.h"
 #include "ringtunnel/tls/ciphertext_queue.h"
 
 namespace ringtunnel::proxy {
@@ -61,7 +62,10 @@ class HboneStream {
 
   // ---- lifecycle
   // A client accepted for `to` (a --forward hbone:// route's, or a captured connection's).
-  void open_outbound(int fd, std::shared_ptr<const HboneTarget> to);
+  // Counted in the traffic metrics with `labels`, or (null: a --forward route) with those of the
+  // client's and the target's addresses.
+  void open_outbound(int fd, std::shared_ptr<const HboneTarget> to,
+                     const stats::TrafficLabels* labels = nullptr);
   // A CONNECT for `target` with id `id` on `conn`, judged by admission (refused: answered now).
   void open_inbound(HboneConnection& conn, int32_t id, const net::Endpoint& target,
                     std::span<const h2::Header> headers, Admission admission);
@@ -102,6 +106,21 @@ class HboneStream {
   void maybe_release();
   void release();
   void log_access();
+  // Bytes that moved, as the access log counts them: from the TCP side, and to it.
+  void count_from_tcp(uint32_t n) {
+    bytes_from_tcp_ += n;
+    if (inbound_)
+      traffic_.down(n);
+    else
+      traffic_.up(n);
+  }
+  void count_to_tcp(uint32_t n) {
+    bytes_to_tcp_ += n;
+    if (inbound_)
+      traffic_.up(n);
+    else
+      traffic_.down(n);
+  }
 
   WorkerContext& ctx_;
   PendingOps ops_{Owner::stream, &slot};
@@ -133,6 +152,7 @@ class HboneStream {
   net::Endpoint source_;  // inbound: the HBONE connection's peer
   uint64_t bytes_from_tcp_ = 0;
   uint64_t bytes_to_tcp_ = 0;
+  TrafficCount traffic_;
   uint64_t start_ns_ = 0;
   int64_t start_unix_ms_ = 0;
   std::string client_text_;

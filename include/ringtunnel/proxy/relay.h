@@ -25,6 +25,7 @@
 #include "ringtunnel/proxy/outcome.h"
 #include "ringtunnel/proxy/send_queue.h"
 #include "ringtunnel/proxy/tcp_leg.h"
+#include "ringtunnel/proxy/traffic.h"
 
 namespace ringtunnel::proxy {
 
@@ -42,8 +43,9 @@ class Relay {
   bool live() const { return state_ != State::free; }
   State state() const { return state_; }
 
-  // A client accepted (counted in the budgets): dials `to`.
-  void open(int client_fd, const TcpTarget& to);
+  // A client accepted (counted in the budgets): dials `to`. Counted in the traffic metrics with
+  // `labels`, or (null: a --forward route) with those of the client's and target's addresses.
+  void open(int client_fd, const TcpTarget& to, const stats::TrafficLabels* labels = nullptr);
   void on_completion(Op op, uint8_t lane, const io_uring_cqe& cqe);
   void service(uint8_t d);
   // Receive buffers came back after direction d found none.
@@ -95,6 +97,14 @@ class Relay {
   bool adopt_fixed();
   bool spill(uint8_t d);
   bool spill_chunks(Direction& dir, uint32_t from);
+  // `n` bytes read from direction d's source: the access log's count and the metrics' alike.
+  void count(uint8_t d, uint32_t n) {
+    dirs_[d].bytes += n;
+    if (d == kUp)
+      traffic_.up(n);
+    else
+      traffic_.down(n);
+  }
   void free_chunk(const Chunk& c);
   void maybe_release();
   void release();
@@ -113,6 +123,7 @@ class Relay {
   net::Endpoint target_;                      // the connect reads it at submission
   std::array<TcpLeg, 2> legs_;
   std::array<Direction, 2> dirs_;
+  TrafficCount traffic_;
   union {
     sockaddr sa;
     sockaddr_in in4;

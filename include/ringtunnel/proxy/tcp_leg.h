@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <optional>
 
@@ -54,7 +55,10 @@ struct TcpLeg {
   // A receive completion: the state it leaves, and the buffer it filled (now taken from `pool`).
   std::optional<uint16_t> on_recv(ring::BufferPool& pool, const io_uring_cqe& cqe) {
     if (!(cqe.flags & IORING_CQE_F_MORE)) recv = RecvState::off;
-    if (!(cqe.flags & IORING_CQE_F_BUFFER)) return std::nullopt;
+    if (!(cqe.flags & IORING_CQE_F_BUFFER)) {
+      if (cqe.res == -ENOBUFS) pool.ran_dry(armed_cls);
+      return std::nullopt;
+    }
     pool.taken(armed_cls);
     return uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
   }

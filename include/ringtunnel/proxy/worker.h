@@ -44,6 +44,8 @@ class Worker {
   void request_drain();
 
   const ring::RingFeatures& features() const { return ring_.features(); }
+  // What the worker counts; valid as long as the Worker (read from any thread).
+  const stats::WorkerMetrics& metrics() const { return ctx_.metrics; }
 
  private:
   // Listener::route of the listeners that are not a --forward route's.
@@ -72,6 +74,7 @@ class Worker {
   void begin_drain();
   void retry_accepts(uint64_t now, std::optional<int64_t>& timeout);
   std::optional<int64_t> next_timeout();
+  void publish_metrics();
 
   unsigned id_;
   const config::Config& config_;
@@ -87,7 +90,8 @@ class Worker {
   Phase phase_ = Phase::serving;
   uint64_t drain_deadline_ns_ = 0;
   uint64_t next_tick_ns_ = 0;
-  uint64_t accept_retry_ns_ = 0;  // accepts blocked (out of descriptors): when to try again
+  uint64_t accept_retry_ns_ = 0;       // accepts blocked (out of descriptors): when to try again
+  uint64_t next_series_sweep_ns_ = 0;  // metrics: when to drop expired traffic series
   int wake_fd_ = -1;
   uint64_t wake_value_ = 0;
 };

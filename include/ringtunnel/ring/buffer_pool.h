@@ -12,6 +12,7 @@
 #include <string>
 
 #include "ringtunnel/ring/buffer_class.h"
+#include "ringtunnel/stats/counter.h"
 
 namespace ringtunnel::ring {
 
@@ -19,6 +20,10 @@ struct BufferPoolSpec {
   BufferSizes sizes;
   std::array<uint32_t, kBufferClasses> counts;  // each a power of two, <= 32768
 };
+
+// What the pool's receives did, per size class, for the metrics (stats/counter.h).
+using PoolCounters = stats::PoolCounters;
+static_assert(stats::kBufferClasses == kBufferClasses);
 
 class BufferPool {
  public:
@@ -54,7 +59,9 @@ class BufferPool {
   // buffers to come back rather than spin on -ENOBUFS.
   int class_for(uint8_t wanted) const;
   // Buffers of the class now in the kernel's hands (not yet taken by a completion).
-  uint32_t available(uint8_t cls) const { return spec_.counts[cls] - outstanding_[cls]; }
+  uint32_t available(uint8_t cls) const {
+    return spec_.counts[cls] - uint32_t(counters_.in_use[cls].value());
+  }
 
   // Test and debug mode: every buffer given back is overwritten with kPoison first, so a byte
   // still read from it after its release (a reference kept too long) shows up as poison in the
@@ -63,8 +70,14 @@ class BufferPool {
   void set_poison(bool on) { poison_ = on; }
   bool poison() const { return poison_; }
 
-  // A completion took buffer `bid` of class `cls`.
-  void taken(uint8_t cls) { ++outstanding_[cls]; }
+  // A completion took buffer `bid` of class `cls` (a receive, unless the start-up probe's).
+  void taken(uint8_t cls, bool receive = true) {
+    counters_.in_use[cls].add();
+    if (receive) counters_.receives[cls].add();
+  }
+  // A receive armed on class `cls` ended with -ENOBUFS.
+  void ran_dry(uint8_t cls) { counters_.no_buffers[cls].add(); }
+  const PoolCounters& counters() const { return counters_; }
   // The buffer's bytes have left: it goes back to the kernel at the next publish().
   void give_back(uint8_t cls, uint16_t bid);
   // Makes every buffer given back since the last call visible to the kernel (one store per class).
@@ -86,7 +99,7 @@ class BufferPool {
   std::array<size_t, kBufferClasses> offset_{};
   std::array<io_uring_buf_ring*, kBufferClasses> rings_{};
   std::array<size_t, kBufferClasses> ring_bytes_{};
-  std::array<uint32_t, kBufferClasses> outstanding_{};
+  PoolCounters counters_;  // in_use: the buffers the kernel does not have
   std::array<uint32_t, kBufferClasses> pending_{};
   io_uring* ring_ = nullptr;
   uint16_t first_group_ = 0;

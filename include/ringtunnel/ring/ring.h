@@ -12,6 +12,7 @@
 
 #include "ringtunnel/ring/features.h"
 #include "ringtunnel/ring/submitter.h"
+#include "ringtunnel/stats/counter.h"
 
 namespace ringtunnel::ring {
 
@@ -28,6 +29,9 @@ void prep_setsockopt(io_uring_sqe* sqe, int fd, int level, int name, const void*
 // MSG_WAITALL: the ring retries a partial send itself, so a completion means all was sent (or
 // an error). MSG_NOSIGNAL: a reset peer gives EPIPE, not a signal.
 void prep_gathered_send(io_uring_sqe* sqe, int fd, msghdr& msg, iovec* iov, size_t count);
+
+// What the ring did, for the metrics (stats/counter.h).
+using RingCounters = stats::RingCounters;
 
 struct RingOptions {
   unsigned entries = 1024;
@@ -72,16 +76,21 @@ class Ring final : public Submitter {
       ++count;
     }
     io_uring_cq_advance(&ring_, count);
+    counters_.cqes.add(count);
     return count;
   }
 
   bool opcode_supported(uint8_t op) const;
+  const RingCounters& counters() const { return counters_; }
 
  private:
+  void submit();  // io_uring_submit, counted
+
   io_uring ring_{};
   bool ready_ = false;
   io_uring_probe* probe_ = nullptr;
   RingFeatures features_;
+  RingCounters counters_;
 };
 
 }  // namespace ringtunnel::ring

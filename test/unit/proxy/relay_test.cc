@@ -187,6 +187,17 @@ TEST_CASE("relay: the target resets -> cancel both -> close (client reset) -> re
       " target=127.0.0.1:9 bytes_up=0 bytes_down=0 duration_ms=0 "
       "end=target_reset start="));
   CHECK(log.lines().empty());
+  // Counted in the traffic metrics: opened, and closed with response_flags "-" (a reset is no
+  // failure to establish).
+  size_t series = 0;
+  f.ctx->metrics.traffic.for_each([&](const stats::TrafficSeries& s) {
+    ++series;
+    CHECK(s.labels.reporter == stats::Reporter::source);
+    CHECK(s.opened.value() == 1);
+    CHECK(s.closed[size_t(stats::ResponseFlag::none)].value() == 1);
+    CHECK(s.received_bytes.value() == 0);
+  });
+  CHECK(series == 1);
 
   // A completion for the released relay (its slot free, same generation): dropped and logged.
   io_uring_cqe late{};
