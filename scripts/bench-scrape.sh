@@ -5,7 +5,10 @@
 #
 # The scrape is served on ringtunnel's operating thread and reads the workers' counters
 # without stopping them; this shows that in figures. The scraper is one Python process (no
-# process per scrape), so what it costs the machine itself stays small.
+# process per scrape). On a small machine the scraper's own CPU competes with iperf3 and
+# ringtunnel, so a third kind of run, "control", has the same scraper fetch a file of the
+# same size from a static HTTP server instead: scraped vs control is what ringtunnel's side of
+# a scrape costs.
 set -euo pipefail
 
 # shellcheck disable=SC2034  # BL_PROG, BL_RT_*: read by bench-lib.sh
@@ -18,10 +21,12 @@ usage() {
 	cat <<EOF
 Usage: scripts/bench-scrape.sh [OPTIONS]
 
-Throughput of iperf3 through ringtunnel (--forward on 127.0.0.1) without and with a scraper
-fetching /metrics from ringtunnel's --metrics-listen, the two kinds of run alternating. Prints
-per kind the median Gbit/s (min-max) and ringtunnel's CPU-s/GB, the ratio scraped/quiet, and
-how many scrapes were served (each checked: status 200 and a body).
+Throughput of iperf3 through ringtunnel (--forward on 127.0.0.1) in three kinds of run,
+interleaved: quiet (no scraper), scraped (a scraper fetching /metrics from ringtunnel's
+--metrics-listen) and control (the same scraper fetching a file of /metrics' size from a static
+HTTP server, python3 -m http.server: the scraper's own cost, without ringtunnel's). Prints per
+kind the median Gbit/s (min-max), ringtunnel's CPU-s/GB and the scrapes served per second (each
+checked: status 200 and a body), and the ratios scraped/control and scraped/quiet.
 
 Options:
   --reps N          runs of each kind (default: 5)
@@ -104,18 +109,33 @@ EOF
 )
 python3 -c "import urllib.request; urllib.request.urlopen('$URL', timeout=5).read()" 2>/dev/null ||
 	bl_die "$URL does not answer 200 (a build without the metrics route?)"
+# The control's static server, with a file of /metrics' size.
+mkdir -p "$BL_TMP/static"
+python3 -c "import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen('$URL', timeout=5).read())" \
+	>"$BL_TMP/static/metrics"
+SPORT=$(bl_pick_port)
+while [[ $SPORT == "$LPORT" || $SPORT == "$MPORT" ]]; do SPORT=$(bl_pick_port); done
+python3 -m http.server "$SPORT" --bind 127.0.0.1 --directory "$BL_TMP/static" >"$BL_TMP/static.log" 2>&1 &
+STATIC_PID=$!
+bl_own "$STATIC_PID"
+bl_wait_listen "$SPORT" "$STATIC_PID" 10 || bl_die "the control's static HTTP server did not start"
+CONTROL_URL="http://127.0.0.1:$SPORT/metrics"
 
 RESULTS="$BL_TMP/results" # kind gbps cpu_s_per_gb scrapes_ok scrapes_failed body_bytes
 : >"$RESULTS"
 FAILED=0
 echo "iperf3 -P $STREAMS, $SECONDS_RUN s per run, $REPS runs of each kind; scraper every $INTERVAL s ($URL)" >&2
 for ((rep = 1; rep <= REPS; rep++)); do
-	kinds=(quiet scraped)
-	((rep % 2 == 0)) && kinds=(scraped quiet)
+	case $((rep % 3)) in
+	1) kinds=(quiet scraped control) ;;
+	2) kinds=(scraped control quiet) ;;
+	0) kinds=(control quiet scraped) ;;
+	esac
 	for kind in "${kinds[@]}"; do
-		spid="" sout="$BL_TMP/scrape-$rep"
-		if [[ $kind == scraped ]]; then
-			python3 -c "$SCRAPER" "$URL" "$INTERVAL" "$sout" &
+		spid="" sout="$BL_TMP/scrape-$rep-$kind"
+		if [[ $kind != quiet ]]; then
+			python3 -c "$SCRAPER" "$([[ $kind == scraped ]] && echo "$URL" || echo "$CONTROL_URL")" \
+				"$INTERVAL" "$sout" &
 			spid=$!
 			bl_own "$spid"
 		fi
@@ -141,7 +161,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
 		cpu=$(bl_calc "%.4f" "($u1 + $s1 - $u0 - $s0) / $BL_HZ / ($bytes / 1e9)")
 		echo "$kind $gbps $cpu $sok $sfail $sbytes" >>"$RESULTS"
 		printf '  [%d/%d] %-8s %7s Gbit/s, %s CPU-s/GB%s\n' "$rep" "$REPS" "$kind" "$gbps" "$cpu" \
-			"$([[ $kind == scraped ]] && echo ", $sok scrapes of $sbytes bytes")" >&2
+			"$([[ $kind != quiet ]] && echo ", $sok scrapes of $sbytes bytes")" >&2
 	done
 done
 
@@ -151,17 +171,20 @@ function median(a, n) { sortn(a, n); return (n % 2) ? a[(n + 1) / 2] : (a[n / 2]
 { k = $1; n[k]++; g[k, n[k]] = $2; c[k, n[k]] = $3; s[k] += $4 }
 END {
 	printf "%-8s %4s %8s %-15s %9s %10s\n", "kind", "runs", "Gbit/s", "(min-max)", "CPU-s/GB", "scrapes/s"
-	for (ki = 1; ki <= 2; ki++) {
-		k = (ki == 1) ? "quiet" : "scraped"
+	for (ki = 1; ki <= 3; ki++) {
+		k = (ki == 1) ? "quiet" : (ki == 2) ? "control" : "scraped"
 		if (!n[k]) { printf "%-8s %4d FAILED\n", k, 0; continue }
 		for (i = 1; i <= n[k]; i++) { gg[i] = g[k, i] + 0; cc[i] = c[k, i] + 0 }
 		mg[k] = median(gg, n[k]); mc[k] = median(cc, n[k])
 		lo = hi = gg[1]; for (i = 2; i <= n[k]; i++) { if (gg[i] < lo) lo = gg[i]; if (gg[i] > hi) hi = gg[i] }
 		printf "%-8s %4d %8.2f %-15s %9.3f %10s\n", k, n[k], mg[k], sprintf("(%.2f-%.2f)", lo, hi), mc[k], \
-			(k == "scraped" ? sprintf("%.1f", s[k] / (n[k] * secs)) : "-")
+			(k != "quiet" ? sprintf("%.1f", s[k] / (n[k] * secs)) : "-")
 	}
+	if (n["control"] && n["scraped"])
+		printf "scraped/control: throughput %.2fx, CPU-s/GB %.2fx (ringtunnel serving the scrapes)\n", \
+			mg["scraped"] / mg["control"], mc["scraped"] / mc["control"]
 	if (n["quiet"] && n["scraped"])
-		printf "scraped/quiet: throughput %.2fx, CPU-s/GB %.2fx (medians; compare with the spread of the quiet runs)\n", \
+		printf "scraped/quiet: throughput %.2fx, CPU-s/GB %.2fx (ringtunnel and the scraper)\n", \
 			mg["scraped"] / mg["quiet"], mc["scraped"] / mc["quiet"]
 }' "$RESULTS"
 exit "$FAILED"
