@@ -113,8 +113,10 @@ void open_captured_inbound(WorkerContext& ctx, int fd, const std::string& listen
   if (!a.dry_run.empty())
     log_line(dry_run_line(ctx.id, a, net::format_sockaddr(source.addr(), source.length), {},
                           original.to_string()));
+  const workload::Workload* destination = workload_at(ctx, original);
   const stats::TrafficLabels labels =
-      inbound_labels(ctx, workload_at(ctx, source), workload_at(ctx, original), false);
+      inbound_labels(ctx, workload_at(ctx, source), destination,
+                     inbound_service(ctx, destination, original.port()), false);
   if (a.verdict != Verdict::allow) {
     count_refused(ctx, labels, end_reason(a.verdict));
     if (ctx.access_enabled()) {

@@ -94,9 +94,12 @@ void HboneStream::open_inbound(HboneConnection& conn, int32_t id, const net::End
   client_text_ = conn.info().peer_text;
   inbound_listener_ = conn.info().listener;
   local_text_ = conn.info().local_text;
+  std::string_view forwarded_service;
   for (const h2::Header& h : headers)
-    if (h.name == "forwarded")
+    if (h.name == "forwarded") {
       if (const auto client = forwarded_for(h.value)) client_text_ = std::string(*client);
+      if (const auto host = forwarded_host(h.value)) forwarded_service = *host;
+    }
   src_identity_ = conn.info().peer_identity;
   dst_identity_ = ctx_.identity->identity().to_string();
   {
@@ -107,8 +110,10 @@ void HboneStream::open_inbound(HboneConnection& conn, int32_t id, const net::End
     if (client_text_ != conn.info().peer_text && net::parse_endpoint(client_text_, client).empty())
       source = workload_at(ctx_, client);
     if (!source) source = workload_at(ctx_, source_);
-    traffic_.open(ctx_,
-                  inbound_labels(ctx_, source, workload_at(ctx_, target), true, src_identity_));
+    const workload::Workload* destination = workload_at(ctx_, target);
+    const workload::Service* service =
+        inbound_service(ctx_, destination, target.port(), forwarded_service);
+    traffic_.open(ctx_, inbound_labels(ctx_, source, destination, service, true, src_identity_));
   }
   conn.h2().set_stream_owner(id, this);
   bind(conn, id);

@@ -40,6 +40,13 @@ const workload::Workload* workload_at(const WorkerContext& ctx, const net::Endpo
   return ctx.state->workload_by_ip(ctx.local ? ctx.local->network : std::string_view(), *ip);
 }
 
+const workload::Service* inbound_service(const WorkerContext& ctx,
+                                         const workload::Workload* destination, uint16_t port,
+                                         std::string_view forwarded_host) {
+  if (!ctx.state || !destination) return nullptr;
+  return ctx.state->guess_inbound_service(*destination, port, forwarded_host);
+}
+
 namespace {
 
 std::string own_identity(const WorkerContext& ctx) {
@@ -66,13 +73,15 @@ stats::TrafficLabels outbound_labels(const WorkerContext& ctx, const workload::W
 }
 
 stats::TrafficLabels inbound_labels(const WorkerContext& ctx, const workload::Workload* source,
-                                    const workload::Workload* destination, bool mtls,
+                                    const workload::Workload* destination,
+                                    const workload::Service* service, bool mtls,
                                     std::string_view peer_identity) {
   stats::TrafficLabels l;
   l.reporter = stats::Reporter::destination;
   l.security = mtls ? stats::SecurityPolicy::mutual_tls : stats::SecurityPolicy::unknown;
   l.set_source(source);
   l.set_destination(destination);
+  l.set_service(service);
   if (mtls) {
     l[stats::Label::source_principal] = std::string(peer_identity);
     if (!destination) l[stats::Label::destination_principal] = own_identity(ctx);

@@ -377,6 +377,25 @@ const Service* State::service_by_vip(std::string_view network, const net::IpAddr
   return best;
 }
 
+const Service* State::guess_inbound_service(const Workload& destination, uint16_t port,
+                                            std::string_view forwarded_host) const {
+  const Service* by_port = nullptr;
+  for (const auto& [key, endpoint_ports] : destination.services) {
+    const size_t slash = key.find('/');
+    if (slash == std::string::npos) continue;
+    const Service* s = service_by_host(std::string_view(key).substr(0, slash),
+                                       std::string_view(key).substr(slash + 1));
+    if (!s) continue;
+    if (!forwarded_host.empty() && s->hostname == forwarded_host) return s;
+    if (by_port) continue;
+    for (const auto& [service_port, target] : s->ports)
+      if (target == port) by_port = s;
+    for (const auto& [service_port, target] : endpoint_ports)
+      if (target == port) by_port = s;
+  }
+  return by_port;
+}
+
 const Service* State::service_by_host(std::string_view namespace_,
                                       std::string_view hostname) const {
   auto it = index_->by_host.find(hostname);

@@ -58,7 +58,8 @@ CONFIG = """workloads:
   clusterId: cluster1
   workloadIps: ["127.0.0.1"]
   protocol: HBONE
-  services: {}
+  services:
+    default/web.default.svc.cluster.local: {80: %d}
 - uid: cluster1//v1/Pod/apps/client
   name: client
   namespace: apps
@@ -78,7 +79,12 @@ CONFIG = """workloads:
   workloadIps: ["127.0.0.2"]
   protocol: TCP
   services: {}
-services: []
+services:
+- name: web
+  namespace: default
+  hostname: web.default.svc.cluster.local
+  vips: ["/10.9.0.1"]
+  ports: {80: %d}
 policies:
 - name: deny-port
   namespace: default
@@ -247,12 +253,13 @@ def denied_connect(hbone, port):
     c.close()
 
 
-def start(extra, workers=2, deny_port=None):
+def start(extra, workers=2, deny_port=None, web_port=None):
     d = tempfile.mkdtemp(prefix="ringtunnel-metrics-")
     add_cleanup(shutil.rmtree, d, True)
     cfg = os.path.join(d, "mesh.yaml")
     with open(cfg, "w") as f:
-        f.write(CONFIG % (deny_port or free_port()))
+        web = web_port or free_port()
+        f.write(CONFIG % (web, web, deny_port or free_port()))
     ops, metrics = ops_flags()
     p = Proxy(["--config", cfg, "--workload", "default/vm-a/node-a", "--workers", str(workers)]
               + identity_args("node-a") + ops + list(extra[0]), listens=extra[1] + [metrics])
@@ -272,7 +279,8 @@ def run_traffic():
     args = ["--forward", "%s:%d=tcp://%s:%d" % (tcp_listen + db.addr),
             "--forward", hbone_forward_arg(hb_forward, hbone, local.addr, ID_A),
             "--hbone-listen", "%s:%d" % hbone]
-    p, metrics = start((args, [tcp_listen, hb_forward, hbone]), deny_port=deny_port)
+    p, metrics = start((args, [tcp_listen, hb_forward, hbone]), deny_port=deny_port,
+                       web_port=local.addr[1])
     tcp_client = transfer(tcp_listen, 300001, 12345)
     hb_client = transfer(hb_forward, 200003, 54321)
     denied_connect(hbone, deny_port)
@@ -305,8 +313,11 @@ def traffic():
         # hbone:// --forward: the same side, in mutual TLS, to vm-a.
         "out": labels(reporter="source", **CLIENT, source_principal=ID_A, **VM_A,
                       connection_security_policy="mutual_tls"),
-        # Its other end, on the proxy's --hbone-listen: the client workload (Forwarded), node-a.
+        # Its other end, on the proxy's --hbone-listen: the client workload (Forwarded), node-a;
+        # the service vm-a serves on that port (its only one there: web).
         "in": labels(reporter="destination", **CLIENT, source_principal=ID_A, **VM_A,
+                     destination_service="web.default.svc.cluster.local",
+                     destination_service_namespace="default", destination_service_name="web",
                      connection_security_policy="mutual_tls"),
         # The denied CONNECT: from node-b.
         "deny": labels(reporter="destination", **CLIENT, source_principal=ID_B, **VM_A,

@@ -43,5 +43,7 @@ TcpTarget tcp_target(const config::Route& route);
 // it is (`for="...";host=svc` as a node proxy sends it for a service). nullopt when there is
 // none or it is empty. Only ever logged: the peer is trusted no further than its certificate.
 std::optional<std::string_view> forwarded_for(std::string_view header);
+// The same for its `host=` element (`for="...";host=web.ns.svc.cluster.local`).
+std::optional<std::string_view> forwarded_host(std::string_view header);
 
 }  // namespace ringtunnel::proxy

@@ -37,8 +37,15 @@ stats::TrafficLabels outbound_labels(const WorkerContext& ctx, const workload::W
                                      std::string_view peer_identity = {});
 // Labels of a connection ringtunnel delivers as the server's proxy (reporter "destination").
 // `peer_identity`: with `mtls`, the identity the peer proxy proved.
+// The service an inbound connection to `destination` on `port` came through (State::
+// guess_inbound_service in this worker's snapshot), or nullptr.
+const workload::Service* inbound_service(const WorkerContext& ctx,
+                                         const workload::Workload* destination, uint16_t port,
+                                         std::string_view forwarded_host = {});
+// `service`: inbound_service's (destination_service*), or nullptr.
 stats::TrafficLabels inbound_labels(const WorkerContext& ctx, const workload::Workload* source,
-                                    const workload::Workload* destination, bool mtls,
+                                    const workload::Workload* destination,
+                                    const workload::Service* service, bool mtls,
                                     std::string_view peer_identity = {});
 
 // One connection's counts in its series. Costs one hash lookup at open, then a relaxed load and

@@ -105,6 +105,13 @@ class State {
   const Service* service_by_vip(std::string_view network, const net::IpAddress& ip,
                                 std::string_view client_namespace) const;
   const Service* service_by_host(std::string_view namespace_, std::string_view hostname) const;
+  // The service an inbound connection to `destination` (a workload of this state) on `port`
+  // most likely came through, for metrics: among the services `destination` is an endpoint of,
+  // the one whose hostname the client named (`forwarded: ...;host=`), else the first whose port
+  // mapping (the service's, or the workload's own for that service) targets `port`; nullptr
+  // when none does. The client's word is taken only among those services.
+  const Service* guess_inbound_service(const Workload& destination, uint16_t port,
+                                       std::string_view forwarded_host) const;
   // The usable endpoints of a service port; empty when the service has no such port.
   std::span<const ServiceEndpoint> endpoints(const Service& service, uint16_t service_port) const;
 

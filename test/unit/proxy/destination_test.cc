@@ -6,6 +6,7 @@
 #include <string_view>
 
 using ringtunnel::proxy::forwarded_for;
+using ringtunnel::proxy::forwarded_host;
 
 TEST_CASE("forwarded_for: the for= element of a forwarded header, wherever it is") {
   struct Case {
@@ -33,4 +34,13 @@ TEST_CASE("forwarded_for: the for= element of a forwarded header, wherever it is
     INFO(c.header);
     CHECK(forwarded_for(c.header) == c.client);
   }
+}
+
+TEST_CASE("forwarded_host: the host= element, as a node proxy sends it for a service") {
+  CHECK(forwarded_host(R"(for="10.0.0.1:1";host=web.default.svc.cluster.local)") ==
+        std::optional<std::string_view>("web.default.svc.cluster.local"));
+  CHECK(forwarded_host(R"(host="web";for="10.0.0.1:1")") == std::optional<std::string_view>("web"));
+  CHECK(forwarded_host(R"(for="10.0.0.1:1")") == std::nullopt);
+  CHECK(forwarded_host("host=") == std::nullopt);
+  CHECK(forwarded_host("hostname=x") == std::nullopt);
 }

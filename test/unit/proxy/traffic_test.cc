@@ -51,11 +51,11 @@ TEST_CASE("traffic: outbound and inbound labels, principals only with mutual TLS
   CHECK(out[Label::source_principal].empty());
 
   stats::TrafficLabels in =
-      proxy::inbound_labels(*f.ctx, nullptr, &dst, true, "spiffe://td/ns/p/sa/q");
+      proxy::inbound_labels(*f.ctx, nullptr, &dst, nullptr, true, "spiffe://td/ns/p/sa/q");
   CHECK(in.reporter == stats::Reporter::destination);
   CHECK(in[Label::source_principal] == "spiffe://td/ns/p/sa/q");
   CHECK(in[Label::destination_workload_namespace] == "data");
-  in = proxy::inbound_labels(*f.ctx, nullptr, nullptr, false, "spiffe://td/ns/p/sa/q");
+  in = proxy::inbound_labels(*f.ctx, nullptr, nullptr, nullptr, false, "spiffe://td/ns/p/sa/q");
   CHECK(in[Label::source_principal].empty());
 }
 

@@ -80,6 +80,44 @@ TEST_CASE("the local workload is found by its effective service account") {
   CHECK(s->workload_by_info("default", "vm-a", "") == nullptr);
 }
 
+TEST_CASE("the service an inbound connection came through, for metrics") {
+  auto s = state_of(R"(workloads:
+- uid: cluster1//v1/Pod/default/db
+  name: db
+  namespace: default
+  workloadIps: ["10.0.0.2"]
+  protocol: HBONE
+  services:
+    default/api.default.svc.cluster.local: {80: 8080}
+    default/admin.default.svc.cluster.local: {9000: 9090}
+services:
+- name: api
+  namespace: default
+  hostname: api.default.svc.cluster.local
+  vips: ["/10.1.0.1"]
+  ports: {80: 8080}
+- name: admin
+  namespace: default
+  hostname: admin.default.svc.cluster.local
+  vips: ["/10.1.0.2"]
+  ports: {9000: 0}
+- name: other
+  namespace: default
+  hostname: other.default.svc.cluster.local
+  vips: ["/10.1.0.3"]
+  ports: {80: 8080}
+)");
+  const Workload& db = *s->workload_by_uid("cluster1//v1/Pod/default/db");
+  const auto name = [](const Service* svc) { return svc ? svc->name : std::string("(none)"); };
+  // By the service's own target port, or by the workload's port for that service.
+  CHECK(name(s->guess_inbound_service(db, 8080, "")) == "api");
+  CHECK(name(s->guess_inbound_service(db, 9090, "")) == "admin");
+  CHECK(name(s->guess_inbound_service(db, 7000, "")) == "(none)");
+  // The client's host= chooses among the workload's services only.
+  CHECK(name(s->guess_inbound_service(db, 7000, "admin.default.svc.cluster.local")) == "admin");
+  CHECK(name(s->guess_inbound_service(db, 8080, "other.default.svc.cluster.local")) == "api");
+}
+
 TEST_CASE("localhost example: outbound routing of captured connections") {
   auto s = localhost();
   const Workload& src = *s->workload_by_uid("cluster1//v1/Pod/default/local");
