@@ -145,6 +145,7 @@ TrafficSeries& TrafficTable::find_or_make(const TrafficLabels& labels, std::stri
   auto* s = new TrafficSeries;
   s->labels = labels;
   s->key = key;
+  s->id = next_id_++;
   s->touched_ns = now_ns;
   s->next.store(head_.load(std::memory_order_relaxed), std::memory_order_relaxed);
   ++idle_;  // no connection yet; open() counts the first
@@ -208,6 +209,30 @@ bool TrafficTable::expire(uint64_t now_ns) {
   return true;
 }
 
+// ---- what the scrapes remember
+
+void TrafficValues::add(const TrafficValues& o) {
+  opened += o.opened;
+  received += o.received;
+  sent += o.sent;
+  for (size_t f = 0; f < kResponseFlags; ++f) {
+    closed[f] += o.closed[f];
+    failed[f] += o.failed[f];
+  }
+}
+
+TrafficValues TrafficValues::of(const TrafficSeries& s) {
+  TrafficValues v;
+  v.opened = s.opened.value();
+  v.received = s.received_bytes.value();
+  v.sent = s.sent_bytes.value();
+  for (size_t f = 0; f < kResponseFlags; ++f) {
+    v.closed[f] = s.closed[f].value();
+    v.failed[f] = s.failed[f].value();
+  }
+  return v;
+}
+
 // ---- the text format
 
 void append_label_value(std::string& out, std::string_view value) {
@@ -234,8 +259,7 @@ void append_family(std::string& out, std::string_view name, std::string_view typ
 struct TrafficSum {
   std::string head;  // reporter="..",...,request_protocol="tcp",response_flags="
   std::string tail;  // ",connection_security_policy=".."
-  uint64_t opened = 0, received = 0, sent = 0;
-  std::array<uint64_t, kResponseFlags> closed{}, failed{};
+  TrafficValues values;
 };
 
 TrafficSum start_sum(const TrafficLabels& labels) {
@@ -262,40 +286,54 @@ void append_sample(std::string& out, std::string_view name, const TrafficSum& s,
                  s.tail, value);
 }
 
-void render_traffic(std::string& out, const std::vector<const WorkerMetrics*>& workers) {
+void render_traffic(std::string& out, const std::vector<const WorkerMetrics*>& workers,
+                    TrafficHistory& history) {
   std::map<std::string, TrafficSum> sums;  // by series key: the same label set in every worker
+  decltype(history.last) seen;
   for (const WorkerMetrics* w : workers) {
     w->traffic.for_each([&](const TrafficSeries& s) {
       auto it = sums.find(s.key);
       if (it == sums.end()) it = sums.emplace(s.key, start_sum(s.labels)).first;
-      TrafficSum& sum = it->second;
-      sum.opened += s.opened.value();
-      sum.received += s.received_bytes.value();
-      sum.sent += s.sent_bytes.value();
-      for (size_t f = 0; f < kResponseFlags; ++f) {
-        sum.closed[f] += s.closed[f].value();
-        sum.failed[f] += s.failed[f].value();
-      }
+      const TrafficValues v = TrafficValues::of(s);
+      it->second.values.add(v);
+      seen[{w, s.key}] = {s.id, v};
     });
   }
+  // A series seen last time and gone now (or made again since) ended: its counts go on
+  // counting for its label set while that lives.
+  for (const auto& [where, last] : history.last) {
+    const auto now = seen.find(where);
+    if (now == seen.end() || now->second.id != last.id)
+      history.retired[where.second].add(last.values);
+  }
+  for (auto it = history.retired.begin(); it != history.retired.end();) {
+    const auto sum = sums.find(it->first);
+    if (sum == sums.end()) {
+      it = history.retired.erase(it);  // the label set lives nowhere: it ends
+      continue;
+    }
+    sum->second.values.add(it->second);
+    ++it;
+  }
+  history.last = std::move(seen);
   struct Family {
     std::string_view name, help;
-    uint64_t TrafficSum::*field;
+    uint64_t TrafficValues::*field;
   };
   const Family single[] = {
       {"istio_tcp_connections_opened_total", "The total number of TCP connections opened",
-       &TrafficSum::opened},
+       &TrafficValues::opened},
       {"istio_tcp_received_bytes_total",
        "The size of total bytes received during request in case of a TCP connection",
-       &TrafficSum::received},
+       &TrafficValues::received},
       {"istio_tcp_sent_bytes_total",
        "The size of total bytes sent during response in case of a TCP connection",
-       &TrafficSum::sent},
+       &TrafficValues::sent},
   };
   for (const Family& f : single) {
     append_family(out, f.name, "counter", f.help);
     for (const auto& [key, sum] : sums)
-      append_sample(out, f.name, sum, ResponseFlag::none, sum.*f.field);
+      append_sample(out, f.name, sum, ResponseFlag::none, sum.values.*f.field);
   }
   // Closed and failed: one sample per response flag that has a count (ztunnel makes a series
   // only when something is counted in it).
@@ -303,13 +341,15 @@ void render_traffic(std::string& out, const std::vector<const WorkerMetrics*>& w
   append_family(out, closed, "counter", "The total number of TCP connections closed");
   for (const auto& [key, sum] : sums)
     for (size_t f = 0; f < kResponseFlags; ++f)
-      if (sum.closed[f]) append_sample(out, closed, sum, ResponseFlag(f), sum.closed[f]);
+      if (sum.values.closed[f])
+        append_sample(out, closed, sum, ResponseFlag(f), sum.values.closed[f]);
   const std::string_view failed = "istio_tcp_connections_failed_total";
   append_family(out, failed, "counter",
                 "The total number of TCP connections that failed to establish (unstable)");
   for (const auto& [key, sum] : sums)
     for (size_t f = 0; f < kResponseFlags; ++f)
-      if (sum.failed[f]) append_sample(out, failed, sum, ResponseFlag(f), sum.failed[f]);
+      if (sum.values.failed[f])
+        append_sample(out, failed, sum, ResponseFlag(f), sum.values.failed[f]);
 }
 
 constexpr std::array<std::string_view, kBufferClasses> kClassNames = {"small", "medium", "large"};
@@ -421,7 +461,7 @@ void MetricsRegistry::remove(const WorkerMetrics& worker) {
 std::string MetricsRegistry::render() const {
   std::lock_guard lock(mutex_);
   std::string out;
-  render_traffic(out, workers_);
+  render_traffic(out, workers_, history_);
   render_own(out, workers_);
   return out;
 }

@@ -33,11 +33,14 @@
 // (--metrics-series-expiry) is dropped at the next sweep, so the label sets of connections long
 // gone do not accumulate for the life of the process. Prometheus sees the series end; should the
 // label set come back, it starts again from 0 (which rate() and increase() treat as a reset).
+// While another worker still has a series of the same label set, the expired one's counts stay
+// in the sum (TrafficHistory): a label set's counters never go down while it lives.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -118,6 +121,7 @@ struct TrafficLabels {
 struct TrafficSeries {
   TrafficLabels labels;  // never changes once the series is published
   std::string key;
+  uint64_t id = 0;  // distinct among the table's series, ever (a re-made series is a new one)
   Counter opened, received_bytes, sent_bytes;
   std::array<Counter, kResponseFlags> closed, failed;
   // The owning worker's alone.
@@ -172,7 +176,30 @@ class TrafficTable {
   size_t max_series_ = kDefaultMaxSeries;
   uint64_t expiry_ns_ = kDefaultExpiryNs;
   size_t idle_ = 0;
+  uint64_t next_id_ = 0;
   bool overflow_seen_ = false;
+};
+
+// The counts of one series, or of several added up.
+struct TrafficValues {
+  uint64_t opened = 0, received = 0, sent = 0;
+  std::array<uint64_t, kResponseFlags> closed{}, failed{};
+  void add(const TrafficValues& other);
+  static TrafficValues of(const TrafficSeries& series);
+};
+
+// What the scrapes remember so that a label set's sums never go down while it lives: a series
+// one worker expires (or a worker that goes away) would otherwise take its counts out of a sum
+// that other workers' series of the same label set keep alive, which Prometheus reads as a
+// counter reset. The counts of a series that ended are kept for its label set, and added to it,
+// for as long as a series of that label set lives in some worker; then the label set ends.
+struct TrafficHistory {
+  struct Seen {
+    uint64_t id = 0;
+    TrafficValues values;
+  };
+  std::map<std::pair<const void*, std::string>, Seen> last;  // (worker, key): at the last scrape
+  std::map<std::string, TrafficValues> retired;              // by key
 };
 
 // Why a TLS handshake of an HBONE connection failed (the `reason` label).
@@ -219,6 +246,7 @@ class MetricsRegistry {
  private:
   mutable std::mutex mutex_;  // scrapes among themselves, and add/remove; never a worker
   std::vector<const WorkerMetrics*> workers_;
+  mutable TrafficHistory history_;
 };
 
 // Appends a label value as the text format wants it: '\\', '"' and line feeds escaped.

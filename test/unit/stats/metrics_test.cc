@@ -346,3 +346,44 @@ TEST_CASE("metrics: a scrape sums the workers per label set, in the text format"
   registry.remove(w1);
   CHECK(registry.render().find("worker=\"1\"") == std::string::npos);
 }
+
+TEST_CASE("metrics: a label set's sums never go down while it lives, whichever worker expires") {
+  stats::WorkerMetrics w0(0), w1(1);
+  w0.traffic.configure(100, 10 * kSec);
+  w1.traffic.configure(100, 10 * kSec);
+  bool first;
+  const stats::TrafficLabels l = labels_for("web", stats::Reporter::source);
+  stats::TrafficSeries& a = w0.traffic.open(l, 1 * kSec, first);
+  a.received_bytes.add(1000);
+  w0.traffic.close(a, ResponseFlag::none, 2 * kSec);
+  stats::TrafficSeries& b = w1.traffic.open(l, 1 * kSec, first);  // stays open
+  b.received_bytes.add(5);
+  stats::MetricsRegistry registry;
+  registry.add(w0);
+  registry.add(w1);
+  const auto received = [&]() {
+    const auto lines = lines_with(registry.render(), "istio_tcp_received_bytes_total{");
+    REQUIRE(lines.size() == 1);
+    return std::stoull(lines[0].substr(lines[0].rfind(' ') + 1));
+  };
+  CHECK(received() == 1005);
+  // Worker 0's series expires; worker 1's keeps the label set alive: the sum stays.
+  CHECK(w0.traffic.expire(100 * kSec));
+  CHECK(w0.traffic.size() == 0);
+  CHECK(received() == 1005);
+  b.received_bytes.add(1);
+  CHECK(received() == 1006);
+  // The label set comes back on worker 0 (a new series, from 0): still counted on top.
+  stats::TrafficSeries& again = w0.traffic.open(l, 101 * kSec, first);
+  again.received_bytes.add(10);
+  CHECK(received() == 1016);
+  // Both end: the label set is gone, and so is what was kept for it.
+  w0.traffic.close(again, ResponseFlag::none, 102 * kSec);
+  w1.traffic.close(b, ResponseFlag::none, 102 * kSec);
+  CHECK(w0.traffic.expire(1000 * kSec));
+  CHECK(w1.traffic.expire(1000 * kSec));
+  CHECK(lines_with(registry.render(), "istio_tcp_received_bytes_total{").empty());
+  // Made again after that: from 0.
+  w1.traffic.open(l, 1001 * kSec, first).received_bytes.add(3);
+  CHECK(received() == 3);
+}
