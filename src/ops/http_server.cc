@@ -229,9 +229,11 @@ struct HttpServer::Connection {
   std::string peer;
   State state = State::reading;
   int64_t deadline_ms = 0;
+  int64_t accepted_ms = 0;
   std::string in;   // at most kMaxHeaderBytes
   std::string out;  // the response
   size_t sent = 0;
+  size_t lingered = 0;  // bytes read and dropped after the response
 };
 
 namespace {
@@ -371,15 +373,25 @@ void HttpServer::accept_all(size_t index) {
       return;
     }
     if (l.open >= kMaxConnections) {
-      close(fd);
+      // Room for it: the oldest of this listener's connections still waiting for its request.
+      Connection* oldest = nullptr;
+      for (const auto& [other_fd, other] : connections_)
+        if (other->listener == index && other->state == Connection::State::reading &&
+            (!oldest || other->accepted_ms < oldest->accepted_ms))
+          oldest = other.get();
       refused_.fetch_add(1, std::memory_order_relaxed);
-      continue;
+      if (!oldest) {
+        close(fd);
+        continue;
+      }
+      close_connection(oldest->fd);
     }
     auto c = std::make_unique<Connection>();
     c->fd = fd;
     c->listener = index;
     c->peer = net::format_sockaddr(reinterpret_cast<const sockaddr*>(&peer), len);
-    c->deadline_ms = now_ms() + kRequestTimeoutMs;
+    c->accepted_ms = now_ms();
+    c->deadline_ms = c->accepted_ms + kRequestTimeoutMs;
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = uint64_t(fd);
@@ -394,7 +406,8 @@ void HttpServer::accept_all(size_t index) {
 
 void HttpServer::on_readable(Connection& c) {
   char buffer[4096];
-  for (;;) {
+  // Bounded work per event (epoll is level-triggered: what is left comes back next round).
+  for (int round = 0; round < 16; ++round) {
     const ssize_t n = recv(c.fd, buffer, sizeof buffer, 0);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
       close_connection(c.fd);  // the client went away (or finished lingering)
@@ -404,7 +417,14 @@ void HttpServer::on_readable(Connection& c) {
       if (errno == EINTR) continue;
       return;
     }
-    if (c.state == Connection::State::lingering) continue;  // dropped
+    if (c.state == Connection::State::lingering) {  // dropped, up to a limit
+      c.lingered += size_t(n);
+      if (c.lingered > kMaxLingerBytes) {
+        close_connection(c.fd);
+        return;
+      }
+      continue;
+    }
     // Never more than the limit: what is past it cannot make the head valid.
     c.in.append(buffer, std::min(size_t(n), kMaxHeaderBytes - c.in.size()));
     Request request;
@@ -446,7 +466,16 @@ void HttpServer::on_readable(Connection& c) {
 }
 
 void HttpServer::respond(Connection& c, const Response& response, bool head) {
-  c.out = format_response(response, head);
+  size_t buffered = 0;
+  for (const auto& [fd, other] : connections_)
+    if (other->listener == c.listener) buffered += other->out.size() - other->sent;
+  if (buffered + response.body.size() > kMaxResponseBytes) {
+    c.out = format_response({503, "text/plain; charset=utf-8",
+                             "busy: responses to other clients are still being sent\n"},
+                            head);
+  } else {
+    c.out = format_response(response, head);
+  }
   c.in.clear();
   c.in.shrink_to_fit();
   c.sent = 0;

@@ -462,6 +462,20 @@ def idle_flood(ports):
           "readiness while the other ports are full: %r" % (r,))
     log("100 idle connections on the admin and metrics ports: 36 of each closed at once; "
         "readiness served meanwhile")
+    # A client that sends its request at once is served on a full port: the oldest idle
+    # connection makes room for it.
+    t0 = time.monotonic()
+    status, _, _ = request(ports["metrics"], "GET", "/nope", 2)
+    check(status == 404 and time.monotonic() - t0 < 1,
+          "a request on the full metrics port: %d after %.1f s" % (status, time.monotonic() - t0))
+    conns, closed = flood(ports["readiness"])
+    held += conns
+    t0 = time.monotonic()
+    r = ready(ports["readiness"])
+    check(r and r[0] == 200 and time.monotonic() - t0 < 1,
+          "readiness on its own full port: %r after %.1f s" % (r, time.monotonic() - t0))
+    log("a request on a full port is served at once (the oldest idle connection makes room); "
+        "readiness too, with 100 idle connections on its own port")
     end = time.monotonic() + 10
     for name in ("admin", "metrics"):
         while True:

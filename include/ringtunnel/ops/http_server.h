@@ -10,8 +10,16 @@
 //     connection never holds more than that, however slowly it sends;
 //   - the whole request within kRequestTimeoutMs (5 s) of accept, else 408 and close
 //     (a slowloris client is cut off); a response not taken within the same time is dropped;
-//   - at most kMaxConnections (64) open connections per listener: one accepted beyond it is
-//     closed at once and counted (refused()); a flood on one port never starves another;
+//   - at most kMaxConnections (64) open connections per listener: when one more arrives, the
+//     oldest connection of that listener that has not yet sent its whole request is closed to
+//     make room (a flood of idle connections cannot keep a prober or scraper out, since a
+//     real client sends its request at once); when every one of them is past its request, the
+//     new one is closed at once. Both are counted (refused()). A flood on one port never
+//     starves another;
+//   - responses: at most kMaxResponseBytes (64 MiB) buffered per listener for clients that
+//     have not taken them; a request beyond that is answered 503;
+//   - after the response, what the client still sends is read and dropped, at most
+//     kMaxLingerBytes (64 KiB) and 2 s, then the connection closes;
 //   - methods GET, POST and HEAD only (else 405); no request body: Content-Length other than 0,
 //     or any Transfer-Encoding, is 413; a malformed request line or header is 400; a path with
 //     no route is 404, and a path routed for other methods only is 405.
@@ -53,6 +61,10 @@ inline constexpr size_t kMaxHeaderBytes = 8192;
 inline constexpr int kRequestTimeoutMs = 5000;
 // Per listener: a Prometheus server, a kubelet and an operator need a handful.
 inline constexpr size_t kMaxConnections = 64;
+// Per listener: responses not yet taken by their clients (a /metrics of a busy node is a few MB).
+inline constexpr size_t kMaxResponseBytes = 64u << 20;
+// After the response: what a client may still send before its connection is closed.
+inline constexpr size_t kMaxLingerBytes = 64u << 10;
 
 struct Request {
   std::string method;  // "GET", "POST" or "HEAD"
