@@ -406,17 +406,48 @@ void add_readiness_routes(HttpServer& server, int listener, const Health& health
   });
 }
 
+std::optional<Response> refused_from_browser(const Request& r) {
+  if (!r.origin.empty())
+    return text(403, "refused: a request with an Origin header (made by a web page)\n");
+  std::string_view host = r.host;
+  if (host.starts_with('[')) {
+    const size_t close = host.find(']');
+    host = close == std::string_view::npos ? host : host.substr(1, close - 1);
+  } else if (const size_t colon = host.rfind(':'); colon != std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  if (host.empty() || host == "localhost") return std::nullopt;
+  const bool v6 = host.find(':') != std::string_view::npos;
+  std::string as_endpoint;
+  as_endpoint.reserve(host.size() + 4);
+  if (v6) as_endpoint.push_back('[');
+  as_endpoint.append(host);
+  as_endpoint.append(v6 ? "]:1" : ":1");
+  net::Endpoint literal;
+  if (net::parse_endpoint(as_endpoint, literal).empty())
+    return std::nullopt;  // an address, as a person or a script on the host types it
+  return text(403, fmt::format("refused: Host {} is a name (only an address or localhost)\n",
+                               json_string(r.host)));
+}
+
 void add_admin_routes(HttpServer& server, int listener, AdminSources sources) {
   auto shared = std::make_shared<AdminSources>(std::move(sources));
-  server.route(listener, "GET", "/config_dump", [shared](const Request&) {
+  // Every admin route refuses what a web page could send it (see refused_from_browser).
+  const auto guarded = [&](const char* method, const char* path, Handler handler) {
+    server.route(listener, method, path, [handler = std::move(handler)](const Request& r) {
+      if (auto refused = refused_from_browser(r)) return *refused;
+      return handler(r);
+    });
+  };
+  guarded("GET", "/config_dump", [shared](const Request&) {
     return Response{200, "application/json", config_dump(*shared)};
   });
-  server.route(listener, "GET", "/logging", [](const Request& r) {
+  guarded("GET", "/logging", [](const Request& r) {
     if (r.query.count("level"))
       return text(405, "POST /logging?level=LEVEL changes the log level; GET shows it\n");
     return text(200, fmt::format("log level: {}\n", proxy::to_string(proxy::log_level())));
   });
-  server.route(listener, "POST", "/logging", [](const Request& r) {
+  guarded("POST", "/logging", [](const Request& r) {
     const auto it = r.query.find("level");
     if (it == r.query.end())
       return text(400,
@@ -433,7 +464,7 @@ void add_admin_routes(HttpServer& server, int listener, AdminSources sources) {
     return text(200, fmt::format("log level: {} (was {})\n", proxy::to_string(level),
                                  proxy::to_string(was)));
   });
-  server.route(listener, "POST", "/quitquitquit", [shared](const Request& r) {
+  guarded("POST", "/quitquitquit", [shared](const Request& r) {
     proxy::log_line(proxy::LogLevel::warn,
                     fmt::format("ringtunnel: admin: /quitquitquit from {}", r.peer));
     if (shared->quit) shared->quit();

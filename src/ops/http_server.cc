@@ -161,6 +161,8 @@ ParseResult parse_request(std::string_view bytes, Request& out) {
         return parse_error(400, "control character in a header value");
     if (iequals(name, "Transfer-Encoding"))
       return parse_error(413, "request bodies are not accepted");
+    if (iequals(name, "Host")) out.host = std::string(value);
+    if (iequals(name, "Origin")) out.origin = std::string(value);
     if (iequals(name, "Content-Length")) {
       uint64_t n = 0;
       const auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
@@ -181,6 +183,8 @@ const char* reason_phrase(int status) {
       return "OK";
     case 400:
       return "Bad Request";
+    case 403:
+      return "Forbidden";
     case 404:
       return "Not Found";
     case 405:

@@ -299,7 +299,7 @@ def expiry_warning():
 def http(port, method, path):
     """(status, body) of one HTTP/1.1 request to 127.0.0.1:port."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(("%s %s HTTP/1.1\r\nHost: x\r\n\r\n" % (method, path)).encode())
+        s.sendall(("%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (method, path, port)).encode())
         out = b""
         while True:
             piece = s.recv(65536)

@@ -120,9 +120,10 @@ def parse_response(out):
     return int(m.group(1)), headers, body.decode("utf-8", "replace")
 
 
-def request(port, method, path, timeout=5.0):
-    return exchange(port, ("%s %s HTTP/1.1\r\nHost: x\r\n\r\n" % (method, path)).encode(),
-                    timeout)
+def request(port, method, path, timeout=5.0, headers=""):
+    """As curl sends it: Host is the address and port asked for."""
+    return exchange(port, ("%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n"
+                           % (method, path, port, headers)).encode(), timeout)
 
 
 def ready(port):
@@ -332,6 +333,19 @@ def quitquitquit_test():
     check(status == 405, "GET /quitquitquit: %d" % status)
     time.sleep(0.3)
     check(p.alive(), "GET /quitquitquit stopped the process")
+    # What a web page in a browser on the host could send: refused, the process stays.
+    status, _, _ = request(ports["admin"], "POST", "/quitquitquit",
+                           headers="Origin: http://evil.example\r\n")
+    check(status == 403, "POST /quitquitquit with an Origin header: %d" % status)
+    status, _, _ = exchange(ports["admin"], b"GET /config_dump HTTP/1.1\r\n"
+                            b"Host: rebound.example:15000\r\n\r\n", 5)
+    check(status == 403, "GET /config_dump with Host rebound.example: %d" % status)
+    for host in (b"localhost:15000", b"[::1]:15000", b"127.0.0.1"):
+        status, _, _ = exchange(ports["admin"], b"GET /logging HTTP/1.1\r\nHost: " + host +
+                                b"\r\n\r\n", 5)
+        check(status == 200, "GET /logging with Host %r: %d" % (host, status))
+    time.sleep(0.3)
+    check(p.alive(), "a refused request stopped the process")
     status, _, body = request(ports["admin"], "POST", "/quitquitquit")
     check((status, body) == (200, "draining\n"), "POST /quitquitquit: %d %r" % (status, body))
     rc = p.wait_exit(5)
@@ -339,7 +353,8 @@ def quitquitquit_test():
     err = p.stderr_text()
     check("ringtunnel: /quitquitquit received, draining" in err and "ringtunnel: stopped" in err,
           "drain not logged; stderr:\n%s" % p.stderr_tail())
-    log("POST /quitquitquit: 200, drain logged, exit 0")
+    log("POST /quitquitquit: refused (403) with an Origin header or a Host name; 200, drain "
+        "logged, exit 0")
 
 
 def listen_failure_test():

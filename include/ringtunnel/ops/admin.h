@@ -14,6 +14,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -36,7 +37,13 @@ struct AdminSources {
 };
 
 void add_readiness_routes(HttpServer& server, int listener, const Health& health);
+// The admin routes refuse (403) a request that a web page in a browser on the host could make:
+// one with an Origin header (a cross-site POST to /quitquitquit), or whose Host is a name other
+// than localhost (DNS rebinding reading /config_dump). Tools (curl, scripts, kubectl
+// port-forward) send neither.
 void add_admin_routes(HttpServer& server, int listener, AdminSources sources);
+// The 403 above, or nullopt when the request may be served.
+std::optional<Response> refused_from_browser(const Request& request);
 
 // Exposed for tests.
 // `text` as a JSON string, quotes included; bytes that are not UTF-8 text are escaped as

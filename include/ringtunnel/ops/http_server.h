@@ -72,6 +72,9 @@ struct Request {
   // The query's parameters, percent-decoded ('+' is a space); a name given twice keeps the last.
   std::map<std::string, std::string> query;
   std::string peer;  // "ip:port" of the client
+  // The Host and Origin headers as sent (empty when absent): the admin endpoint refuses
+  // requests a web page could make (see admin.h).
+  std::string host, origin;
 };
 
 struct Response {

@@ -191,3 +191,25 @@ TEST_CASE("log levels: parse, show, filter") {
   CHECK(std::string(proxy::to_string(proxy::log_level())) == "warn");
   proxy::set_log_level(was);
 }
+
+TEST_CASE("admin: what a web page could send is refused, what tools send is served") {
+  const auto refused = [](std::string host, std::string origin) {
+    ops::Request r;
+    r.method = "POST";
+    r.path = "/quitquitquit";
+    r.host = std::move(host);
+    r.origin = std::move(origin);
+    const auto out = ops::refused_from_browser(r);
+    return out && out->status == 403;
+  };
+  // curl, scripts, port-forwards: an address or localhost, no Origin.
+  for (const char* host : {"", "127.0.0.1:15000", "127.0.0.1", "localhost:15000", "localhost",
+                           "[::1]:15000", "[::1]", "10.0.0.7:15000"})
+    CHECK_FALSE(refused(host, ""));
+  // A cross-site request carries Origin; DNS rebinding carries the attacker's name.
+  CHECK(refused("127.0.0.1:15000", "http://evil.example"));
+  CHECK(refused("127.0.0.1:15000", "null"));
+  CHECK(refused("rebound.example:15000", ""));
+  CHECK(refused("localhost.evil.example", ""));
+  CHECK(refused("[::1", ""));
+}
