@@ -196,23 +196,11 @@ int wait_for_stop(const sigset_t& signals, int quit_fd) {
   return sig;
 }
 
-// The certificates in use, for /config_dump: the files as they are now, or the embedded ones.
-std::string read_file_text(const std::string& path) {
-  std::string out;
-  if (FILE* f = fopen(path.c_str(), "r")) {
-    char buffer[4096];
-    for (size_t n; (n = fread(buffer, 1, sizeof buffer, f)) > 0;)
-      out.append(buffer, n);
-    fclose(f);
-  }
-  return out;
-}
-
 // Opens the operating listeners (--metrics-listen, --readiness-listen, --admin-listen), adds
 // the readiness and admin routes, and starts their thread. Returns "" or the error (exit 1).
-std::string start_ops(const config::Config& config, const workload::Store& store, int quit_fd,
-                      const ops::Health& health, const stats::MetricsRegistry& metrics,
-                      ops::HttpServer& server) {
+std::string start_ops(const config::Config& config, const workload::Store& store,
+                      const tls::CredentialStore* identity, int quit_fd, const ops::Health& health,
+                      const stats::MetricsRegistry& metrics, ops::HttpServer& server) {
   struct Listen {
     const char* flag;
     const std::string& address;
@@ -248,12 +236,9 @@ std::string start_ops(const config::Config& config, const workload::Store& store
     ops::AdminSources sources;
     sources.config = &config;
     sources.store = config.store ? &store : nullptr;
-    if (!config.cert.empty()) {
-      sources.certificate_pem = [path = config.cert] { return read_file_text(path); };
-      sources.ca_pem = [path = config.ca] { return read_file_text(path); };
-    } else if (config.needs_identity()) {
-      sources.certificate_pem = [] { return std::string(kDevIdentity_cert); };
-      sources.ca_pem = [] { return std::string(kDevIdentity_ca); };
+    if (identity) {  // the credentials in use (a refused reload leaves the old ones)
+      sources.certificate_pem = [identity] { return identity->current()->certificate_pem(); };
+      sources.ca_pem = [identity] { return identity->current()->ca_pem(); };
     }
     sources.quit = [quit_fd] {
       const uint64_t one = 1;
@@ -700,7 +685,8 @@ int run(config::Config& config) {
   // Every worker's counters, for /metrics; declared before the server, which renders them.
   stats::MetricsRegistry metrics;
   ops::HttpServer ops_server;
-  if (std::string err = start_ops(config, store, quit_fd, health, metrics, ops_server);
+  if (std::string err = start_ops(config, store, identity ? &*identity : nullptr, quit_fd, health,
+                                  metrics, ops_server);
       !err.empty()) {
     proxy::log_line(proxy::LogLevel::error, fmt::format("ringtunnel: {}", err));
     if (quit_fd >= 0) close(quit_fd);

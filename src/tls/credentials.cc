@@ -238,6 +238,8 @@ std::string Credentials::load(const CredentialFiles& files, std::unique_ptr<Cred
       !e.empty())
     return e;
   c->digest_ = digest_of({&cert, &key, &ca});
+  c->certificate_pem_ = cert.text;
+  c->ca_pem_ = ca.text;
   if (std::string e = build_context(Role::client, cert, key, ca, c->client_); !e.empty()) return e;
   if (std::string e = build_context(Role::server, cert, key, ca, c->server_); !e.empty()) return e;
   out = std::move(c);

@@ -24,6 +24,7 @@ expiry-warning: a certificate valid for one day is warned about at start-up (onc
 ops-with-certs: with --cert and no --config, readiness is 200 before and after a rotation and
   POST /quitquitquit drains and exits 0 (the certificate watch shares the main thread's wait)."""
 
+import json
 import os
 import shutil
 import signal
@@ -322,10 +323,23 @@ def ops_with_certs():
     n = Node(d, ["--admin-listen", "127.0.0.1:%d" % admin,
                  "--readiness-listen", "127.0.0.1:%d" % readiness])
     wait_until(lambda: http(readiness, "GET", "/healthz/ready")[0] == 200, 5, what="readiness")
+
+    def dumped_serial():
+        status, body = http(admin, "GET", "/config_dump")
+        check(status == 200, "GET /config_dump: %d" % status)
+        return int(json.loads(body)["certificates"]["chain"][0]["serial"], 16)
+    check(dumped_serial() == 0x1001, "config_dump before the rotation")
     copy_over(k2, os.path.join(d, "key.pem"))
     copy_over(c2, os.path.join(d, "cert.pem"))
     wait_serial(n.addr, 0x1002)
     check(http(readiness, "GET", "/healthz/ready")[0] == 200, "not ready after the rotation")
+    check(dumped_serial() == 0x1002, "config_dump after the rotation")
+    # A refused certificate on disk: /config_dump shows the one in use, not the file.
+    copy_over(cert("expired"), os.path.join(d, "cert.pem"))
+    wait_line(n.p, "keeping the certificate with serial 1002", 1)
+    check(dumped_serial() == 0x1002, "config_dump shows the refused file, not the one in use")
+    log("config_dump follows the certificate in use: 1001, 1002, still 1002 with an expired "
+        "one on disk")
     status, body = http(admin, "POST", "/quitquitquit")
     check(status == 200, "POST /quitquitquit: %d %r" % (status, body))
     rc = n.p.wait_exit(10)

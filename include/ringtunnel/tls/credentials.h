@@ -58,6 +58,10 @@ class Credentials {
   const std::string& serial() const { return serial_; }
   // SHA-256 of the three files' bytes: two loads of the same files have the same digest.
   const std::string& digest() const { return digest_; }
+  // The PEM text of the certificate chain and of the CA file as loaded (never the key): what
+  // /config_dump shows, the credentials in use rather than the files as they are now.
+  const std::string& certificate_pem() const { return certificate_pem_; }
+  const std::string& ca_pem() const { return ca_pem_; }
 
  private:
   Credentials() = default;
@@ -69,6 +73,7 @@ class Credentials {
   std::time_t not_after_ = 0;
   std::string serial_;
   std::string digest_;
+  std::string certificate_pem_, ca_pem_;
 };
 
 // Applies the protocol policy above to a context built elsewhere (tests, tools): TLS 1.3 only,
