@@ -65,8 +65,9 @@ void append_access_line(std::string& out, const AccessRecord& record, std::strin
 // A field without a value (no workload config, not HBONE, no service) is left out. A record
 // that did not end in a clean close has "level":"error" and an "error" field: the end reason
 // and, when there is one, why (`reason`), e.g. "denied: no Allow policy matches". "time" is
-// when the connection ended. Strings are escaped as JSON requires (bytes above 0x7f as \u00XX,
-// so the line is ASCII whatever the peer sent).
+// when the connection ended. Strings go through append_json_string (log.h): always valid JSON,
+// well-formed UTF-8 kept, control bytes and malformed UTF-8 as \u00XX, so one record is one
+// line whatever the peer sent.
 void append_access_json(std::string& out, const AccessRecord& record, std::string_view reason = {});
 
 // Appends one string value as append_access_line prints it.
