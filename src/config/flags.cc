@@ -514,8 +514,9 @@ const std::vector<Flag>& flags() {
        "operating listeners (this, --readiness-listen and --admin-listen) are served by one "
        "thread of their own, never by a worker: a slow or hostile client cannot stall the "
        "data path. Each request must arrive within 5 s with at most 8 KiB of request line "
-       "and headers and no body; at most 64 connections are open per listener. A listener "
-       "that cannot be opened stops start-up (exit 1).",
+       "and headers and no body; at most 64 connections are open per listener. [::]:PORT "
+       "serves IPv6 and IPv4 both (for an IPv6 or dual-stack cluster). A listener that cannot "
+       "be opened stops start-up (exit 1).",
        [](const Config& c) { return c.metrics_listen; },
        [](std::string_view v, Config& c) { return set_ops_listen(v, c.metrics_listen); }},
       {"--readiness-listen", "ADDR|off",

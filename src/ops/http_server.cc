@@ -276,7 +276,13 @@ int HttpServer::listen(const net::Endpoint& at, const std::string& name, std::st
   }
   const int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (at.family() == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (at.family() == AF_INET6) {
+    // [::] serves both families (an IPv6 kubelet or Prometheus, and an IPv4 one); a specific
+    // IPv6 address only itself. Set either way, whatever net.ipv6.bindv6only says.
+    const auto* a6 = reinterpret_cast<const sockaddr_in6*>(at.addr());
+    const int v6only = IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr) ? 0 : 1;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+  }
   if (bind(fd, at.addr(), at.length) != 0 || ::listen(fd, 128) != 0) {
     error = strerror(errno);
     close(fd);

@@ -51,6 +51,8 @@ tproxy: A captures with TPROXY (mangle OUTPUT marks A's TCP to B's addresses, a 
   IP_TRANSPARENT): a passthrough, one to B's port 15020 (A's own metrics port, on every address
   of A: a foreign address on it is still captured, not mistaken for a straight connection)
   and an HBONE workload, byte-exact; a straight connection to the listener is still refused.
+ops-dual-stack: A's readiness and metrics listeners on [::] answer a prober in B over IPv4
+  and over IPv6.
 No capture loop: the proxy's upstream socket carries the mark the rules skip (the target sees
 the connection from A's address, and the proxy logs exactly one line per client)."""
 
@@ -625,6 +627,38 @@ def tproxy():
         pb.stop_ok()
 
 
+def ops_dual_stack():
+    """ringtunnel in host A with --readiness-listen [::]:15021 and --metrics-listen [::]:15020:
+    a prober in host B reaches both over IPv4 and over IPv6."""
+    with MeshHosts() as mesh:
+        a, b = mesh.a, mesh.b
+        cfg = os.path.join(tempfile.gettempdir(), "mesh-ops.yaml")
+        write_atomic(cfg, HBONE_CONFIG % "")
+        pa = a.proxy(["--config", cfg, "--workload", "default/vm-a/node-a", "--hbone-listen",
+                      "0.0.0.0:15008", "--readiness-listen", "[::]:15021", "--metrics-listen",
+                      "[::]:15020"] + identity_args("node-a"), listens=[("0.0.0.0", 15008)])
+        for ip in (a.ip, a.ip6):
+            for port, path in ((15021, "/healthz/ready"), (15020, "/metrics")):
+                def get():
+                    try:
+                        s = b.connect((ip, port), timeout=3)
+                    except OSError:
+                        return b""
+                    try:
+                        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+                        out = b""
+                        while True:
+                            piece = s.recv(65536)
+                            if not piece:
+                                return out
+                            out += piece
+                    finally:
+                        s.close()
+                wait_until(lambda: get().startswith(b"HTTP/1.1 200"), 5)
+                log("B -> %s port %d %s: 200" % (ip, port, path))
+        pa.stop_ok()
+
+
 def open_h2(addr, name):
     """mTLS as `name`, the preface and SETTINGS; waits for the server's SETTINGS."""
     c = h2.H2Conn(addr, h2.tls_context(ca(), cert(name), key(name)), timeout=10)
@@ -694,6 +728,7 @@ TESTS = [
     ("service-hbone", lambda: service_hbone(False)),
     ("listener-loops", listener_loops),
     ("tproxy", tproxy),
+    ("ops-dual-stack", ops_dual_stack),
 ]
 
 if __name__ == "__main__":
