@@ -66,7 +66,10 @@ def proxy_sockets(pid):
                 os.close(fd)
                 continue
             try:
-                if s.type != socket.SOCK_STREAM:
+                # TCP only: the proxy also has AF_UNIX stream sockets at times (a start-up
+                # probe's socketpair), where TCP options are EOPNOTSUPP.
+                if s.type != socket.SOCK_STREAM or s.family not in (socket.AF_INET,
+                                                                    socket.AF_INET6):
                     continue
                 try:
                     remote = s.getpeername()[:2]
