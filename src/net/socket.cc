@@ -67,10 +67,14 @@ int stream_socket_for(const Endpoint& to, uint32_t mark, const Keepalive& keepal
   return fd;
 }
 
-int original_dst(int fd, Endpoint& out) {
+int original_dst(int fd, Endpoint& out, Endpoint* local_out) {
   sockaddr_storage local{};
   socklen_t local_len = sizeof local;
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) < 0) return -errno;
+  if (local_out) {
+    local_out->storage = local;
+    local_out->length = local_len;
+  }
   // The option's number is the same for both families (netfilter's SO_ORIGINAL_DST and
   // IP6T_SO_ORIGINAL_DST are 80), at its own level.
   constexpr int kOriginalDst = 80;

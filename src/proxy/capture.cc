@@ -26,37 +26,34 @@ namespace {
 // The HBONE port of every workload (ztunnel's).
 constexpr uint16_t kHbonePort = 15008;
 
-// Whether the accepted `fd` reached our listener directly: its original destination is its own
-// local address (no NAT rewrote it), and that address is one of this host's (TPROXY, the other
-// way to keep the destination as the local address, delivers foreign ones). Such a connection
-// was made to the listener itself: dialling it would come straight back.
-bool not_redirected(int fd, const net::IpAddress& original_ip, uint16_t original_port) {
-  net::Endpoint local;
-  socklen_t len = sizeof local.storage;
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local.storage), &len) < 0) return false;
-  local.length = len;
+// Whether an accepted connection reached our listener directly: its original destination is
+// its own `local` address (no NAT rewrote it), and that address is one of this host's (TPROXY,
+// the other way to keep the destination as the local address, delivers foreign ones). Such a
+// connection was made to the listener itself: dialling it would come straight back.
+bool not_redirected(const net::Endpoint& local, const net::IpAddress& original_ip,
+                    uint16_t original_port) {
   const auto local_ip = net::IpAddress::from_sockaddr(local.addr(), local.length);
   return local_ip && *local_ip == original_ip && local.port() == original_port &&
          net::host_has_address(local);
 }
 
-// Refused with an access line (end=refused) saying why.
-void refuse_not_redirected(WorkerContext& ctx, int fd, const std::string& listener,
-                           const net::Endpoint& original) {
+// A captured connection refused before it is relayed: its access line (when the log is on)
+// says why, then it is reset and closed.
+void refuse_logged(WorkerContext& ctx, int fd, const std::string& listener,
+                   const net::Endpoint& source, const net::Endpoint& target, EndReason end,
+                   std::string_view reason,
+                   AccessRecord::Direction direction = AccessRecord::Direction::outbound) {
   if (ctx.access_enabled()) {
-    net::Endpoint source;
-    socklen_t len = sizeof source.storage;
-    getpeername(fd, reinterpret_cast<sockaddr*>(&source.storage), &len);
-    source.length = len;
     const std::string client = net::format_sockaddr(source.addr(), source.length);
-    const std::string target = original.to_string();
+    const std::string target_text = target.to_string();
     AccessRecord rec;
     rec.listener = listener;
     rec.client = client;
-    rec.target = target;
-    rec.end = EndReason::refused;
+    rec.target = target_text;
+    rec.end = end;
     rec.start_unix_ms = unix_ms();
-    ctx.access(rec, "not redirected: a connection straight to ringtunnel's own listener");
+    rec.direction = direction;
+    ctx.access(rec, reason);
   }
   refuse_accepted(ctx, fd);
 }
@@ -119,19 +116,8 @@ void open_captured_inbound(WorkerContext& ctx, int fd, const std::string& listen
                      inbound_service(ctx, destination, original.port()), false);
   if (a.verdict != Verdict::allow) {
     count_refused(ctx, labels, end_reason(a.verdict));
-    if (ctx.access_enabled()) {
-      const std::string client = net::format_sockaddr(source.addr(), source.length);
-      const std::string target = original.to_string();
-      AccessRecord rec;
-      rec.listener = *listener;
-      rec.client = client;
-      rec.target = target;
-      rec.end = end_reason(a.verdict);
-      rec.start_unix_ms = unix_ms();
-      rec.direction = AccessRecord::Direction::inbound;
-      ctx.access(rec, a.reason);
-    }
-    return refuse_accepted(ctx, fd);
+    return refuse_logged(ctx, fd, *listener, source, original, end_reason(a.verdict), a.reason,
+                         AccessRecord::Direction::inbound);
   }
   if (Relay* r = open_relay(ctx, fd, TcpTarget{original, listener, nullptr}, &labels))
     r->set_authorized();
@@ -159,8 +145,8 @@ void judge_again(WorkerContext& ctx) {
 }
 
 void open_captured_outbound(WorkerContext& ctx, int fd, const std::string& listener_text) {
-  net::Endpoint original;
-  if (const int err = net::original_dst(fd, original); err < 0) {
+  net::Endpoint original, local;
+  if (const int err = net::original_dst(fd, original, &local); err < 0) {
     log_line(fmt::format("ringtunnel: worker {}: {}: no original destination ({}), refused", ctx.id,
                          listener_text, strerror(-err)));
     return refuse_accepted(ctx, fd);
@@ -169,9 +155,13 @@ void open_captured_outbound(WorkerContext& ctx, int fd, const std::string& liste
   if (!ip || !ctx.state || !ctx.local) return refuse_accepted(ctx, fd);
   // A connection made straight to the listener was not redirected: its original destination is
   // the listener itself, and dialling it would come back here, again and again.
-  if (not_redirected(fd, *ip, original.port())) {
-    refuse_not_redirected(ctx, fd, listener_text, original);
-    return;
+  if (not_redirected(local, *ip, original.port())) {
+    net::Endpoint source;
+    socklen_t len = sizeof source.storage;
+    getpeername(fd, reinterpret_cast<sockaddr*>(&source.storage), &len);
+    source.length = len;
+    return refuse_logged(ctx, fd, listener_text, source, original, EndReason::refused,
+                         "not redirected: a connection straight to ringtunnel's own listener");
   }
   thread_local std::mt19937_64 rng{std::random_device{}()};
   const workload::Destination d =

@@ -40,8 +40,9 @@ int stream_socket_for(const Endpoint& to, uint32_t mark = 0, const Keepalive& ke
 // SO_ORIGINAL_DST (IPv4) or IP6T_SO_ORIGINAL_DST (IPv6); after TPROXY (no NAT record: ENOENT),
 // the connection's own local address, which TPROXY leaves as the original destination. A
 // connection made straight to the listener gets the listener's address either way: callers
-// check for that. Returns 0 and fills `out`, or -errno.
-int original_dst(int fd, Endpoint& out);
+// check for that. Returns 0 and fills `out` (and `local`, when given, with the connection's own
+// local address, read on the way), or -errno.
+int original_dst(int fd, Endpoint& out, Endpoint* local = nullptr);
 
 // Whether `address` (its port ignored) is one of this host's own addresses: a socket can bind to
 // it without IP_TRANSPARENT. Three system calls; for the rare connection that needs it.
