@@ -6,6 +6,10 @@
 //                         sender pays per byte.
 //   BM_RecordRoundTrip    client write() -> pending() -> server feed() -> read(): what both ends
 //                         of a tunnel pay per byte, with every copy the record layer makes.
+//   BM_RecordRoundTripInPlace  the same with drain(): the plaintext handed over where it was
+//                         decrypted, as the HBONE connection takes it.
+//   The record benchmarks' second argument: 1 = ringtunnel's record layer (the default),
+//   0 = wolfSSL's (SessionOptions::own_records), side by side in one run.
 //   BM_Handshake          a full mutual-TLS 1.3 handshake (P-256 certificates, X25519), both
 //                         sides in this thread.
 // Certificates come from scripts/gen-certs.sh, run once into a temporary directory.
@@ -73,10 +77,19 @@ void carry(TlsSession& from, TlsSession& to) {
   from.consume(sent);
 }
 
+SessionOptions with_records(int64_t own) {
+  SessionOptions o;
+  o.own_records = own != 0;
+  return o;
+}
+
 struct Connected {
+  explicit Connected(int64_t own = 1)
+      : client{*Fixture::get().client_creds, Role::client, pool, with_records(own)},
+        server{*Fixture::get().server_creds, Role::server, pool, with_records(own)} {}
   BlockPool pool;
-  TlsSession client{*Fixture::get().client_creds, Role::client, pool};
-  TlsSession server{*Fixture::get().server_creds, Role::server, pool};
+  TlsSession client;
+  TlsSession server;
 
   bool connect() {
     client.expect_peer(Fixture::get().server_id);
@@ -130,7 +143,7 @@ void BM_AesGcmEncryptDecrypt(benchmark::State& state) {
 
 void BM_RecordEncrypt(benchmark::State& state) {
   const auto size = size_t(state.range(0));
-  Connected c;
+  Connected c(state.range(1));
   if (!c.connect()) return state.SkipWithError("handshake failed");
   std::vector<uint8_t> in(size, 0x5a);
   for (auto _ : state) {
@@ -143,7 +156,7 @@ void BM_RecordEncrypt(benchmark::State& state) {
 
 void BM_RecordRoundTrip(benchmark::State& state) {
   const auto size = size_t(state.range(0));
-  Connected c;
+  Connected c(state.range(1));
   if (!c.connect()) return state.SkipWithError("handshake failed");
   std::vector<uint8_t> in(size, 0x5a), out(256 * 1024);
   for (auto _ : state) {
@@ -155,6 +168,28 @@ void BM_RecordRoundTrip(benchmark::State& state) {
       got += r.bytes;
       if (r.bytes < out.size()) break;
     }
+    if (got != size) return state.SkipWithError("read less than was written");
+  }
+  state.SetBytesProcessed(int64_t(state.iterations() * size));
+  state.SetLabel(c.client.cipher());
+}
+
+void BM_RecordRoundTripInPlace(benchmark::State& state) {
+  const auto size = size_t(state.range(0));
+  Connected c(state.range(1));
+  if (!c.connect()) return state.SkipWithError("handshake failed");
+  std::vector<uint8_t> in(size, 0x5a);
+  for (auto _ : state) {
+    if (!c.client.write(in.data(), in.size())) return state.SkipWithError("write failed");
+    carry(c.client, c.server);
+    size_t got = 0;
+    c.server.drain(
+        [](void* arg, std::span<const uint8_t> plaintext) {
+          *static_cast<size_t*>(arg) += plaintext.size();
+          benchmark::DoNotOptimize(plaintext.data());
+          return true;
+        },
+        &got);
     if (got != size) return state.SkipWithError("read less than was written");
   }
   state.SetBytesProcessed(int64_t(state.iterations() * size));
@@ -173,7 +208,8 @@ void BM_Handshake(benchmark::State& state) {
 
 BENCHMARK(BM_AesGcmEncrypt)->Arg(16384);
 BENCHMARK(BM_AesGcmEncryptDecrypt)->Arg(16384);
-BENCHMARK(BM_RecordEncrypt)->Arg(16384)->Arg(256 * 1024);
-BENCHMARK(BM_RecordRoundTrip)->Arg(16384)->Arg(256 * 1024)->Arg(1024);
+BENCHMARK(BM_RecordEncrypt)->ArgsProduct({{16384, 256 * 1024}, {0, 1}});
+BENCHMARK(BM_RecordRoundTrip)->ArgsProduct({{16384, 256 * 1024, 1024}, {0, 1}});
+BENCHMARK(BM_RecordRoundTripInPlace)->ArgsProduct({{16384, 256 * 1024, 1024}, {0, 1}});
 BENCHMARK(BM_Handshake)->Unit(benchmark::kMicrosecond);
 BENCHMARK_MAIN();

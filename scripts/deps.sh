@@ -54,6 +54,9 @@ rt_deps_packages=(
 #                       P-256/RSA handshakes (runtime CPU detection, still portable).
 #  --enable-tls13 --enable-alpn --enable-sni   implied by --enable-all; said for the reader.
 #  CFLAGS=-O2 -g        wolfSSL's configure empties autoconf's default CFLAGS; -g for perf.
+#  -DHAVE_SECRET_CALLBACK  wolfSSL hands each session its TLS 1.3 traffic secrets, from which
+#                       ringtunnel's own record layer (src/tls/record_layer.cc) derives the
+#                       keys and decrypts records in place once the handshake is done.
 #  -DLARGE_STATIC_BUFFERS  each session keeps its record buffers instead of allocating, zeroing
 #                       and freeing two per record: HBONE A->B 7.24 -> 7.62 Gbit/s and
 #                       1.207 -> 1.129 CPU-s/GB (medians of 3, alternating binaries), for about
@@ -65,19 +68,21 @@ rt_wolfssl_configure_flags=(
     --enable-tls13 --enable-alpn --enable-sni
     --disable-examples --disable-crypttests
 )
-rt_wolfssl_cflags="-O2 -g -DLARGE_STATIC_BUFFERS"
+rt_wolfssl_cflags="-O2 -g -DLARGE_STATIC_BUFFERS -DHAVE_SECRET_CALLBACK"
 
 # Macros the installed wolfssl/options.h must define, or ringtunnel cannot work.
 rt_wolfssl_required_macros=(
     WOLFSSL_AESNI HAVE_AESGCM WOLFSSL_TLS13 HAVE_ALPN HAVE_SNI
-    OPENSSL_EXTRA WOLFSSL_ALT_NAMES WOLFSSL_SP_X86_64_ASM
+    OPENSSL_EXTRA WOLFSSL_ALT_NAMES WOLFSSL_SP_X86_64_ASM HAVE_SECRET_CALLBACK HAVE_HKDF
+    WOLFSSL_AESGCM_STREAM
 )
 # Symbols the installed library must export.
 rt_wolfssl_required_symbols=(
     wolfSSL_SSLSetIORecv wolfSSL_SSLSetIOSend wolfSSL_CTX_SetIORecv wolfSSL_CTX_SetIOSend
     wolfTLSv1_3_client_method wolfTLSv1_3_server_method wolfSSL_UseALPN wolfSSL_UseSNI
     wolfSSL_get_peer_certificate wolfSSL_X509_get_ext_d2i wolfSSL_X509_get_next_altname
-    wc_AesGcmSetKey wc_AesGcmEncrypt
+    wc_AesGcmSetKey wc_AesGcmEncrypt wc_AesGcmDecrypt wc_AesGcmEncryptUpdate
+    wolfSSL_set_tls13_secret_cb wc_Tls13_HKDF_Expand_Label
 )
 
 rt_stamp_name=".ringtunnel-complete"

@@ -148,11 +148,11 @@ void HboneConnection::on_received(const io_uring_cqe& cqe) {
 
 // Runs the TLS handshake or decrypts what arrived and feeds it to HTTP/2.
 void HboneConnection::drive() {
-  TunnelSession::Step step = session_.step(ctx_.plaintext);
+  TunnelSession::Step step = session_.step();
   if (step.kind == TunnelSession::Step::Kind::established) {
     established();
     if (state_ != State::open) return;
-    step = session_.step(ctx_.plaintext);
+    step = session_.step();
   }
   switch (step.kind) {
     case TunnelSession::Step::Kind::failed:

@@ -38,7 +38,7 @@ void TunnelSession::reset() {
   tls_.reset();
 }
 
-TunnelSession::Step TunnelSession::step(std::span<uint8_t> scratch) {
+TunnelSession::Step TunnelSession::step() {
   using Kind = Step::Kind;
   if (tls_->state() == tls::TlsState::handshaking) {
     switch (tls_->handshake()) {
@@ -50,16 +50,23 @@ TunnelSession::Step TunnelSession::step(std::span<uint8_t> scratch) {
         return {Kind::established, {}, {}};
     }
   }
-  for (;;) {
-    const tls::ReadResult r = tls_->read(scratch.data(), scratch.size());
-    if (r.bytes && h2_->feed(scratch.data(), r.bytes) < 0)
-      return {Kind::failed, ConnFailure::http2, h2_->failure().reason};
-    if (r.status == tls::ReadStatus::failed)
-      return {Kind::failed, ConnFailure::tls, tls_->failure()};
-    if (r.status == tls::ReadStatus::close_notify)
-      return {Kind::failed, ConnFailure::peer_closed, {}};
-    if (r.bytes < scratch.size()) return {Kind::ok, {}, {}};
-  }
+  // Each record's plaintext goes to HTTP/2 where TLS opened it, in the inbound queue.
+  bool h2_failed = false;
+  struct Feed {
+    h2::H2Session& h2;
+    bool& failed;
+  } feed{*h2_, h2_failed};
+  const tls::ReadStatus status = tls_->drain(
+      [](void* arg, std::span<const uint8_t> plaintext) {
+        auto& f = *static_cast<Feed*>(arg);
+        f.failed = f.h2.feed(plaintext.data(), plaintext.size()) < 0;
+        return !f.failed;
+      },
+      &feed);
+  if (h2_failed) return {Kind::failed, ConnFailure::http2, h2_->failure().reason};
+  if (status == tls::ReadStatus::failed) return {Kind::failed, ConnFailure::tls, tls_->failure()};
+  if (status == tls::ReadStatus::close_notify) return {Kind::failed, ConnFailure::peer_closed, {}};
+  return {Kind::ok, {}, {}};
 }
 
 void TunnelSession::pump() {

@@ -84,6 +84,37 @@ size_t CiphertextQueue::read(uint8_t* out, size_t cap) {
   return done;
 }
 
+size_t CiphertextQueue::peek(uint8_t* out, size_t cap) const {
+  size_t done = 0;
+  for (const Block& b : blocks_) {
+    if (done == cap) break;
+    const size_t n = std::min<size_t>(cap - done, b.end - b.begin);
+    std::memcpy(out + done, b.data + b.begin, n);
+    done += n;
+  }
+  return done;
+}
+
+uint8_t* CiphertextQueue::contiguous(size_t bytes) {
+  Block& front = blocks_.front();
+  if (front.end - front.begin >= bytes) return front.data + front.begin;
+  // Spans blocks (once per block boundary): gather it into a block of its own at the front.
+  const bool large = bytes > kSmallBlockBytes;
+  Block joined{pool_->take(large), 0, uint32_t(bytes), large};
+  const size_t n = read(joined.data, bytes);
+  size_ += n;
+  blocks_.insert(blocks_.begin(), joined);
+  return joined.data;
+}
+
+uint8_t* CiphertextQueue::reserve(size_t bytes) {
+  if (blocks_.empty() || blocks_.back().capacity() - blocks_.back().end < bytes) {
+    const bool large = bytes > kSmallBlockBytes || size_ + bytes > kSmallBlockBytes;
+    blocks_.push_back({pool_->take(large), 0, 0, large});
+  }
+  return blocks_.back().data + blocks_.back().end;
+}
+
 std::span<const iovec> CiphertextQueue::iovecs(size_t max_iov) {
   iov_.clear();
   for (const Block& b : blocks_) {

@@ -113,8 +113,6 @@ class WorkerContext {
   const LentPayloads::GiveBack give_back;
   SendQueuePool queues;
   tls::BlockPool blocks;
-  // Decrypted bytes, handed to nghttp2 256 KiB at a time (sized once, never resized).
-  std::vector<uint8_t> plaintext = std::vector<uint8_t>(256u << 10);
 
   // ---- time: `loop_now` is taken once per loop iteration, after the wait; now() is fresh.
   uint64_t now() const { return clock(); }

@@ -44,8 +44,8 @@ class TunnelSession {
   // Ciphertext from the peer (copied).
   void feed(const uint8_t* data, size_t size) { tls_->feed(data, size); }
   // Runs the handshake (established: once, when it completes; waiting: it needs more bytes),
-  // or decrypts what arrived into `scratch` and feeds it to HTTP/2 (ok).
-  Step step(std::span<uint8_t> scratch);
+  // or feeds the plaintext of what arrived to HTTP/2, decrypted in place (ok).
+  Step step();
   // HTTP/2 output into TLS records, while the socket keeps up. The payloads are encrypted
   // (copied) here, so consume_output() gives them back to their streams at once.
   void pump();

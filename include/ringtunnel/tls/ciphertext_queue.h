@@ -67,6 +67,19 @@ class CiphertextQueue {
   void append(const uint8_t* data, size_t len);
   // Copies up to `cap` bytes from the front into `out` and drops them; returns how many.
   size_t read(uint8_t* out, size_t cap);
+  // Copies up to `cap` bytes from the front into `out` and keeps them queued; returns how many.
+  size_t peek(uint8_t* out, size_t cap) const;
+  // The first `bytes` (<= size(), <= kLargeBlockBytes) in one piece of memory: where they lie
+  // in one block already, there; else they are moved into a block of their own first. The
+  // memory stays put until consume() passes it, and may be written (decrypted in place).
+  uint8_t* contiguous(size_t bytes);
+  // Room for `bytes` (<= kLargeBlockBytes) at the back, in one piece: fill it, then commit()
+  // what was written. Nothing is queued until commit().
+  uint8_t* reserve(size_t bytes);
+  void commit(size_t bytes) {
+    blocks_.back().end += uint32_t(bytes);
+    size_ += bytes;
+  }
   // The queued bytes as at most `max_iov` iovecs, front first. Valid until the next call of
   // iovecs(), consume() or clear() (append() leaves them valid).
   std::span<const iovec> iovecs(size_t max_iov);

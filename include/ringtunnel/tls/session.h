@@ -37,6 +37,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -44,6 +45,7 @@
 #include "ringtunnel/tls/ciphertext_queue.h"
 #include "ringtunnel/tls/credentials.h"
 #include "ringtunnel/tls/identity.h"
+#include "ringtunnel/tls/record_cipher.h"
 
 struct WOLFSSL;
 struct WOLFSSL_CTX;
@@ -63,6 +65,13 @@ struct SessionOptions {
   // Plaintext bytes per full record (--tls-record-size). The maximum, 16 KiB: a record costs one
   // AEAD call and 22 bytes on the wire whatever its size, and bulk data has no latency to save.
   size_t record_size = kMaxRecordPlaintext;
+  // Once the handshake is done, seal and open records with ringtunnel's own record layer
+  // (record_cipher.h): in place in the ciphertext queues, and the wolfSSL object is freed. False
+  // leaves them to wolfSSL, as tests and benchmarks do that compare the two.
+  bool own_records = true;
+  // Records sealed under one key before the session moves to the next with a KeyUpdate (own
+  // record layer only). RFC 8446, 5.5 allows AES-GCM about 2^24.5 full records per key.
+  uint64_t key_update_records = uint64_t(1) << 24;
 };
 
 enum class TlsState : uint8_t { handshaking, open, peer_closed, local_closed, closed, failed };
@@ -125,6 +134,19 @@ class TlsSession {
   // done, returns nothing.
   ReadResult read(uint8_t* out, size_t cap);
 
+  // The same as read(), without the copy: hands `sink` the plaintext of each record in turn, in
+  // place, valid only during the call, until none is complete or `sink` returns false (then the
+  // piece counts as taken). Returns what follows, as read() does.
+  using Sink = bool (*)(void* arg, std::span<const uint8_t> plaintext);
+  ReadStatus drain(Sink sink, void* arg);
+
+  // Moves this direction to the next traffic key with a KeyUpdate message, asking the peer to do
+  // the same when `request_peer`. Done by the session itself every key_update_records records;
+  // public for tests. False when the session cannot write.
+  bool update_keys(bool request_peer);
+  // Whether ringtunnel's record layer carries the records (see SessionOptions::own_records).
+  bool own_records() const { return records_ != nullptr; }
+
   // Encrypts `parts` in order into records queued on pending(). Full records for bulk data; a
   // small write goes out at once as a small record unless `mode` is later. Returns false, and
   // takes nothing, when the session cannot write (not open, closed by us, failed); a failure
@@ -158,6 +180,16 @@ class TlsSession {
   static int on_recv(WOLFSSL* ssl, char* buf, int size, void* ctx);
   static int on_send(WOLFSSL* ssl, char* buf, int size, void* ctx);
   static int on_verify(int preverify_ok, WOLFSSL_X509_STORE_CTX* store);
+  static int on_secret(WOLFSSL* ssl, int id, const unsigned char* secret, int size, void* ctx);
+
+  struct Records;  // the own record layer's state, from the end of the handshake
+  bool take_over();
+  template <typename Deliver>
+  ReadStatus open_records(Deliver&& deliver);
+  bool post_handshake(Records& r, const uint8_t* body, size_t size);
+  bool seal(ContentType type, const uint8_t* data, size_t len);
+  bool send_key_update(bool request_peer);
+  void refuse(uint8_t alert, std::string reason);
 
   int verify(bool preverify_ok, WOLFSSL_X509_STORE_CTX* store);
   std::string check_established();
@@ -167,6 +199,14 @@ class TlsSession {
   bool can_write() const { return state_ == TlsState::open || state_ == TlsState::peer_closed; }
 
   WOLFSSL* ssl_ = nullptr;
+  std::unique_ptr<Records> records_;
+  // The application traffic secrets wolfSSL derives in the handshake (client's, server's), kept
+  // until take_over() makes keys of them.
+  uint8_t secrets_[2][48] = {};
+  uint8_t secret_bytes_[2] = {};
+  // Bytes left of the record wolfSSL is reading in the handshake (on_recv never hands it more,
+  // so that what follows the handshake stays queued for the own record layer).
+  size_t handshake_record_left_ = 0;
   Role role_;
   TlsState state_ = TlsState::handshaking;
   BlockPool& pool_;
@@ -177,6 +217,9 @@ class TlsSession {
   size_t staged_ = 0;
   size_t record_size_;
   std::string alpn_;
+  bool own_records_wanted_;
+  uint64_t key_update_records_;
+  const char* cipher_name_ = "";
   std::optional<SpiffeId> expected_peer_;
   SpiffeId peer_identity_;
   bool peer_identity_checked_ = false;
