@@ -505,8 +505,12 @@ if ((MESH)); then
 	echo "                  (--config: SO_ORIGINAL_DST, workload lookup) -> HBONE -> B (the same) -> $BL_MESH_B_WL:PORT"
 	echo "  A has node-a's certificate and expects $BL_B_ID of B"
 elif ((${#PAIRS[@]})); then
-	echo "tunnels: iperf3 -c -> A (outbound) -> B (inbound) -> iperf3 -s; A has node-a's certificate and expects"
-	echo "  $BL_B_ID of B; HAProxy nbthread $BL_HAPROXY_NBTHREAD per instance; certificates from $(dirname "$BL_CA")"
+	clients=""
+	((NRUNS)) && clients+=", iperf3 -c"
+	((NRTT)) && clients+=", sockperf ping-pong"
+	((NCONN)) && clients+=", wrk"
+	echo "tunnels: client (${clients#, }) -> A (outbound) -> B (inbound) -> server; A has node-a's certificate and"
+	echo "  expects $BL_B_ID of B; HAProxy nbthread $BL_HAPROXY_NBTHREAD per instance; certificates from $(dirname "$BL_CA")"
 	for c in "${PAIRS[@]}"; do
 		echo "mutual-TLS check of $c's B (openssl s_client):"
 		bl_tls_check "$c" || TLS_FAILED=1
