@@ -24,6 +24,18 @@
 #
 # --syscalls adds a separate pass (--syscalls-reps runs per load and proxy) under strace -c -f
 # (or perf stat) for syscalls/GB; it is separate because tracing distorts throughput and CPU.
+#
+# --rtt adds a pass of round trips: sockperf ping-pong --tcp -m 64 --full-rtt (one connection,
+# one 64-byte message in flight, echoed by sockperf server) through every configuration, for
+# the p50 and p99 round-trip time. --conn-rate adds a pass of new connections per second: wrk
+# (one thread, --conn-concurrency connections, every request with `Connection: close`, so a
+# new TCP connection each) through every configuration to an nginx that the script starts on
+# 127.0.0.1 (one worker process, a 64-byte body), with the proxies' CPU per new connection
+# (the same /proc sampling as CPU-s/GB, around the wrk run). Both passes are off by default:
+# each adds about reps x configurations x 8-10 s, and they need sockperf, wrk and nginx
+# (scripts/deps.sh installs them). --no-throughput leaves the iperf3 pass out, so that
+# `--no-throughput --rtt --conn-rate --hbone` measures only these. Each pass interleaves its
+# reps as the throughput pass does, and compares with HAProxy in the same mode.
 set -euo pipefail
 
 # shellcheck disable=SC2034  # BL_PROG, BL_KEEP_TMP, BL_RT_*, BL_HAPROXY_BUFSIZE: read by bench-lib.sh
@@ -44,7 +56,9 @@ Throughput and proxy CPU of ringtunnel, HAProxy 2.6 and socat relaying iperf3 on
 127.0.0.1, with iperf3 direct (no proxy) as the ceiling. Prints, per load and
 configuration, the median Gbit/s (min-max), the median proxy CPU-s/GB, and ratios to
 direct and to HAProxy in the same mode (copy vs copy, splice vs splice, the ringtunnel
-HBONE tunnel vs the HAProxy TLS tunnel).
+HBONE tunnel vs the HAProxy TLS tunnel). With --rtt and --conn-rate, also the round-trip
+time of 64-byte ping-pong and the new connections per second with the proxies' CPU per
+connection, against the same baselines (see below).
 
 Configurations:
   direct             iperf3 -c straight to iperf3 -s (no proxy; the ceiling)
@@ -65,6 +79,26 @@ column shows A's and B's figures ("A / B"); they need certificates (--certs, or 
 scripts/gen-certs.sh), and an openssl s_client probe checks B's mutual TLS before the runs.
 Without --only or --hbone the first six run (not the tunnels).
 Loads: iperf3 -P 1 and -P 4, each forward (client sends) and reverse (-R, server sends).
+
+Round trips (--rtt): sockperf server --tcp on 127.0.0.1, and through each configuration
+sockperf ping-pong --tcp -m 64 --full-rtt for --rtt-seconds (one connection, one 64-byte
+message in flight; sockperf leaves its first 0.4 s and the last moments out of the figures).
+Printed: the medians of the reps' p50 and p99 round-trip times in microseconds, their ratios
+to HAProxy in the same mode, and the p50 a proxy adds to direct's.
+
+New connections per second (--conn-rate): nginx on 127.0.0.1, started by this script with a
+temporary config (worker_processes 1; every request answered 200 with a 64-byte body, no
+access log; as root its worker runs as nobody), and through each configuration
+wrk -t 1 -c <--conn-concurrency> -H 'Connection: close' for --conn-seconds after a 1 s
+warm-up run: nginx closes every connection after its answer and wrk opens a new one, so each
+request is a new TCP connection (and, through haproxy-tls, a TLS handshake; through hbone, a
+new HTTP/2 stream in A's pooled mutual-TLS connection). One worker for nginx and one thread
+for wrk: the machine's 2 CPUs are shared by wrk, the proxy (2 workers / 2 threads) and nginx,
+and one nginx worker with a 64-byte answer is cheaper per connection than any proxy, so the
+proxy stays what limits the rate (nginx's CPU share is printed to show it). Printed: median
+conn/s (min-max) and its ratios to direct and to HAProxy in the same mode, the proxies' CPU
+per new connection (us of CPU of the proxy's process tree, for a tunnel A + B, over the wrk
+run) and its ratio to HAProxy, wrk's p50/p99 request latency, errors, and nginx's CPU share.
 
 Mesh mode (--mesh; needs root): two network namespaces, hosts A (10.250.0.1) and B
 (10.250.0.2, and its workload address 10.250.0.3), joined by a veth pair; the addresses
@@ -102,11 +136,18 @@ Options:
   --mesh              the mesh configurations above (alone: direct, hbone-flag,
                       hbone-captured; --only picks among them), then the conn/s pass; prints
                       captured vs flag-routed for throughput and conn/s
-  --conn-reps N       conn/s runs per configuration with --mesh; 0: no conn/s pass
-                      (default: --reps)
+  --rtt               add the round-trip pass (sockperf ping-pong, above)
+  --rtt-reps N        round-trip runs per configuration (default: --reps)
+  --rtt-seconds N     length of each round-trip run (default: 5)
+  --conn-rate         add the new-connections pass on 127.0.0.1 (wrk to nginx, above)
+  --no-throughput     leave the iperf3 throughput pass out (with --rtt, --conn-rate or
+                      --mesh's conn/s pass)
+  --conn-reps N       conn/s runs per configuration with --mesh or --conn-rate; 0: no conn/s
+                      pass with --mesh (default: --reps)
   --conn-seconds N    length of each conn/s run, after 1 s of warm-up (default: 5)
   --conn-concurrency N
-                      concurrent clients of each conn/s run (default: 32)
+                      concurrent clients of each conn/s run (--mesh: conn_rate clients;
+                      --conn-rate: wrk connections) (default: 32)
   --conn-rate-bin PATH
                       the conn_rate program (default: build/bench/conn_rate of this repository)
   --mesh-mtu N        the veth pair's MTU (default: 1500, a NIC's). The captured client's
@@ -151,7 +192,8 @@ Options:
 
 Default run: 5 reps x 4 loads x 6 configurations x ~6.5 s = about 13 minutes;
 --hbone: 5 x 4 x 3 x ~7 s = about 7 minutes; --mesh: 5 x 4 x 3 x ~7 s, then 5 x 3 x ~9 s
-for conn/s: about 9 minutes.
+for conn/s: about 9 minutes. --rtt adds 5 x configurations x ~8 s, --conn-rate
+5 x configurations x ~10 s (with --hbone --no-throughput, both: about 4.5 minutes).
 
 A run that fails (proxy does not start or dies, iperf3 fails or times out) is reported in
 its cell ("FAILED" or "k/n ok") and the script goes on with the rest; the exit status is
@@ -159,8 +201,10 @@ then 1. Exit status: 0 all runs succeeded, 1 a run failed, a tool is missing
 or the --plot picture could not be drawn, 2 bad usage.
 Needs: iperf3 haproxy socat jq iproute2 (ss); strace or linux-perf for --syscalls; openssl
 for the tunnels; root, iproute2 (ip), util-linux (nsenter), iptables and build/bench/conn_rate
-for --mesh. With --csv FILE and --mesh, the conn/s runs go to FILE-conns.csv (FILE's .csv
-replaced). gnuplot (gnuplot-nox) for --plot.
+for --mesh; sockperf for --rtt; wrk and nginx for --conn-rate. With --csv FILE and --mesh or
+--conn-rate, the conn/s runs go to FILE-conns.csv (FILE's .csv replaced), and with --rtt the
+round-trip runs to FILE-rtt.csv (one row per run each; FILE itself keeps the iperf3 runs).
+gnuplot (gnuplot-nox) for --plot.
 EOF
 }
 
@@ -186,6 +230,12 @@ CONN_CONCURRENCY=32
 CONN_BIN=$SCRIPT_DIR/../build/bench/conn_rate
 BL_MESH_EXTRA_WORKLOADS=0
 BL_MESH_MTU=1500
+THROUGHPUT=1              # --no-throughput: 0
+RTT=0                     # --rtt
+RTT_REPS=""               # default: --reps
+RTT_SECONDS=5
+RTT_BYTES=64              # sockperf's message size
+CONN_RATE=0               # --conn-rate
 
 ORIG_ARGS=("$@")
 need_arg() { [[ $2 -ge 2 ]] || bl_usage_err "$1 needs a value"; }
@@ -201,6 +251,13 @@ while (($#)); do
 	--no-direct) NO_DIRECT=1; shift ;;
 	--hbone) HBONE=1; shift ;;
 	--mesh) MESH=1; shift ;;
+	--rtt) RTT=1; shift ;;
+	--rtt-reps) need_arg "$1" $#; RTT_REPS=$2; shift 2 ;;
+	--rtt-reps=*) RTT_REPS=${1#*=}; shift ;;
+	--rtt-seconds) need_arg "$1" $#; RTT_SECONDS=$2; shift 2 ;;
+	--rtt-seconds=*) RTT_SECONDS=${1#*=}; shift ;;
+	--conn-rate) CONN_RATE=1; shift ;;
+	--no-throughput) THROUGHPUT=0; shift ;;
 	--conn-reps) need_arg "$1" $#; CONN_REPS=$2; shift 2 ;;
 	--conn-reps=*) CONN_REPS=${1#*=}; shift ;;
 	--conn-seconds) need_arg "$1" $#; CONN_SECONDS=$2; shift 2 ;;
@@ -250,23 +307,48 @@ bl_is_uint "$SECONDS_RUN" || bl_usage_err "--seconds must be a positive integer 
 case "$SYSCALLS" in "" | strace | perf) ;; *) bl_usage_err "--syscalls takes strace or perf (got '$SYSCALLS')" ;; esac
 CONN_REPS=${CONN_REPS:-$REPS}
 [[ $CONN_REPS =~ ^[0-9]+$ ]] || bl_usage_err "--conn-reps must be an integer >= 0 (got '$CONN_REPS')"
+RTT_REPS=${RTT_REPS:-$REPS}
+bl_is_uint "$RTT_REPS" || bl_usage_err "--rtt-reps must be a positive integer (got '$RTT_REPS')"
+bl_is_uint "$RTT_SECONDS" || bl_usage_err "--rtt-seconds must be a positive integer (got '$RTT_SECONDS')"
 bl_is_uint "$CONN_SECONDS" || bl_usage_err "--conn-seconds must be a positive integer (got '$CONN_SECONDS')"
 { bl_is_uint "$CONN_CONCURRENCY" && ((CONN_CONCURRENCY <= 10000)); } || bl_usage_err "--conn-concurrency must be an integer 1..10000 (got '$CONN_CONCURRENCY')"
 { [[ $BL_MESH_EXTRA_WORKLOADS == 0 ]] || { bl_is_uint "$BL_MESH_EXTRA_WORKLOADS" && ((BL_MESH_EXTRA_WORKLOADS <= 60000)); }; } ||
 	bl_usage_err "--mesh-workloads must be an integer 0..60000 (got '$BL_MESH_EXTRA_WORKLOADS')"
 { bl_is_uint "$BL_MESH_MTU" && ((BL_MESH_MTU >= 1280 && BL_MESH_MTU <= 65535)); } ||
 	bl_usage_err "--mesh-mtu must be an integer 1280..65535 (got '$BL_MESH_MTU')"
+given() { # given OPTION — OPTION was on the command line (as OPTION VALUE or OPTION=VALUE)
+	local a
+	for a in "${ORIG_ARGS[@]+"${ORIG_ARGS[@]}"}"; do [[ $a == "$1" || $a == "$1="* ]] && return 0; done
+	return 1
+}
 if ((MESH)); then
 	((HBONE)) && bl_usage_err "--mesh and --hbone are separate runs (the mesh configurations run in network namespaces)"
 	[[ -n $SYSCALLS ]] && bl_usage_err "--syscalls is not available with --mesh"
+	((RTT || CONN_RATE)) && bl_usage_err "--rtt and --conn-rate run on 127.0.0.1, not with --mesh (which has its own conn/s pass)"
 	ALL_CONFIGS=$MESH_CONFIGS
 	DEFAULT_CONFIGS=$MESH_CONFIGS
 else
-	for o in --conn-reps --conn-seconds --conn-concurrency --conn-rate-bin --mesh-workloads --mesh-mtu; do
-		for a in "${ORIG_ARGS[@]+"${ORIG_ARGS[@]}"}"; do
-			[[ $a == "$o" || $a == "$o="* ]] && bl_usage_err "$o is for --mesh"
-		done
+	for o in --conn-rate-bin --mesh-workloads --mesh-mtu; do
+		given "$o" && bl_usage_err "$o is for --mesh"
 	done
+	if ((!CONN_RATE)); then
+		for o in --conn-reps --conn-seconds --conn-concurrency; do
+			given "$o" && bl_usage_err "$o is for --mesh or --conn-rate"
+		done
+	fi
+	((CONN_RATE && CONN_REPS == 0)) && bl_usage_err "--conn-rate needs --conn-reps of at least 1"
+fi
+if ((!RTT)); then
+	for o in --rtt-reps --rtt-seconds; do given "$o" && bl_usage_err "$o is for --rtt"; done
+fi
+if ((!THROUGHPUT)); then
+	[[ -n $SYSCALLS ]] && bl_usage_err "--syscalls counts the calls of iperf3 runs: not with --no-throughput"
+	[[ -n $PLOT_OUT ]] && bl_usage_err "--plot draws the throughput pass: not with --no-throughput"
+	((RTT || CONN_RATE || (MESH && CONN_REPS))) ||
+		bl_usage_err "--no-throughput leaves nothing to run (add --rtt, --conn-rate, or --mesh with its conn/s pass)"
+	given --streams && bl_usage_err "--streams is for the throughput pass: not with --no-throughput"
+	given --dirs && bl_usage_err "--dirs is for the throughput pass: not with --no-throughput"
+	given --seconds && bl_usage_err "--seconds is for the throughput pass: not with --no-throughput"
 fi
 
 IFS=, read -ra STREAMS_ARR <<<"$STREAMS_LIST"
@@ -302,7 +384,16 @@ for c in $ALL_CONFIGS; do
 done
 ((${#CONFIGS[@]})) || bl_usage_err "nothing to run"
 
-tools=(iperf3 jq ss timeout getconf awk sort)
+tools=(ss timeout getconf awk sort)
+((THROUGHPUT)) && tools+=(iperf3 jq)
+((RTT)) && tools+=(sockperf)
+if ((CONN_RATE)); then
+	tools+=(wrk)
+	# nginx is in /usr/sbin, which a user's PATH may lack
+	BL_NGINX_BIN=$(command -v nginx 2>/dev/null || true)
+	[[ -z $BL_NGINX_BIN && -x /usr/sbin/nginx ]] && BL_NGINX_BIN=/usr/sbin/nginx
+	[[ -n $BL_NGINX_BIN ]] || tools+=(nginx)
+fi
 RT_USED=0
 PAIRS=()
 for c in "${CONFIGS[@]}"; do
@@ -361,7 +452,9 @@ if ((MESH)); then
 			bl_die "conn_rate --serve did not start in $BL_NS_B: $(head -c 300 "$BL_TMP/echo.log")"
 	fi
 fi
-bl_iperf_server_start
+((THROUGHPUT)) && bl_iperf_server_start
+((RTT)) && bl_sockperf_server_start
+((CONN_RATE)) && bl_nginx_start
 [[ -n $ECHO_PID ]] && bl_mesh_probe "$BL_MESH_ECHO_PORT"   # (not iperf3's port: it would log a broken test)
 
 # For a tunnel, proxy_cpu_s / cpu_s_per_gb / syscalls / syscalls_per_gb are A + B, and the *_a,
@@ -371,20 +464,34 @@ echo "pass,rep,streams,direction,config,status,gbps,bytes,seconds,proxy_cpu_s,cp
 NCOLS=20   # the summary finds the error text (which may hold commas) after NCOLS-1 commas
 
 NLOADS=$((${#STREAMS_ARR[@]} * ${#DIRS_ARR[@]}))
-NRUNS=$((REPS * NLOADS * ${#CONFIGS[@]}))
+NRUNS=0
+((THROUGHPUT)) && NRUNS=$((REPS * NLOADS * ${#CONFIGS[@]}))
+NRTT=0
+((RTT)) && NRTT=$((RTT_REPS * ${#CONFIGS[@]}))
 NSYS=0
 if [[ -n $SYSCALLS ]]; then
 	for c in "${CONFIGS[@]}"; do [[ $c == direct ]] || NSYS=$((NSYS + NLOADS * SYS_REPS)); done
 fi
 NCONN=0
-((MESH)) && NCONN=$((CONN_REPS * ${#CONFIGS[@]}))
-EST=$(bl_calc '%.0f' "($NRUNS + $NSYS) * ($SECONDS_RUN + 1.5 + $PAUSE) + $NCONN * ($CONN_SECONDS + 3 + $PAUSE)")
+((MESH || CONN_RATE)) && NCONN=$((CONN_REPS * ${#CONFIGS[@]}))
+EST=$(bl_calc '%.0f' "($NRUNS + $NSYS) * ($SECONDS_RUN + 1.5 + $PAUSE) + $NCONN * ($CONN_SECONDS + 3 + $PAUSE) + $NRTT * ($RTT_SECONDS + 1.5 + $PAUSE)")
 if ((EST >= 120)); then EST="$((EST / 60)) min"; else EST="$EST s"; fi
 echo "bench-compare: ${CONFIGS[*]}"
 ((RT_USED)) && echo "ringtunnel: $BL_RT_BIN${BL_RT_EXTRA[*]:+ (extra flags: ${BL_RT_EXTRA[*]})}"
-echo "loads: streams {$STREAMS_LIST} x {$DIRS_LIST}; $REPS rep(s) x ${SECONDS_RUN} s, interleaved; $NRUNS runs$([[ -n $SYSCALLS ]] && echo " + $NSYS $SYSCALLS runs"), about $EST"
-((NCONN)) && echo "conn/s: $CONN_REPS rep(s) x ${CONN_SECONDS} s (after 1 s of warm-up) per configuration, $CONN_CONCURRENCY concurrent clients; $NCONN runs"
-echo "machine: $(nproc) online CPUs shared by the proxies and both iperf3 ends (no pinning); CLK_TCK=$BL_HZ; GB = 1e9 bytes"
+((THROUGHPUT)) && echo "loads: streams {$STREAMS_LIST} x {$DIRS_LIST}; $REPS rep(s) x ${SECONDS_RUN} s, interleaved; $NRUNS runs$([[ -n $SYSCALLS ]] && echo " + $NSYS $SYSCALLS runs"), about $EST in all"
+((NRTT)) && echo "rtt: sockperf ping-pong --tcp -m $RTT_BYTES --full-rtt to sockperf server on 127.0.0.1:$BL_SOCKPERF_SRV_PORT; $RTT_REPS rep(s) x ${RTT_SECONDS} s per configuration; $NRTT runs"
+if ((NCONN)); then
+	if ((MESH)); then
+		echo "conn/s: $CONN_REPS rep(s) x ${CONN_SECONDS} s (after 1 s of warm-up) per configuration, $CONN_CONCURRENCY concurrent clients; $NCONN runs"
+	else
+		echo "conn/s: wrk -t 1 -c $CONN_CONCURRENCY -H 'Connection: close' to nginx ($BL_NGINX_BIN, $BL_NGINX_WORKERS worker, $BL_BODY_BYTES-byte body) on 127.0.0.1:$BL_NGINX_PORT;"
+		echo "  $CONN_REPS rep(s) x ${CONN_SECONDS} s (after 1 s of warm-up) per configuration; $NCONN runs"
+		[[ $(cat /proc/sys/net/ipv4/tcp_tw_reuse 2>/dev/null) == 0 ]] &&
+			echo "  warning: net.ipv4.tcp_tw_reuse is 0: wrk and the proxies may run out of local ports (TIME_WAIT)"
+	fi
+fi
+((THROUGHPUT)) || echo "no throughput pass (--no-throughput); about $EST in all"
+echo "machine: $(nproc) online CPUs shared by the proxies and the load's both ends (no pinning); CLK_TCK=$BL_HZ; GB = 1e9 bytes"
 FAILED=0
 TLS_FAILED=0
 if ((MESH)); then
@@ -398,8 +505,12 @@ if ((MESH)); then
 	echo "                  (--config: SO_ORIGINAL_DST, workload lookup) -> HBONE -> B (the same) -> $BL_MESH_B_WL:PORT"
 	echo "  A has node-a's certificate and expects $BL_B_ID of B"
 elif ((${#PAIRS[@]})); then
-	echo "tunnels: iperf3 -c -> A (outbound) -> B (inbound) -> iperf3 -s; A has node-a's certificate and expects"
-	echo "  $BL_B_ID of B; HAProxy nbthread $BL_HAPROXY_NBTHREAD per instance; certificates from $(dirname "$BL_CA")"
+	clients=""
+	((NRUNS)) && clients+=", iperf3 -c"
+	((NRTT)) && clients+=", sockperf ping-pong"
+	((NCONN)) && clients+=", wrk"
+	echo "tunnels: client (${clients#, }) -> A (outbound) -> B (inbound) -> server; A has node-a's certificate and"
+	echo "  expects $BL_B_ID of B; HAProxy nbthread $BL_HAPROXY_NBTHREAD per instance; certificates from $(dirname "$BL_CA")"
 	for c in "${PAIRS[@]}"; do
 		echo "mutual-TLS check of $c's B (openssl s_client):"
 		bl_tls_check "$c" || TLS_FAILED=1
@@ -520,18 +631,20 @@ progress() { # PASS REP STREAMS DIR CFG i n
 	sleep "$PAUSE"
 }
 
-echo "throughput pass (progress on stderr):" >&2
-i=0
-for ((rep = 1; rep <= REPS; rep++)); do
-	for s in "${STREAMS_ARR[@]}"; do
-		for d in "${DIRS_ARR[@]}"; do
-			for c in "${CONFIGS[@]}"; do
-				i=$((i + 1))
-				progress throughput "$rep" "$s" "$d" "$c" "$i" "$NRUNS"
+if ((THROUGHPUT)); then
+	echo "throughput pass (progress on stderr):" >&2
+	i=0
+	for ((rep = 1; rep <= REPS; rep++)); do
+		for s in "${STREAMS_ARR[@]}"; do
+			for d in "${DIRS_ARR[@]}"; do
+				for c in "${CONFIGS[@]}"; do
+					i=$((i + 1))
+					progress throughput "$rep" "$s" "$d" "$c" "$i" "$NRUNS"
+				done
 			done
 		done
 	done
-done
+fi
 if [[ -n $SYSCALLS ]]; then
 	echo "syscall pass under $SYSCALLS (its throughput is not a result):" >&2
 	i=0
@@ -548,12 +661,162 @@ if [[ -n $SYSCALLS ]]; then
 	done
 fi
 
-# ---------------------------------------------------------------- conn/s pass (--mesh)
+# ---------------------------------------------------------------- round-trip pass (--rtt)
+RTT_CSV="$BL_TMP/rtt.csv"
+echo "rep,config,status,p50_us,p99_us,avg_us,max_us,observations,error" >"$RTT_CSV"
+rtt_fail() { # REP CONFIG ERROR
+	local err=${3//\"/\'}
+	printf '%s,%s,FAILED,,,,,,"%s"\n' "$1" "$2" "$err" >>"$RTT_CSV"
+}
+
+# rtt_one REP CONFIG — sockperf ping-pong through CONFIG (a freshly started proxy) to the
+# sockperf server; a CSV row; 1 on failure.
+rtt_one() {
+	local rep=$1 cfg=$2 port log out rc=0 alive=1 p res
+	log="$BL_TMP/proxy-rtt-$rep-$cfg.log"
+	out="$BL_TMP/sockperf-$rep-$cfg.txt"
+	bl_alive "$BL_SOCKPERF_SRV_PID" || { bl_log "sockperf server was gone; restarting it"; bl_sockperf_server_restart; }
+	BL_PROXY_PIDS=()
+	if [[ $cfg == direct ]]; then
+		port=$BL_SOCKPERF_SRV_PORT
+	else
+		port=$(bl_pick_port)
+		if ! bl_start_proxy "$cfg" "$port" "$BL_SOCKPERF_SRV_PORT" "$log"; then
+			rtt_fail "$rep" "$cfg" "$BL_PROXY_ERR"
+			return 1
+		fi
+	fi
+	bl_sockperf_run "$port" "$RTT_SECONDS" "$RTT_BYTES" "$out" || rc=1
+	for p in "${BL_PROXY_PIDS[@]+"${BL_PROXY_PIDS[@]}"}"; do bl_alive "$p" || alive=0; done
+	bl_stop_proxy
+	if ((rc)); then
+		local err=$BL_PROXY_ERR
+		((alive)) || err="proxy died during the run ($err)"
+		rtt_fail "$rep" "$cfg" "$err"
+		bl_sockperf_server_restart   # a broken ping-pong may leave the server stuck on it
+		return 1
+	fi
+	if ! res=$(bl_sockperf_result "$out"); then
+		rtt_fail "$rep" "$cfg" "sockperf report of $out: $res"
+		return 1
+	fi
+	local p50 p99 avg mx obs
+	read -r p50 p99 avg mx obs <<<"$res"
+	printf '%s,%s,ok,%s,%s,%s,%s,%s,""\n' "$rep" "$cfg" "$p50" "$p99" "$avg" "$mx" "$obs" >>"$RTT_CSV"
+	R_P50=$p50 R_P99=$p99 R_OBS=$obs
+	return 0
+}
+
+if ((NRTT)); then
+	echo "round-trip pass (progress on stderr):" >&2
+	i=0
+	for ((rep = 1; rep <= RTT_REPS; rep++)); do
+		for c in "${CONFIGS[@]}"; do
+			i=$((i + 1))
+			if rtt_one "$rep" "$c"; then
+				txt="p50 $R_P50 us, p99 $R_P99 us ($R_OBS round trips)"
+			else
+				FAILED=1
+				txt="FAILED: $(tail -n 1 "$RTT_CSV" | sed 's/.*,"\(.*\)"$/\1/')"
+			fi
+			printf '  [%*d/%d] rtt rep %d  %-17s %s\n' "${#NRTT}" "$i" "$NRTT" "$rep" "$c" "$txt" >&2
+			sleep "$PAUSE"
+		done
+	done
+fi
+
+# ---------------------------------------------------------------- conn/s pass (--mesh, --conn-rate)
 CONN_CSV="$BL_TMP/conns.csv"
-echo "rep,config,status,conns,seconds,conn_per_s,errors,p50_us,p99_us,total,proxy_cpu_s,cpu_ms_per_kconn,echo_cpu_s,wall_s,error" >"$CONN_CSV"
+if ((MESH)); then
+	echo "rep,config,status,conns,seconds,conn_per_s,errors,p50_us,p99_us,total,proxy_cpu_s,cpu_ms_per_kconn,echo_cpu_s,wall_s,error" >"$CONN_CSV"
+else
+	# --conn-rate: conns = requests wrk completed (each a new connection) in the measured run
+	echo "rep,config,status,conns,seconds,conn_per_s,errors,p50_us,p99_us,proxy_cpu_s,cpu_us_per_conn,nginx_cpu_s,wall_s,error" >"$CONN_CSV"
+fi
 conn_fail() { # REP CONFIG ERROR
 	local err=${3//\"/\'}
-	printf '%s,%s,FAILED,,,,,,,,,,,,"%s"\n' "$1" "$2" "$err" >>"$CONN_CSV"
+	if ((MESH)); then
+		printf '%s,%s,FAILED,,,,,,,,,,,,"%s"\n' "$1" "$2" "$err" >>"$CONN_CSV"
+	else
+		printf '%s,%s,FAILED,,,,,,,,,,,"%s"\n' "$1" "$2" "$err" >>"$CONN_CSV"
+	fi
+}
+
+# wrk_one REP CONFIG — --conn-rate: wrk through CONFIG (a freshly started proxy) to nginx, a
+# 1 s warm-up run and then the measured one; a CSV row; 1 on failure. CPU: the proxy's
+# process tree (a tunnel: A + B) and nginx's, sampled right before and after the measured run.
+WRK_LUA="$BL_TMP/wrk-figures.lua"
+((CONN_RATE)) && bl_wrk_script "$WRK_LUA"
+wrk_one() {
+	local rep=$1 cfg=$2 port log out i n=0 rc=0 before=() after=() nb na t0 t1 ticks=0 alive=1 p
+	log="$BL_TMP/proxy-conns-$rep-$cfg.log"
+	out="$BL_TMP/wrk-$rep-$cfg.txt"
+	bl_alive "$BL_NGINX_PID" || { bl_log "nginx was gone; restarting it"; bl_nginx_restart; }
+	BL_PROXY_PIDS=()
+	if [[ $cfg == direct ]]; then
+		port=$BL_NGINX_PORT
+	else
+		port=$(bl_pick_port)
+		if ! bl_start_proxy "$cfg" "$port" "$BL_NGINX_PORT" "$log"; then
+			conn_fail "$rep" "$cfg" "$BL_PROXY_ERR"
+			return 1
+		fi
+		n=${#BL_PROXY_PIDS[@]}
+	fi
+	# the warm-up (not measured): first accepts, HBONE's pooled connection, HAProxy's buffers
+	if bl_wrk_run "$port" 1 "$CONN_CONCURRENCY" "$out.warmup"; then
+		for ((i = 0; i < n; i++)); do before[i]=$(bl_cpu_ticks "${BL_PROXY_PIDS[i]}"); done
+		nb=$(bl_cpu_ticks "$BL_NGINX_PID")
+		t0=$(date +%s.%N)
+		bl_wrk_run "$port" "$CONN_SECONDS" "$CONN_CONCURRENCY" "$out" "$WRK_LUA" || rc=1
+		t1=$(date +%s.%N)
+		# socat: its per-connection processes finished and reaped (into cutime) before the sample
+		for ((i = 0; i < n; i++)); do bl_settle_children "${BL_PROXY_PIDS[i]}" 2; done
+		for ((i = 0; i < n; i++)); do after[i]=$(bl_cpu_ticks "${BL_PROXY_PIDS[i]}"); done
+		na=$(bl_cpu_ticks "$BL_NGINX_PID")
+	else
+		rc=1
+		BL_PROXY_ERR="warm-up: $BL_PROXY_ERR"
+	fi
+	for p in "${BL_PROXY_PIDS[@]+"${BL_PROXY_PIDS[@]}"}"; do bl_alive "$p" || alive=0; done
+	bl_stop_proxy
+	if ((rc)); then
+		local err=$BL_PROXY_ERR
+		((alive)) || err="proxy died during the run ($err)"
+		conn_fail "$rep" "$cfg" "$err"
+		return 1
+	fi
+	local line
+	line=$(grep '^wrk: ' "$out" 2>/dev/null) || true
+	if [[ -z $line ]]; then
+		conn_fail "$rep" "$cfg" "no figures from wrk's script in $out: $(tr '\n' ' ' <"$out" | head -c 200)"
+		return 1
+	fi
+	local reqs dur errs econn eread ewrite estatus etimeout p50 p99
+	# "wrk: requests=N duration_us=D errors=E connect=C read=R write=W status=S timeout=T p50_us=P p99_us=Q"
+	read -r reqs dur errs econn eread ewrite estatus etimeout p50 p99 < <(awk '{ for (i = 2; i <= NF; i++) { sub(/^[a-z_0-9]*=/, "", $i); printf "%s%s", $i, (i < NF ? " " : "\n") } }' <<<"$line")
+	if ! [[ $reqs =~ ^[0-9]+$ && $dur =~ ^[0-9]+$ ]] || ((reqs == 0 || dur == 0)); then
+		conn_fail "$rep" "$cfg" "wrk completed no request (errors: connect $econn, read $eread, write $ewrite, status $estatus, timeout $etimeout)"
+		return 1
+	fi
+	local cps secs cpu="" cpc="" ngx wall
+	secs=$(bl_calc '%.3f' "$dur / 1e6")
+	cps=$(bl_calc '%.1f' "$reqs / ($dur / 1e6)")
+	if ((n)); then
+		for ((i = 0; i < n; i++)); do
+			ticks=$((ticks + ${after[i]% *} - ${before[i]% *} + ${after[i]#* } - ${before[i]#* }))
+		done
+		cpu=$(bl_calc '%.2f' "$ticks / $BL_HZ")
+		cpc=$(bl_calc '%.2f' "$ticks / $BL_HZ * 1e6 / $reqs")
+	fi
+	ngx=$(bl_calc '%.2f' "(${na% *} - ${nb% *} + ${na#* } - ${nb#* }) / $BL_HZ")
+	wall=$(bl_calc '%.2f' "$t1 - $t0")
+	printf '%s,%s,ok,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,""\n' "$rep" "$cfg" "$reqs" "$secs" "$cps" "$errs" \
+		"$p50" "$p99" "$cpu" "$cpc" "$ngx" "$wall" >>"$CONN_CSV"
+	R_CPS=$cps R_ERRS=$errs R_CPC=$cpc R_NGX=$(bl_calc '%.0f' "$ngx / $wall * 100")
+	R_ERRKINDS=""
+	((errs)) && R_ERRKINDS=" (connect $econn, read $eread, write $ewrite, status $estatus, timeout $etimeout)"
+	return 0
 }
 
 # conn_one REP CONFIG — conn_rate in A through CONFIG to the echo server in B; a CSV row; 1 on
@@ -620,7 +883,14 @@ if ((NCONN)); then
 	for ((rep = 1; rep <= CONN_REPS; rep++)); do
 		for c in "${CONFIGS[@]}"; do
 			i=$((i + 1))
-			if conn_one "$rep" "$c"; then
+			if ((!MESH)); then
+				if wrk_one "$rep" "$c"; then
+					txt="$R_CPS conn/s, $R_ERRS errors$R_ERRKINDS${R_CPC:+, $R_CPC CPU-us per conn}, nginx $R_NGX% of a CPU"
+				else
+					FAILED=1
+					txt="FAILED: $(tail -n 1 "$CONN_CSV" | sed 's/.*,"\(.*\)"$/\1/')"
+				fi
+			elif conn_one "$rep" "$c"; then
 				txt="$R_CPS conn/s, $R_ERRS errors${R_CPK:+, $R_CPK CPU-ms per 1000 conns}, echo server $R_ECHO% of a CPU"
 			else
 				FAILED=1
@@ -635,9 +905,10 @@ echo >&2
 
 [[ -n $CSV_OUT ]] && cp -- "$CSV" "$CSV_OUT"
 ((NCONN)) && [[ -n $CSV_OUT ]] && cp -- "$CONN_CSV" "${CSV_OUT%.csv}-conns.csv"
+((NRTT)) && [[ -n $CSV_OUT ]] && cp -- "$RTT_CSV" "${CSV_OUT%.csv}-rtt.csv"
 
 # ---------------------------------------------------------------- summary table
-awk -F, -v configs="${CONFIGS[*]}" -v streams="${STREAMS_ARR[*]}" -v dirs="${DIRS_ARR[*]}" \
+((THROUGHPUT)) && awk -F, -v configs="${CONFIGS[*]}" -v streams="${STREAMS_ARR[*]}" -v dirs="${DIRS_ARR[*]}" \
 	-v reps="$REPS" -v secs="$SECONDS_RUN" -v sysc="$SYSCALLS" -v sysreps="$SYS_REPS" \
 	-v ncols="$NCOLS" -v pairs="${PAIRS[*]}" -v mesh="$MESH" '
 function sortn(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
@@ -747,7 +1018,7 @@ END {
 }' "$CSV"
 
 # ---------------------------------------------------------------- conn/s summary (--mesh)
-((NCONN)) && echo && awk -F, -v configs="${CONFIGS[*]}" -v reps="$CONN_REPS" -v secs="$CONN_SECONDS" -v conc="$CONN_CONCURRENCY" '
+((NCONN && MESH)) && echo && awk -F, -v configs="${CONFIGS[*]}" -v reps="$CONN_REPS" -v secs="$CONN_SECONDS" -v conc="$CONN_CONCURRENCY" '
 function sortn(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
 function median(a, n) { sortn(a, n); return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
 function ratio(x, y) { return (x == "" || y == "" || y + 0 == 0) ? "-" : sprintf("%.2f", x / y) }
@@ -791,6 +1062,97 @@ END {
 	print "included). echo CPU: the echo server'"'"'s CPU over the run, highest of the reps (100% = one CPU; it has one"
 	print "thread per CPU): well below that, it is not what limits conn/s."
 }' "$CONN_CSV"
+
+# ---------------------------------------------------------------- round-trip summary (--rtt)
+# (sortn, median, ratio and refof as in the throughput table)
+((NRTT)) && { ((THROUGHPUT)) && echo; awk -F, -v configs="${CONFIGS[*]}" -v reps="$RTT_REPS" -v secs="$RTT_SECONDS" -v size="$RTT_BYTES" '
+function sortn(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+function median(a, n) { sortn(a, n); return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+function ratio(x, y) { return (x == "" || y == "" || y + 0 == 0) ? "-" : sprintf("%.2f", x / y) }
+function refof(c) { return (c ~ /-splice$/) ? "haproxy-splice" : (c == "hbone" || c == "haproxy-tls") ? "haproxy-tls" : "haproxy" }
+function med(arr, c, cnt,   k, w) { for (k = 1; k <= cnt; k++) w[k] = arr[c, k] + 0; return median(w, cnt) }
+NR == 1 { next }
+{
+	c = $2; n[c]++
+	err = $0; for (k = 1; k < 9; k++) sub(/^[^,]*,/, "", err); gsub(/^"|"$/, "", err)
+	if ($3 != "ok") { if (!(c in ferr)) ferr[c] = err; next }
+	m = ++ok[c]; p50[c, m] = $4; p99[c, m] = $5
+}
+END {
+	nc = split(configs, C, " ")
+	printf "== round trip of %d-byte messages: sockperf ping-pong --tcp --full-rtt, one connection, one message in flight\n", size
+	printf "   (%d rep%s x %d s; medians of the reps'"'"' p50 and p99, min-max of the reps'"'"' p50)\n", reps, (reps == 1 ? "" : "s"), secs
+	printf "%-18s %5s %8s %-15s %8s %8s %8s %10s\n", "config", "ok", "p50 us", "(min-max)", "p99 us", "p50xhap", "p99xhap", "p50-direct"
+	for (i = 1; i <= nc; i++) {
+		c = C[i]; m50[c] = ""; m99[c] = ""
+		if (ok[c] > 0) {
+			m50[c] = med(p50, c, ok[c]); m99[c] = med(p99, c, ok[c]); lo[c] = hi[c] = p50[c, 1] + 0
+			for (k = 2; k <= ok[c]; k++) { if (p50[c, k] + 0 < lo[c]) lo[c] = p50[c, k] + 0; if (p50[c, k] + 0 > hi[c]) hi[c] = p50[c, k] + 0 }
+		}
+	}
+	for (i = 1; i <= nc; i++) {
+		c = C[i]; okt = sprintf("%d/%d", ok[c] + 0, n[c] + 0); ref = refof(c)
+		if (m50[c] == "") { printf "%-18s %5s FAILED: %s\n", c, okt, ferr[c]; continue }
+		noref = (c == ref || c == "direct")
+		printf "%-18s %5s %8.1f %-15s %8.1f %8s %8s %10s%s\n", c, okt, m50[c], sprintf("(%.1f-%.1f)", lo[c], hi[c]), m99[c], \
+			(noref ? "-" : ratio(m50[c], m50[ref])), (noref ? "-" : ratio(m99[c], m99[ref])), \
+			(c == "direct" || m50["direct"] == "" ? "-" : sprintf("%+.1f", m50[c] - m50["direct"])), \
+			(ok[c] < n[c] ? "   (failed: " ferr[c] ")" : "")
+	}
+	print "p50, p99: the 50th and 99th percentiles of a run'"'"'s round-trip times (sockperf'"'"'s, in microseconds), median"
+	print "of the reps. p50xhap, p99xhap: over HAProxy'"'"'s in the same mode (copy configurations vs haproxy, -splice"
+	print "ones vs haproxy-splice, hbone vs haproxy-tls; lower is better). p50-direct: median p50 less direct'"'"'s, the"
+	print "time the proxy adds (it can come out negative: the round trip is mostly the processes'"'"' wake-ups)."
+}' "$RTT_CSV"; }
+
+# ---------------------------------------------------------------- conn/s summary (--conn-rate)
+((NCONN && !MESH)) && { ((THROUGHPUT || NRTT)) && echo; awk -F, -v configs="${CONFIGS[*]}" -v reps="$CONN_REPS" -v secs="$CONN_SECONDS" \
+	-v conc="$CONN_CONCURRENCY" -v workers="$BL_NGINX_WORKERS" -v size="$BL_BODY_BYTES" '
+function sortn(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+function median(a, n) { sortn(a, n); return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+function ratio(x, y) { return (x == "" || y == "" || y + 0 == 0) ? "-" : sprintf("%.2f", x / y) }
+function refof(c) { return (c ~ /-splice$/) ? "haproxy-splice" : (c == "hbone" || c == "haproxy-tls") ? "haproxy-tls" : "haproxy" }
+function med(arr, c, cnt,   k, w) { for (k = 1; k <= cnt; k++) w[k] = arr[c, k] + 0; return median(w, cnt) }
+NR == 1 { next }
+{
+	c = $2; n[c]++
+	err = $0; for (k = 1; k < 14; k++) sub(/^[^,]*,/, "", err); gsub(/^"|"$/, "", err)
+	if ($3 != "ok") { if (!(c in ferr)) ferr[c] = err; next }
+	m = ++ok[c]; cps[c, m] = $6; errs[c] += $7; p50[c, m] = $8; p99[c, m] = $9
+	if ($11 != "") { nk[c]++; cpc[c, nk[c]] = $11 }
+	e = ($13 > 0) ? $12 / $13 * 100 : 0; if (e > emax[c]) emax[c] = e
+}
+END {
+	nc = split(configs, C, " ")
+	printf "== new connections per second: wrk -t 1 -c %d, every request with Connection: close (a new connection),\n", conc
+	printf "   to nginx (%d worker, a %d-byte body); %d rep%s x %d s after 1 s of warm-up; median, min-max of the reps\n", \
+		workers, size, reps, (reps == 1 ? "" : "s"), secs
+	printf "%-18s %5s %9s %-17s %8s %8s %11s %8s %7s %7s %7s %6s\n", "config", "ok", "conn/s", "(min-max)", "xdirect", "xhaproxy", \
+		"CPU-us/conn", "CPUxhap", "p50 ms", "p99 ms", "errors", "nginx"
+	for (i = 1; i <= nc; i++) {
+		c = C[i]; mcps[c] = ""; mcpc[c] = ""
+		if (ok[c] > 0) {
+			mcps[c] = med(cps, c, ok[c]); lo[c] = hi[c] = cps[c, 1] + 0
+			for (k = 2; k <= ok[c]; k++) { if (cps[c, k] + 0 < lo[c]) lo[c] = cps[c, k] + 0; if (cps[c, k] + 0 > hi[c]) hi[c] = cps[c, k] + 0 }
+		}
+		if (nk[c] > 0) mcpc[c] = med(cpc, c, nk[c])
+	}
+	for (i = 1; i <= nc; i++) {
+		c = C[i]; okt = sprintf("%d/%d", ok[c] + 0, n[c] + 0); ref = refof(c)
+		if (mcps[c] == "") { printf "%-18s %5s FAILED: %s\n", c, okt, ferr[c]; continue }
+		noref = (c == ref || c == "direct")
+		printf "%-18s %5s %9.0f %-17s %8s %8s %11s %8s %7.2f %7.2f %7d %5.0f%%%s\n", c, okt, mcps[c], sprintf("(%.0f-%.0f)", lo[c], hi[c]), \
+			(c == "direct" ? "-" : ratio(mcps[c], mcps["direct"])), (noref ? "-" : ratio(mcps[c], mcps[ref])), \
+			(mcpc[c] == "" ? "-" : sprintf("%.1f", mcpc[c])), (noref ? "-" : ratio(mcpc[c], mcpc[ref])), \
+			med(p50, c, ok[c]) / 1000, med(p99, c, ok[c]) / 1000, errs[c], emax[c], (ok[c] < n[c] ? "   (failed: " ferr[c] ")" : "")
+	}
+	print "xdirect, xhaproxy: median conn/s over direct'"'"'s and over HAProxy'"'"'s in the same mode (as above). CPU-us/conn:"
+	print "CPU of the proxy'"'"'s process tree (a tunnel: A + B) per new connection in microseconds, over the measured run;"
+	print "CPUxhap: over HAProxy'"'"'s (lower is better). p50/p99: wrk'"'"'s request latency (request written to answer read;"
+	print "the connect is not in it), medians of the reps. errors: wrk'"'"'s (connect, read, write, timeout, non-2xx/3xx),"
+	print "all reps. nginx: its CPU over the run, highest of the reps (100% = its one worker'"'"'s CPU): well below that,"
+	print "nginx is not what limits conn/s."
+}' "$CONN_CSV"; }
 
 PLOT_FAILED=0
 if [[ -n $PLOT_OUT ]]; then

@@ -23,6 +23,13 @@ BL_IPERF_SRV_PID=""
 BL_IPERF_SRV_PORT=""
 BL_IPERF_HOST=127.0.0.1   # where bl_iperf_run's client connects (mesh mode: set per configuration)
 BL_CLIENT_NS=""           # mesh mode: the namespace bl_iperf_run's client runs in (empty: this one)
+BL_SOCKPERF_SRV_PID=""    # sockperf server (bl_sockperf_server_start)
+BL_SOCKPERF_SRV_PORT=""
+BL_NGINX_PID=""           # nginx master process, in the foreground (bl_nginx_start)
+BL_NGINX_PORT=""
+BL_NGINX_BIN=""           # nginx (in PATH, else /usr/sbin/nginx: not in a user's PATH)
+BL_NGINX_WORKERS=1        # worker_processes of that nginx
+BL_BODY_BYTES=64          # the size of the body it serves
 
 # The proxies the scripts know. "direct" means no proxy at all (bench-compare only).
 # A pair is two processes forming a mutual-TLS tunnel: A (outbound: plain TCP in, tunnel out)
@@ -68,6 +75,7 @@ bl_pkg_of() {
 	iperf3) echo iperf3 ;; haproxy) echo haproxy ;; socat) echo socat ;;
 	strace) echo strace ;; jq) echo jq ;; ss) echo iproute2 ;; perf) echo linux-perf ;;
 	openssl) echo openssl ;; gnuplot) echo gnuplot-nox ;;
+	sockperf) echo sockperf ;; wrk) echo wrk ;; nginx) echo nginx ;;
 	timeout|mktemp|sort|od) echo coreutils ;; getconf) echo libc-bin ;; awk) echo mawk ;;
 	*) echo "$1" ;;
 	esac
@@ -337,6 +345,167 @@ bl_iperf_run() {
 # bl_iperf_result JSON — prints "BYTES SECONDS" (receiver side: end.sum_received).
 bl_iperf_result() {
 	jq -r '"\(.end.sum_received.bytes) \(.end.sum_received.seconds)"' "$1"
+}
+
+# ---------------------------------------------------------------- sockperf (round-trip time)
+# bl_sockperf_server_start — `sockperf server --tcp` on a fresh port of 127.0.0.1
+# (BL_SOCKPERF_SRV_PORT): it echoes every message back on the connection it came in on.
+bl_sockperf_server_start() {
+	local port log
+	port=$(bl_pick_port)
+	log="$BL_TMP/sockperf-server-$port.log"
+	sockperf server --tcp -i 127.0.0.1 -p "$port" >"$log" 2>&1 </dev/null &
+	BL_SOCKPERF_SRV_PID=$!
+	bl_own "$BL_SOCKPERF_SRV_PID"
+	if ! bl_wait_listen "$port" "$BL_SOCKPERF_SRV_PID" 5; then
+		tail -n 5 "$log" >&2 || true
+		bl_die "sockperf server did not start on 127.0.0.1:$port"
+	fi
+	BL_SOCKPERF_SRV_PORT=$port
+}
+
+bl_sockperf_server_restart() {
+	[[ -n $BL_SOCKPERF_SRV_PID ]] && bl_kill_tree "$BL_SOCKPERF_SRV_PID" TERM 2
+	bl_sockperf_server_start
+}
+
+# bl_sockperf_run PORT SECONDS MSG_BYTES OUT — `sockperf ping-pong --tcp --full-rtt` towards
+# 127.0.0.1:PORT: one connection, one message of MSG_BYTES in flight at a time, each
+# answered before the next is sent; bounded by `timeout`. Its report goes to OUT. Returns
+# non-zero with BL_PROXY_ERR set on failure. Run in the background and `wait`ed (Ctrl-C).
+bl_sockperf_run() {
+	local port=$1 secs=$2 size=$3 out=$4 pid rc=0
+	timeout -k 5 $((secs + 30)) sockperf ping-pong --tcp -i 127.0.0.1 -p "$port" -m "$size" \
+		-t "$secs" --full-rtt >"$out" 2>&1 </dev/null &
+	pid=$!
+	bl_own "$pid"
+	wait "$pid" || rc=$?
+	bl_disown "$pid"
+	BL_PROXY_ERR=""
+	if ((rc == 124 || rc == 137)); then BL_PROXY_ERR="sockperf timed out"; return 1; fi
+	if ((rc != 0)); then
+		BL_PROXY_ERR="sockperf rc=$rc: $(grep -iE 'error|fail|refused|abort' "$out" | head -n 2 | tr '\n' ' ' | head -c 200)"
+		return 1
+	fi
+	return 0
+}
+
+# bl_sockperf_result FILE — prints "P50 P99 AVG MAX OBSERVATIONS" (µs, round trip) from a
+# sockperf ping-pong --full-rtt report, whose lines (3.7) read, among others:
+#   sockperf: Summary: Round trip is 19.573 usec
+#   sockperf: Total 242519 observations; each percentile contains 2425.19 observations
+#   (some with ANSI colour codes around them)
+#   sockperf: ---> <MAX> observation = 2069.417
+#   sockperf: ---> percentile 99.000 =   30.386
+#   sockperf: ---> percentile 50.000 =   18.539
+# The figures are found by their words, not their place; fails (1, with a reason on stdout)
+# when the report is not a round-trip one, lacks a percentile, or saw no observation.
+bl_sockperf_result() {
+	awk '
+	BEGIN { color = sprintf("%c", 27) "\\[[0-9;]*m" }   # sockperf colours some lines
+	{ gsub(color, ""); sub(/^sockperf: */, "") }
+	/Round trip is/ { rt = 1; for (i = 1; i <= NF; i++) if ($i == "is") avg = $(i + 1) }
+	/^Total [0-9]+ observations/ { obs = $2 }
+	/^---> +<MAX> +observation/ { mx = $NF }
+	/^---> +percentile +/ { p = $3 + 0; if (p == 50) p50 = $NF; else if (p == 99) p99 = $NF }
+	END {
+		if (!rt) { print "no \"Round trip is\" line (not a --full-rtt report?)"; exit 1 }
+		if (obs + 0 == 0) { print "no observations"; exit 1 }
+		if (p50 == "" || p99 == "") { print "no 50th or 99th percentile line"; exit 1 }
+		print p50, p99, avg, mx, obs
+	}' "$1"
+}
+
+# ---------------------------------------------------------------- nginx + wrk (new connections)
+# bl_nginx_start — nginx in the foreground (daemon off: the PID is the master's, and its
+# workers are its children, so bl_cpu_ticks counts them and bl_kill_tree ends them), on a
+# fresh port of 127.0.0.1 (BL_NGINX_PORT): BL_NGINX_WORKERS worker process(es), every request
+# answered 200 with a body of BL_BODY_BYTES bytes (no file read), no access log. Its config,
+# pid file, logs and temp directories are in BL_TMP/nginx; as root its worker runs as nobody.
+# The config is checked with nginx -t first, so a bad one is a clear error.
+bl_nginx_start() {
+	local port dir=$BL_TMP/nginx user="" body
+	port=$(bl_pick_port)
+	mkdir -p "$dir/logs" "$dir/temp"
+	((EUID == 0)) && user="user nobody $(id -gn nobody 2>/dev/null || echo nogroup);"
+	body=$(printf '%*s' "$((BL_BODY_BYTES - 1))" '' | tr ' ' x)
+	cat >"$dir/nginx.conf" <<-EOF
+		# generated by ${BL_PROG:-bench}: the server of the new-connections pass
+		worker_processes $BL_NGINX_WORKERS;
+		daemon off;
+		pid $dir/nginx.pid;
+		error_log $dir/logs/error.log warn;
+		$user
+		events {
+		    worker_connections 4096;
+		}
+		http {
+		    access_log off;
+		    client_body_temp_path $dir/temp/body;
+		    proxy_temp_path $dir/temp/proxy;
+		    fastcgi_temp_path $dir/temp/fastcgi;
+		    uwsgi_temp_path $dir/temp/uwsgi;
+		    scgi_temp_path $dir/temp/scgi;
+		    server {
+		        listen 127.0.0.1:$port backlog=4096;
+		        location / {
+		            default_type text/plain;
+		            return 200 "$body\n";
+		        }
+		    }
+		}
+	EOF
+	local nginx=("$BL_NGINX_BIN" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/logs/error.log")
+	timeout 10 "${nginx[@]}" -t -q >"$dir/check.log" 2>&1 ||
+		bl_die "nginx -t refused $dir/nginx.conf: $(tr '\n' ' ' <"$dir/check.log" | head -c 300)"
+	"${nginx[@]}" >"$dir/stdout.log" 2>&1 </dev/null &
+	BL_NGINX_PID=$!
+	bl_own "$BL_NGINX_PID"
+	if ! bl_wait_listen "$port" "$BL_NGINX_PID" 5; then
+		tail -n 5 "$dir/logs/error.log" "$dir/stdout.log" >&2 2>/dev/null || true
+		bl_die "nginx did not start on 127.0.0.1:$port"
+	fi
+	BL_NGINX_PORT=$port
+}
+
+bl_nginx_restart() {
+	[[ -n $BL_NGINX_PID ]] && bl_kill_tree "$BL_NGINX_PID" TERM 3
+	bl_nginx_start
+}
+
+# bl_wrk_script FILE — a wrk Lua script whose done() prints one line of figures:
+#   wrk: requests=N duration_us=D errors=E connect=.. read=.. write=.. status=.. timeout=.. p50_us=P p99_us=Q
+# (errors: the sum of the five kinds; status: responses other than 2xx/3xx), so nothing
+# depends on the layout of wrk's own report.
+bl_wrk_script() {
+	cat >"$1" <<-'EOF'
+		-- generated by bench-compare.sh: one line of figures at the end of the run
+		done = function(summary, latency, requests)
+		  local e = summary.errors
+		  io.write(string.format("wrk: requests=%.0f duration_us=%.0f errors=%.0f connect=%.0f read=%.0f write=%.0f status=%.0f timeout=%.0f p50_us=%.0f p99_us=%.0f\n",
+		    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+		    e.connect, e.read, e.write, e.status, e.timeout, latency:percentile(50), latency:percentile(99)))
+		end
+	EOF
+}
+
+# bl_wrk_run PORT SECONDS CONNS OUT [SCRIPT] — wrk, one thread, CONNS connections, each
+# request with `Connection: close` (so every request is a new TCP connection: nginx closes
+# after answering and wrk connects again), towards http://127.0.0.1:PORT/; bounded by
+# `timeout`. Returns non-zero with BL_PROXY_ERR set on failure.
+bl_wrk_run() {
+	local port=$1 secs=$2 conns=$3 out=$4 script=${5:-} pid rc=0 args=()
+	[[ -n $script ]] && args=(-s "$script")
+	timeout -k 5 $((secs + 30)) wrk -t 1 -c "$conns" -d "${secs}s" --timeout 5s "${args[@]+"${args[@]}"}" \
+		-H 'Connection: close' "http://127.0.0.1:$port/" >"$out" 2>&1 </dev/null &
+	pid=$!
+	bl_own "$pid"
+	wait "$pid" || rc=$?
+	bl_disown "$pid"
+	BL_PROXY_ERR=""
+	if ((rc == 124 || rc == 137)); then BL_PROXY_ERR="wrk timed out"; return 1; fi
+	if ((rc != 0)); then BL_PROXY_ERR="wrk rc=$rc: $(tr '\n' ' ' <"$out" | head -c 200)"; return 1; fi
+	return 0
 }
 
 # ---------------------------------------------------------------- certificates (pairs)

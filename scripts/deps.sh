@@ -36,6 +36,9 @@ rt_deps_packages=(
     # disabled below), gnuplot draws bench-compare.sh --plot, systemd-analyze verifies the
     # installed unit, groff and man render the installed man page
     prometheus gnuplot-nox systemd groff-base man-db
+    # bench-compare.sh --rtt (sockperf ping-pong) and --conn-rate (wrk against an nginx that
+    # the script starts itself on 127.0.0.1; nginx's service is disabled below)
+    sockperf wrk nginx
 )
 
 # Changing anything here changes the cache directory's hash, so a new build is made.
@@ -132,8 +135,8 @@ rt_ensure_packages() {
     fi
     rt_log "packages: installing ${missing[*]}"
 
-    # Keep haproxy's (and any other) service from being started by the install: the
-    # benchmarks run their own haproxy. If a policy-rc.d exists already, respect it.
+    # Keep haproxy's, nginx's (and any other) service from being started by the install: the
+    # benchmarks run their own haproxy and nginx. If a policy-rc.d exists already, respect it.
     local policy=/usr/sbin/policy-rc.d added_policy=0
     if [[ ! -e $policy ]]; then
         rt_as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
@@ -149,13 +152,13 @@ rt_ensure_packages() {
     [[ $rc -eq 0 ]] || rt_die "apt-get failed (exit $rc) installing: ${missing[*]}"
 
     local svc
-    for svc in haproxy prometheus; do
+    for svc in haproxy nginx prometheus; do
         printf '%s\n' "${missing[@]}" | grep -qx "$svc" || continue
         # Do not start it at boot either; either init may be absent (systemd is offline
         # in containers), so failures here are fine.
         rt_as_root systemctl disable "$svc" >/dev/null 2>&1 || true
         rt_as_root update-rc.d "$svc" disable >/dev/null 2>&1 || true
-        rt_log "packages: $svc service disabled (the tests start their own haproxy, and use only promtool of prometheus)"
+        rt_log "packages: $svc service disabled (the tests start their own haproxy and nginx, and use only promtool of prometheus)"
     done
     mapfile -t missing < <(rt_missing_packages)
     [[ ${#missing[@]} -eq 0 ]] || rt_die "still missing after apt-get install: ${missing[*]}"
