@@ -154,12 +154,14 @@ srv.listen(4096)
 # The server side in a child process, so that each process needs N descriptors, not 2N: it
 # writes a byte per connection accepted into the pipe.
 r, w = os.pipe()
+parent = os.getpid()
 if os.fork() == 0:
     os.close(r)
     served = []
     deadline = time.monotonic() + limit + hold
     srv.settimeout(1)
-    while time.monotonic() < deadline:
+    # Ends with the client (killed, or failed): it must not outlive it holding the port.
+    while time.monotonic() < deadline and os.getppid() == parent:
         try:
             conn, _ = srv.accept()
         except socket.timeout:
@@ -171,6 +173,8 @@ os.close(w)
 srv.close()
 clients, served = [], 0
 start = time.monotonic()
+pipe = select.poll()
+pipe.register(r, select.POLLIN)
 try:
     while served < n:
         if time.monotonic() - start > limit:
@@ -179,7 +183,7 @@ try:
             sys.exit(1)
         while len(clients) < n and len(clients) - served < window:
             clients.append(socket.create_connection(("127.0.0.1", connect_port), timeout=10))
-        if select.select([r], [], [], 0.05)[0]:
+        if pipe.poll(50):
             got = os.read(r, 65536)
             if not got:
                 report("error: the server side ended")
@@ -187,9 +191,10 @@ try:
             served += len(got)
     # A connection the proxy gave up on shows as EOF on the client side: none may have.
     time.sleep(0.2)
-    closed = 0
-    for i in range(0, len(clients), 512):
-        closed += len(select.select(clients[i:i + 512], [], [], 0)[0])
+    check = select.poll()
+    for c in clients:
+        check.register(c, select.POLLIN)
+    closed = len(check.poll(0))
     if closed:
         report(f"error: {closed} of {n} client connections closed or got data")
         sys.exit(1)
