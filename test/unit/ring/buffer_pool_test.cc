@@ -266,21 +266,22 @@ TEST_CASE("the fixed buffer grows with the pool: a gathered fixed send from a ne
   REQUIRE(ring.init({8, false}) == "");
   if (!ring.opcode_supported(kOpWritevFixed)) return;  // before Linux 6.15
   BufferPool pool;
-  REQUIRE(pool.init(ring.raw(), {{64, 256, 1024}, {8, 2, 1}, {2, 1, 1}}) == "");
+  // Whole pages, so the new buffers lie in pages the first registration did not cover.
+  REQUIRE(pool.init(ring.raw(), {{4096, 8192, 16384}, {8, 2, 1}, {2, 1, 1}}) == "");
   REQUIRE(pool.register_fixed() == 0);
   CHECK(pool.fixed_bytes() == pool.provided_bytes());
-  CHECK(pool.fixed_bytes() == 2 * 64 + 256 + 1024);
+  CHECK(pool.fixed_bytes() == 2 * 4096 + 8192 + 16384);
   CHECK(pool.grow(0) == 2);
   CHECK(pool.grow(1) == 1);
   CHECK(pool.fixed_bytes() == pool.provided_bytes());
-  CHECK(pool.fixed_bytes() == 4 * 64 + 2 * 256 + 1024);
+  CHECK(pool.fixed_bytes() == 4 * 4096 + 2 * 8192 + 16384);
 
   Pair p;
   // The last buffers added, from two classes: one WRITEV_FIXED gathers both.
   memcpy(pool.data(0, 3), "grown", 5);
   memcpy(pool.data(1, 1), "+pool", 5);
-  CHECK(pool.in_fixed(pool.data(0, 3), 64));
-  CHECK(pool.in_fixed(pool.data(1, 1), 256));
+  CHECK(pool.in_fixed(pool.data(0, 3), 4096));
+  CHECK(pool.in_fixed(pool.data(1, 1), 8192));
   iovec iov[2] = {{pool.data(0, 3), 5}, {pool.data(1, 1), 5}};
   io_uring_sqe* s = ring.sqe();
   io_uring_prep_rw(kOpWritevFixed, s, p.fd[0], iov, 2, 0);
