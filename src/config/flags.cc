@@ -359,8 +359,10 @@ const std::vector<Flag>& flags() {
          return {};
        }},
       {"--buffer-ring-entries", "N|N1,N2,N3",
-       "Receive buffers per size class and worker (powers of two, up to 32768). One value applies "
-       "to all classes.",
+       "The most receive buffers per size class and worker (powers of two, up to 32768). One "
+       "value applies to all classes. A worker starts with about 256 KiB of each class and adds "
+       "as much again whenever fewer than a quarter of a class's buffers are free, up to this "
+       "count; memory not yet added costs no resident memory.",
        show_buffer_ring_entries,
        [](std::string_view v, Config& c) -> std::string {
          const auto parts = split(v, ',');

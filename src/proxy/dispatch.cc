@@ -187,9 +187,10 @@ bool under_pressure(WorkerContext& ctx) {
   if (!ctx.starved[WorkerContext::list(Owner::relay)].empty() ||
       !ctx.starved[WorkerContext::list(Owner::stream)].empty())
     return true;
+  // Against the configured pool: buffers not yet added count as free (the pool grows into them).
   size_t available = 0;
   for (uint8_t c = 0; c < ring::kBufferClasses; ++c)
-    available += size_t{pool.available(c)} * pool.size(c);
+    available += size_t{pool.headroom(c)} * pool.size(c);
   return available * kPressureFraction < pool.bytes();
 }
 

@@ -260,9 +260,10 @@ void HboneStream::service() {
   // tunnel -> TCP
   const bool queued = out_ && out_->size();
   if (queued && send_ == SendState::idle) {
-    const auto iovs = out_->iovecs(iov_.size());
-    std::copy(iovs.begin(), iovs.end(), iov_.begin());
-    tcp_.send(ctx_, ops_, 0, iov_.data(), iovs.size(), msg_, false);
+    if (!iov_) iov_ = std::make_unique<std::array<iovec, kMaxGather>>();
+    const auto iovs = out_->iovecs(iov_->size());
+    std::copy(iovs.begin(), iovs.end(), iov_->begin());
+    tcp_.send(ctx_, ops_, 0, iov_->data(), iovs.size(), msg_, false);
     send_ = SendState::in_flight;
   }
   if (!queued && send_ == SendState::idle && to_tcp_ == Fin::received) {

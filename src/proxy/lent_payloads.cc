@@ -5,7 +5,8 @@
 namespace ringtunnel::proxy {
 
 void LentPayloads::lend(const uint8_t* data, uint32_t length, uint16_t bid, uint8_t cls) {
-  buffers_.push_back({data, length, length, bid, cls, nullptr});
+  if (!buffers_) buffers_ = std::make_unique<std::deque<Buffer>>();
+  buffers_->push_back({data, length, length, bid, cls, nullptr});
   live_ += length;
 }
 
@@ -19,13 +20,14 @@ bool LentPayloads::release(std::span<const uint8_t> piece, const GiveBack& give_
   // Sent pieces come from the front, an ended stream's unframed tail from the back: look at both
   // ends first, so the common cases cost one comparison.
   Buffer* hit = nullptr;
-  if (buffers_.empty()) return false;
-  if (contains(buffers_.front())) {
-    hit = &buffers_.front();
-  } else if (contains(buffers_.back())) {
-    hit = &buffers_.back();
+  if (empty()) return false;
+  std::deque<Buffer>& q = *buffers_;
+  if (contains(q.front())) {
+    hit = &q.front();
+  } else if (contains(q.back())) {
+    hit = &q.back();
   } else {
-    for (Buffer& b : buffers_)
+    for (Buffer& b : q)
       if (contains(b)) {
         hit = &b;
         break;
@@ -55,23 +57,26 @@ void LentPayloads::drop(Buffer& b, const GiveBack& give_back) {
 // Dropped buffers leave from both ends; one in the middle (never seen: releases come from the
 // ends) waits until its neighbours go.
 void LentPayloads::trim() {
-  while (!buffers_.empty() && !buffers_.front().data)
-    buffers_.pop_front();
-  while (!buffers_.empty() && !buffers_.back().data)
-    buffers_.pop_back();
+  std::deque<Buffer>& q = *buffers_;
+  while (!q.empty() && !q.front().data)
+    q.pop_front();
+  while (!q.empty() && !q.back().data)
+    q.pop_back();
 }
 
 size_t LentPayloads::pool_length() const {
   size_t n = 0;
-  for (const Buffer& b : buffers_)
+  if (!buffers_) return n;
+  for (const Buffer& b : *buffers_)
     if (b.data && !b.heap) n += b.length;
   return n;
 }
 
 void LentPayloads::release_all(const GiveBack& give_back) {
-  for (Buffer& b : buffers_)
-    if (b.data) drop(b, give_back);
-  buffers_.clear();
+  if (buffers_)
+    for (Buffer& b : *buffers_)
+      if (b.data) drop(b, give_back);
+  buffers_.reset();  // the stream has ended: its slot keeps no memory
   live_ = 0;
   heap_live_ = 0;
 }
@@ -80,7 +85,8 @@ size_t LentPayloads::to_heap(
     const std::function<void(const uint8_t*, const uint8_t*, size_t)>& moved,
     const GiveBack& give_back) {
   size_t added = 0;
-  for (Buffer& b : buffers_) {
+  if (!buffers_) return added;
+  for (Buffer& b : *buffers_) {
     if (!b.data || b.heap) continue;
     b.heap = std::make_unique_for_overwrite<uint8_t[]>(b.length);
     memcpy(b.heap.get(), b.data, b.length);

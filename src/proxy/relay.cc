@@ -185,15 +185,17 @@ void Relay::submit_send(uint8_t d) {
   Direction& dir = dirs_[d];
   SendQueue& q = *dir.queue;
   const uint32_t n = std::min<uint32_t>(q.count, SendQueue::kMaxGather);
-  bool heap = false;
+  bool registered = true;
   for (uint32_t i = 0; i < n; ++i) {
     const Chunk& c = q.at(i);
-    heap |= c.heap != nullptr;
-    q.iov[i] = {(c.heap ? c.heap : ctx_.pool.data(c.cls, c.bid)) + c.offset, c.length};
+    uint8_t* const at = (c.heap ? c.heap : ctx_.pool.data(c.cls, c.bid)) + c.offset;
+    // Heap copies are outside the registered buffer, and so are pool buffers added after the
+    // registered buffer last grew (when registering it again failed).
+    registered &= !c.heap && ctx_.pool.in_fixed(at, c.length);
+    q.iov[i] = {at, c.length};
   }
   dir.in_flight = n;
-  // Heap copies are outside the registered buffer.
-  legs_[1 - d].send(ctx_, ops_, d, q.iov.data(), n, q.msg, !heap);
+  legs_[1 - d].send(ctx_, ops_, d, q.iov.data(), n, q.msg, registered);
   dir.send = SendState::in_flight;
   // On loopback a send completes inside the enter that submits it, so waiting for "one
   // completion" would return at once with only this send's, and the loop would need a second

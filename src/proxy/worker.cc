@@ -83,7 +83,10 @@ std::string Worker::start() {
     return err;
   // Splice relays need no receive buffers; HBONE streams do, spliced or not.
   if (!config_.tcp_splice || config_.needs_identity()) {
-    ring::BufferPoolSpec spec{config_.buffer_sizes, config_.buffer_ring_entries};
+    // Each class starts with a step of buffers and grows when it runs low (BufferPool).
+    const ring::BufferPoolSpec spec{
+        config_.buffer_sizes, config_.buffer_ring_entries,
+        ring::growth_steps(config_.buffer_sizes, config_.buffer_ring_entries)};
     if (std::string err = pool_.init(ring_.raw(), spec); !err.empty()) return err;
     pool_.set_poison(config_.poison_buffers);
   }
@@ -98,8 +101,7 @@ std::string Worker::start() {
       return err;
     tls_pool_.set_poison(config_.poison_buffers);
   }
-  ctx_.metrics.registered_bytes.set((pool_.registered() ? pool_.bytes() : 0) +
-                                    (tls_pool_.registered() ? tls_pool_.bytes() : 0));
+  publish_pool_bytes();
   for (size_t i = 0; i < config_.routes.size(); ++i) {
     std::string err;
     const int fd =
@@ -267,12 +269,19 @@ void Worker::after_completions() {
   if (!ctx_.log_batch.empty()) log_.write(ctx_.log_batch);
 }
 
+// The receive buffers provided to the ring so far (they grow with demand).
+void Worker::publish_pool_bytes() {
+  ctx_.metrics.registered_bytes.set((pool_.registered() ? pool_.provided_bytes() : 0) +
+                                    (tls_pool_.registered() ? tls_pool_.provided_bytes() : 0));
+}
+
 // The gauges a scrape reads, once per loop iteration (they change only inside one), and the
 // expired traffic series dropped at most every sweep interval.
 void Worker::publish_metrics() {
   stats::WorkerMetrics& m = ctx_.metrics;
   m.streams_open.set(ctx_.live_streams());
   m.pooled_connections.set(ctx_.outbound().size());
+  publish_pool_bytes();
   if (!m.traffic.idle()) return;
   const uint64_t now = ctx_.loop_now ? ctx_.loop_now : monotonic_ns();
   if (now < next_series_sweep_ns_) return;

@@ -1,7 +1,10 @@
 #include "ringtunnel/ring/buffer_pool.h"
 
 #include <sys/mman.h>
+#include <sys/uio.h>
 
+#include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 
@@ -9,7 +12,19 @@
 
 namespace ringtunnel::ring {
 
+std::array<uint32_t, kBufferClasses> growth_steps(
+    const BufferSizes& sizes, const std::array<uint32_t, kBufferClasses>& counts) {
+  std::array<uint32_t, kBufferClasses> steps{};
+  for (size_t c = 0; c < kBufferClasses; ++c) {
+    const uint32_t by_bytes =
+        std::bit_floor(uint32_t(std::max<size_t>(1, kGrowthBytes / sizes[c])));
+    steps[c] = std::min(counts[c], std::max(by_bytes, std::max(1u, counts[c] / kMaxSteps)));
+  }
+  return steps;
+}
+
 BufferPool::~BufferPool() {
+  if (fixed_bytes_) unregister_fixed();
   for (size_t c = 0; c < kBufferClasses; ++c) {
     if (!rings_[c]) continue;
     if (ring_) io_uring_unregister_buf_ring(ring_, group(static_cast<uint8_t>(c)));
@@ -22,11 +37,22 @@ std::string BufferPool::init(io_uring* ring, const BufferPoolSpec& spec, uint16_
   spec_ = spec;
   first_group_ = first_group;
   for (size_t c = 0; c < kBufferClasses; ++c) {
-    offset_[c] = bytes_;
-    bytes_ += size_t{spec.sizes[c]} * spec.counts[c];
+    const uint32_t count = spec.counts[c];
+    if (!std::has_single_bit(count) || count > 32768)
+      return fmt::format("buffer class {}: {} buffers is not a power of two up to 32768", c, count);
+    uint32_t& step = spec_.steps[c];
+    if (!step) step = count;
+    if (!std::has_single_bit(step) || step > count || count / step > kMaxSteps)
+      return fmt::format(
+          "buffer class {}: a step of {} of {} buffers is not a power of two from "
+          "1/{} of them to all",
+          c, step, count, kMaxSteps);
+    step_shift_[c] = uint8_t(std::countr_zero(step));
+    step_mask_[c] = step - 1;
+    bytes_ += size_t{spec.sizes[c]} * count;
   }
-  // MAP_NORESERVE: pages are touched only when the kernel first fills a buffer, so the resident
-  // size follows the traffic, not the configured pool.
+  // MAP_NORESERVE: pages are touched only when the kernel first fills a buffer (or the fixed
+  // buffer pins them), so the resident size follows the traffic, not the configured pool.
   void* mem = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED)
@@ -53,13 +79,55 @@ std::string BufferPool::init(io_uring* ring, const BufferPoolSpec& spec, uint16_
       }
       ring_ = ring;
     }
-    const int mask = io_uring_buf_ring_mask(spec.counts[c]);
-    for (uint32_t b = 0; b < spec.counts[c]; ++b)
-      io_uring_buf_ring_add(rings_[c], data(c, static_cast<uint16_t>(b)), spec.sizes[c],
-                            static_cast<uint16_t>(b), mask, static_cast<int>(b));
-    io_uring_buf_ring_advance(rings_[c], static_cast<int>(spec.counts[c]));
+    add_step(c);
   }
+  publish();
   return {};
+}
+
+void BufferPool::add_step(uint8_t cls) {
+  const uint32_t step = step_mask_[cls] + 1;
+  steps_at_[cls][provided_[cls] >> step_shift_[cls]] = frontier_;
+  frontier_ += size_t{step} * spec_.sizes[cls];
+  const int mask = io_uring_buf_ring_mask(spec_.counts[cls]);
+  for (uint32_t i = 0; i < step; ++i) {
+    const auto bid = static_cast<uint16_t>(provided_[cls] + i);
+    io_uring_buf_ring_add(rings_[cls], data(cls, bid), spec_.sizes[cls], bid, mask,
+                          static_cast<int>(pending_[cls]++));
+  }
+  provided_[cls] += step;
+}
+
+uint32_t BufferPool::grow(uint8_t cls) {
+  const uint32_t before = provided_[cls];
+  if (!base_ || before >= spec_.counts[cls]) return 0;
+  do {
+    add_step(cls);
+  } while (low(cls));
+  // The new steps lie right after the old prefix: the fixed buffer covers them once registered
+  // again. In-flight sends keep the registration they were issued with. If this fails (the
+  // pinned-memory limit), the fixed buffer keeps its old extent and sends from the new buffers
+  // go without it (in_fixed()).
+  if (fixed_bytes_) {
+    iovec prefix{base_, frontier_};
+    if (io_uring_register_buffers_update_tag(ring_, 0, &prefix, nullptr, 1) == 1)
+      fixed_bytes_ = frontier_;
+  }
+  return provided_[cls] - before;
+}
+
+int BufferPool::register_fixed() {
+  if (!ring_ || !base_) return -EINVAL;
+  iovec prefix{base_, frontier_};
+  if (int err = io_uring_register_buffers(ring_, &prefix, 1); err < 0) return err;
+  fixed_bytes_ = frontier_;
+  return 0;
+}
+
+void BufferPool::unregister_fixed() {
+  if (!fixed_bytes_) return;
+  io_uring_unregister_buffers(ring_);
+  fixed_bytes_ = 0;
 }
 
 int BufferPool::class_for(uint8_t wanted) const {

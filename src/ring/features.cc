@@ -102,10 +102,10 @@ void probe_buffer_features(Ring& ring, BufferPool& pool, const ProbeOptions& opt
     one([&](io_uring_sqe* s) { io_uring_prep_cancel64(s, 0, IORING_ASYNC_CANCEL_ALL); });
     ring.drain_completions([](const io_uring_cqe&) {});  // the receive's final -ECANCELED
   }
-  // Gathered send from registered buffers (Linux 6.15); the pool is one registered buffer.
+  // Gathered send from registered buffers (Linux 6.15); the pool's provided buffers are one
+  // registered buffer, which grows with the pool.
   if (options.registered_buffers && ring.opcode_supported(kOpWritevFixed)) {
-    iovec whole{pool.base(), pool.bytes()};
-    if (io_uring_register_buffers(ring.raw(), &whole, 1) == 0) {
+    if (pool.register_fixed() == 0) {
       memcpy(pool.data(0, 0), probe, sizeof probe);
       iovec part{pool.data(0, 0), sizeof probe};
       c = one([&](io_uring_sqe* s) {
@@ -113,7 +113,7 @@ void probe_buffer_features(Ring& ring, BufferPool& pool, const ProbeOptions& opt
         s->buf_index = 0;
       });
       f.writev_fixed = c.res == int(sizeof probe);
-      if (!f.writev_fixed) io_uring_unregister_buffers(ring.raw());
+      if (!f.writev_fixed) pool.unregister_fixed();
     }
   }
 }

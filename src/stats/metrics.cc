@@ -411,7 +411,8 @@ void render_own(std::string& out, const std::vector<const WorkerMetrics*>& worke
              "kernel, by pool and size class.",
              per_class(&PoolCounters::in_use));
   per_worker(out, workers, "ringtunnel_registered_buffer_bytes", "gauge",
-             "Bytes of receive buffers registered with the worker's ring.",
+             "Bytes of receive buffers provided to the worker's ring so far (the pool grows "
+             "with demand, up to --buffer-sizes x --buffer-ring-entries).",
              one([](const WorkerMetrics& w) { return w.registered_bytes.value(); }));
   per_worker(out, workers, "ringtunnel_tls_handshakes_total", "counter",
              "TLS handshakes of HBONE connections that completed, by role (client: outbound, "

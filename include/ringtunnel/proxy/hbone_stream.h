@@ -146,7 +146,8 @@ class HboneStream {
   // Of those, bytes whose connection window was handed back on arrival (their stream window
   // comes back when they leave): a stalled stream then holds only its own window.
   uint64_t early_credit_ = 0;
-  std::array<iovec, kMaxGather> iov_{};
+  // The send's iovecs, made by the first send to the TCP side (an idle stream has none).
+  std::unique_ptr<std::array<iovec, kMaxGather>> iov_;
   msghdr msg_{};
   net::Endpoint target_;  // inbound: where to dial
   net::Endpoint source_;  // inbound: the HBONE connection's peer

@@ -75,6 +75,7 @@ class Worker {
   void retry_accepts(uint64_t now, std::optional<int64_t>& timeout);
   std::optional<int64_t> next_timeout();
   void publish_metrics();
+  void publish_pool_bytes();
 
   unsigned id_;
   const config::Config& config_;

@@ -28,8 +28,10 @@ struct RingFeatures {
 
 // The features the configuration asks for; the probe tries only those.
 struct ProbeOptions {
-  bool registered_buffers = false;  // register `recv_pool` as one fixed buffer for WRITEV_FIXED
-  bool fixed_files = false;         // a file table for direct descriptors
+  // Register `recv_pool`'s provided buffers as one fixed buffer for WRITEV_FIXED (it grows with
+  // the pool: BufferPool::register_fixed()).
+  bool registered_buffers = false;
+  bool fixed_files = false;  // a file table for direct descriptors
 };
 
 // Tries on `ring`, through a socketpair, the features whose support no opcode probe shows, and
