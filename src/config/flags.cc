@@ -468,13 +468,14 @@ const std::vector<Flag>& flags() {
          c.splice_pipe_size = static_cast<uint32_t>(s);
          return {};
        }},
-      {"--ring-min-wait", "DUR|off",
+      {"--ring-min-wait", "DURATION|off",
        "While a TCP relay of a worker moves bulk data (a read of 32 KiB or more in the last "
        "round), that worker's next wait lets completions gather this long before it returns, "
        "unless none has come by then (it then returns with the first): one system call per "
-       "DUR of a bulk stream rather than per TCP segment. Small messages (reads under 32 KiB) "
+       "DURATION of a bulk stream rather than per TCP segment. Small messages (reads under 32 KiB) "
        "never start it, so request/response traffic keeps its latency; other connections of "
-       "the same worker wait up to DUR while a bulk transfer runs beside them. Microseconds or "
+       "the same worker wait up to DURATION while a bulk transfer runs beside them. Microseconds "
+       "or "
        "milliseconds (200us, 1ms), at most 10ms; off or 0: wait for each completion. Needs "
        "Linux 6.12 (IORING_FEAT_MIN_TIMEOUT; without it, and with --sqpoll, it is off); the "
        "start-up line says which is used.",
