@@ -79,7 +79,9 @@ void Worker::request_drain() {
 
 std::string Worker::start() {
   if (wake_fd_ < 0) return fmt::format("eventfd: {}", strerror(errno));
-  if (std::string err = ring_.init({config_.ring_entries, config_.sqpoll}); !err.empty())
+  if (std::string err =
+          ring_.init({config_.ring_entries, config_.sqpoll, config_.ring_min_wait_us});
+      !err.empty())
     return err;
   // Splice relays need no receive buffers; HBONE streams do, spliced or not.
   if (!config_.tcp_splice || config_.needs_identity()) {
@@ -357,14 +359,21 @@ void Worker::run() {
       continue;
     }
     std::optional<int64_t> timeout = next_timeout();
+    // A bulk stream: one wake per minimum wait, whatever completes in between (the sockets
+    // buffer what arrives meanwhile), rather than one per TCP segment.
+    const bool gather = ctx_.bulk_reads && timeout != 0;
+    ctx_.bulk_reads = false;
     unsigned wait_nr = 1;
     if (ctx_.quiet_sends) {
       // Bounded: a send predicted quiet may still come back short and need a resubmission.
       wait_nr += ctx_.quiet_sends;
-      timeout = std::min(timeout.value_or(kQuietWaitNs), kQuietWaitNs);
+      if (!gather) timeout = std::min(timeout.value_or(kQuietWaitNs), kQuietWaitNs);
       ctx_.quiet_sends = 0;
     }
-    ring_.submit_and_wait(timeout, wait_nr);
+    if (gather)
+      ring_.submit_and_gather(timeout);
+    else
+      ring_.submit_and_wait(timeout, wait_nr);
     ctx_.loop_now = monotonic_ns();
     // A reloaded workload config (one atomic load when unchanged): connections its policies now
     // deny are reset.

@@ -16,11 +16,19 @@
 namespace ringtunnel::ring {
 
 std::string RingFeatures::describe_ring() const {
-  return fmt::format("{}{}, registered ring fd {}, sockets as direct descriptors {}",
+  std::string min_wait;
+  if (min_wait_us)
+    min_wait = fmt::format("on ({} us while a relay moves bulk data)", min_wait_us);
+  else if (!min_wait_kernel)
+    min_wait = "off (the kernel has no IORING_FEAT_MIN_TIMEOUT, Linux < 6.12)";
+  else
+    min_wait = sqpoll ? "off (SQPOLL)" : "off (--ring-min-wait off)";
+  return fmt::format("{}{}, registered ring fd {}, sockets as direct descriptors {}, min-wait {}",
                      sqpoll ? "SQPOLL" : "SINGLE_ISSUER",
                      defer_taskrun ? "|DEFER_TASKRUN" : (sqpoll ? "" : " (no DEFER_TASKRUN)"),
                      registered_ring_fd ? "on" : "off",
-                     fixed_files ? fmt::format("on ({} slots)", file_slots) : std::string("off"));
+                     fixed_files ? fmt::format("on ({} slots)", file_slots) : std::string("off"),
+                     min_wait);
 }
 
 std::string RingFeatures::describe() const {

@@ -1,6 +1,11 @@
 #include "ringtunnel/ring/ring.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -15,6 +20,21 @@ constexpr unsigned kCqPerSq = 8;
 
 // An SQPOLL thread sleeps after this long without work (it is a kernel thread per ring).
 constexpr unsigned kSqThreadIdleMs = 50;
+
+// Newer than liburing 2.3's header: the kernel's min-wait (Linux 6.12) is advertised by this
+// feature bit, and asked for in the io_uring_getevents_arg word that older headers call padding.
+constexpr unsigned kFeatMinTimeout = 1u << 15;
+struct GeteventsArg {
+  uint64_t sigmask;
+  uint32_t sigmask_sz;
+  uint32_t min_wait_usec;
+  uint64_t ts;
+};
+static_assert(sizeof(GeteventsArg) == sizeof(io_uring_getevents_arg));
+
+// submit_and_gather without a deadline still passes one: without it the kernel would end the
+// wait at the minimum even with no completion.
+constexpr int64_t kGatherCeilingNs = 1'000'000'000;
 
 }  // namespace
 
@@ -43,6 +63,11 @@ std::string Ring::init(const RingOptions& options) {
       features_.setup_flags = flags;
       features_.defer_taskrun = flags & IORING_SETUP_DEFER_TASKRUN;
       features_.sqpoll = flags & IORING_SETUP_SQPOLL;
+      features_.min_wait_kernel = params.features & kFeatMinTimeout;
+      // submit_and_gather publishes the SQ tail itself, which an SQPOLL thread would also need
+      // waking for: not worth it there.
+      if (features_.min_wait_kernel && !features_.sqpoll)
+        features_.min_wait_us = options.min_wait_us;
       break;
     }
     if (err != -EINVAL) break;
@@ -122,6 +147,34 @@ void Ring::submit_and_wait(std::optional<int64_t> timeout_ns, unsigned wait_nr) 
   ts.tv_nsec = *timeout_ns % 1'000'000'000;
   // liburing 2.3 may report the submit count rather than -ETIME: callers count completions.
   io_uring_submit_and_wait_timeout(&ring_, &cqe, wait_nr, &ts, nullptr);
+}
+
+void Ring::submit_and_gather(std::optional<int64_t> timeout_ns) {
+  if (!features_.min_wait_us) return submit_and_wait(timeout_ns);
+  counters_.enters.add();
+  // Hands the queued SQEs to the kernel (liburing 2.3 has no enter with a min-wait to do it).
+  io_uring_sq& sq = ring_.sq;
+  const unsigned tail = sq.sqe_tail;
+  sq.sqe_head = tail;
+  std::atomic_ref<unsigned>(*sq.ktail).store(tail, std::memory_order_release);
+  const unsigned to_submit = tail - std::atomic_ref<unsigned>(*sq.khead).load();
+  const int64_t t = timeout_ns.value_or(kGatherCeilingNs);
+  __kernel_timespec ts{};
+  ts.tv_sec = t / 1'000'000'000;
+  ts.tv_nsec = t % 1'000'000'000;
+  GeteventsArg arg{0, _NSIG / 8, features_.min_wait_us, reinterpret_cast<uint64_t>(&ts)};
+  unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+  int fd = ring_.ring_fd;
+  if (features_.registered_ring_fd) {
+    flags |= IORING_ENTER_REGISTERED_RING;
+    fd = ring_.enter_ring_fd;
+  }
+  // Waits for a full CQ: the minimum wait, not a count, ends the wait.
+  const long r =
+      syscall(__NR_io_uring_enter, fd, to_submit, ring_.cq.ring_entries, flags, &arg, sizeof arg);
+  // A kernel that refuses the argument after all: the plain wait from now on (SQEs it did not
+  // take stay queued for the next enter).
+  if (r < 0 && errno == EINVAL) features_.min_wait_us = 0;
 }
 
 }  // namespace ringtunnel::ring

@@ -6,7 +6,17 @@ Runs: default flags; --tcp-splice; --workers 1 --buffer-sizes 1k,4k,16k;
 a starved pool (4 buffers per class for 128 directions, so receives run out of
 buffers, -ENOBUFS, all the time and must wait for buffers to come back, with
 plain sendmsg and plain fds); IPv6 ([::1]) listen and target. After each run the proxy must exit 0 on
-SIGTERM."""
+SIGTERM.
+
+relay-bulk-then-small: one connection, 20 rounds of 1 MiB from the client
+followed at once by a 16-byte request, each answered by a 16-byte reply from
+the target; the last round's request is followed by the client's EOF, which the
+target must see before it replies and closes. A bulk read makes the worker's
+next wait gather completions (--ring-min-wait); that wait must still end when
+the small request or reply comes, so all rounds must finish within 10 s (each
+takes milliseconds; a wait that held on for more data, or until its 1 s
+ceiling, would take seconds or forever). Run with the default min-wait and
+with 1ms."""
 
 import os
 import socket
@@ -107,6 +117,65 @@ def relay_run(run_id, host, flags):
         target.close()
 
 
+TAIL_ROUNDS = 20
+TAIL_BULK = 1 << 20
+TAIL_MSG = 16
+TAIL_BOUND = 10.0
+
+
+def bulk_then_small(flags):
+    bulk = bytes(range(256)) * (TAIL_BULK // 256)
+
+    def request(n):
+        return b"req-%012d" % n
+
+    def reply(n):
+        return b"rep-%012d" % n
+
+    def target_handler(conn, peer):
+        conn.settimeout(TAIL_BOUND)
+        for n in range(TAIL_ROUNDS):
+            got = recv_exact(conn, TAIL_BULK + TAIL_MSG)
+            check(got == bulk + request(n), "target: round %d: bulk + request not byte-exact" % n)
+            if n == TAIL_ROUNDS - 1:
+                check(conn.recv(1) == b"", "target: no EOF after the last request")
+            conn.sendall(reply(n))
+        conn.shutdown(socket.SHUT_WR)
+        conn.close()
+
+    target = TargetServer(target_handler, conn_timeout=TAIL_BOUND + 5)
+    try:
+        listen = ("127.0.0.1", free_port())
+        proxy = Proxy(["--workers", "1"] + flags + ["--forward", forward_arg(listen, target.addr)],
+                      listens=[listen])
+        with open(proxy.err_path, "rb") as f:
+            start_line = f.read().decode(errors="replace")
+        if "min-wait on" not in start_line:
+            log("note: min-wait is not in use here: %s" % start_line.strip().splitlines()[0])
+        s = connect(listen, timeout=TAIL_BOUND)
+        try:
+            s.settimeout(TAIL_BOUND)
+            t0 = time.monotonic()
+            for n in range(TAIL_ROUNDS):
+                s.sendall(bulk + request(n))
+                if n == TAIL_ROUNDS - 1:
+                    s.shutdown(socket.SHUT_WR)
+                check(recv_exact(s, TAIL_MSG) == reply(n), "client: round %d: wrong reply" % n)
+            check(s.recv(1) == b"", "client: no EOF after the last reply")
+            dt = time.monotonic() - t0
+        finally:
+            s.close()
+        check(dt < TAIL_BOUND, "%d rounds of 1 MiB + a %d-byte request/reply took %.1f s (bound "
+              "%.0f s): a small message or EOF after bulk data waited" % (TAIL_ROUNDS, TAIL_MSG,
+                                                                          dt, TAIL_BOUND))
+        target.join(5)
+        log("%d rounds of 1 MiB + %d-byte request and reply, then EOF both ways: %.3f s"
+            % (TAIL_ROUNDS, TAIL_MSG, dt))
+        proxy.stop_ok()
+    finally:
+        target.close()
+
+
 if __name__ == "__main__":
     run_tests("relay", [
         ("relay-default", lambda: relay_run(1, "127.0.0.1", [])),
@@ -118,4 +187,6 @@ if __name__ == "__main__":
                                             "--max-queued", "256k", "--registered-buffers", "off",
                                             "--fixed-files", "off"])),
         ("relay-ipv6", lambda: relay_run(4, "::1", [])),
+        ("relay-bulk-then-small", lambda: bulk_then_small([])),
+        ("relay-bulk-then-small-1ms", lambda: bulk_then_small(["--ring-min-wait", "1ms"])),
     ], DEADLINE)

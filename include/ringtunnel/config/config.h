@@ -60,6 +60,9 @@ struct Config {
   int64_t drain_timeout_ms = 10000;
   bool tcp_splice = false;
   uint32_t splice_pipe_size = 1u << 20;
+  // --ring-min-wait: while a relay moves bulk data, how long a worker lets completions gather
+  // before it wakes (microseconds; 0: off).
+  uint32_t ring_min_wait_us = 200;
   unsigned listen_backlog = 4096;
   std::string access_log = "-";  // "-": stderr, "off", or a file appended to
   // Budgets, per worker: accepted client connections of every listener, and HBONE streams

@@ -106,6 +106,10 @@ class WorkerContext {
   std::array<std::vector<Service>, 3> starved;
   // Sends submitted this iteration whose completion will need no action (Relay::submit_send).
   unsigned quiet_sends = 0;
+  // A relay read kBulkReadBytes or more at once this iteration: the next wait lets completions
+  // gather for the ring's minimum wait (Ring::submit_and_gather, --ring-min-wait).
+  static constexpr uint32_t kBulkReadBytes = 32u << 10;
+  bool bulk_reads = false;
 
   // ---- buffers
   ring::BufferPool& pool;      // relays and streams receive here

@@ -21,6 +21,12 @@ struct RingFeatures {
   // no fd lookup per operation, and the RLIMIT_NOFILE ceiling applies per ring, not per process.
   bool fixed_files = false;
   unsigned file_slots = 0;
+  // The kernel can wait a minimum time before returning fewer completions than asked for
+  // (IORING_FEAT_MIN_TIMEOUT, Linux 6.12), and the minimum Ring::submit_and_gather waits, in
+  // microseconds: 0 where the kernel lacks it, with SQPOLL, or when it is turned off
+  // (--ring-min-wait off); then submit_and_gather waits as submit_and_wait does.
+  bool min_wait_kernel = false;
+  uint32_t min_wait_us = 0;
 
   std::string describe_ring() const;  // set-up only
   std::string describe() const;       // set-up and the receive/send features

@@ -36,6 +36,8 @@ using RingCounters = stats::RingCounters;
 struct RingOptions {
   unsigned entries = 1024;
   bool sqpoll = false;
+  // The minimum wait of submit_and_gather, in microseconds; 0: never used.
+  uint32_t min_wait_us = 0;
 };
 
 class Ring final : public Submitter {
@@ -65,6 +67,11 @@ class Ring final : public Submitter {
   // Submits everything queued and waits for at least `wait_nr` completions, or until
   // `timeout_ns` (when set) has passed. One io_uring_enter.
   void submit_and_wait(std::optional<int64_t> timeout_ns, unsigned wait_nr = 1);
+  // Submits everything queued and lets completions gather: sleeps the minimum wait
+  // (RingFeatures::min_wait_us) unless the CQ fills first, returns after it when any completion
+  // is there, else with the first one to come, or at `timeout_ns`. One io_uring_enter with the
+  // kernel's min-wait (Linux 6.12); where the ring has none (min_wait_us 0), submit_and_wait.
+  void submit_and_gather(std::optional<int64_t> timeout_ns);
 
   // Calls f(const io_uring_cqe&) for every completion ready now; returns how many.
   template <typename F>

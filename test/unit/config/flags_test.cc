@@ -344,6 +344,7 @@ TEST_CASE("--help shows each flag's default as Config's initializers set it") {
   const std::map<std::string, std::vector<std::string>> others = {
       {"SIZE", {"4k", "64k", "1m", "8m", "512m"}},
       {"DURATION", {"250ms", "1s", "90s"}},
+      {"DURATION|off", {"off", "50us", "1ms", "10ms"}},
       {"N", {"8", "64", "512"}},
       {"on|off", {"off", "on"}},
       {"S1,S2,S3", {"2k,32k,1m"}},
