@@ -127,15 +127,20 @@ void HboneConnection::on_received(const io_uring_cqe& cqe) {
     const uint8_t cls = socket_.armed_cls;
     if (cqe.res > 0 && !session_.created() && state_ == State::handshaking)
       session_.create(true, ctx_.handshake_identity(), ctx_.blocks, ctx_.config, {}, streams_);
-    // The session copies: the buffer goes back at once.
-    if (cqe.res > 0 && !closing()) session_.feed(ctx_.tls_pool.data(cls, *bid), size_t(cqe.res));
-    ctx_.tls_pool.give_back(cls, *bid);
     if (cqe.res > 0) {
       socket_.kept(ctx_, ops_, 0, size_t(cqe.res), false, more);
-      if (!closing()) drive();
+      if (!closing()) {
+        // Records are opened where the kernel put them; what drive() leaves (the beginning of
+        // a record) is copied by settle(), and the buffer goes back before this returns.
+        session_.feed_borrowed(ctx_.tls_pool.data(cls, *bid), size_t(cqe.res));
+        drive();
+        if (session_.created()) session_.settle();
+      }
+      ctx_.tls_pool.give_back(cls, *bid);
       schedule();
       return;
     }
+    ctx_.tls_pool.give_back(cls, *bid);
   }
   if (closing()) return;
   if (cqe.res == 0 && info_.inbound && !session_.created())

@@ -70,6 +70,26 @@ void CiphertextQueue::append(const uint8_t* data, size_t len) {
   }
 }
 
+void CiphertextQueue::append_borrowed(uint8_t* data, size_t len) {
+  if (len == 0) return;
+  blocks_.push_back({data, 0, uint32_t(len), false, true});
+  size_ += len;
+}
+
+void CiphertextQueue::settle() {
+  // Borrowed blocks are the last ones (nothing is appended after them before this).
+  size_t first = blocks_.size();
+  while (first > 0 && blocks_[first - 1].borrowed)
+    --first;
+  if (first == blocks_.size()) return;
+  std::vector<Block> borrowed(blocks_.begin() + long(first), blocks_.end());
+  blocks_.resize(first);
+  for (const Block& b : borrowed) {
+    size_ -= b.end - b.begin;
+    append(b.data + b.begin, b.end - b.begin);
+  }
+}
+
 size_t CiphertextQueue::read(uint8_t* out, size_t cap) {
   size_t done = 0;
   while (done < cap && !blocks_.empty()) {
@@ -98,6 +118,24 @@ size_t CiphertextQueue::peek(uint8_t* out, size_t cap) const {
 uint8_t* CiphertextQueue::contiguous(size_t bytes) {
   Block& front = blocks_.front();
   if (front.end - front.begin >= bytes) return front.data + front.begin;
+  const size_t missing = bytes - (front.end - front.begin);
+  if (front.capacity() - front.end >= missing) {
+    // A record begun in one of our blocks with room for the rest: only the rest moves.
+    size_t moved = 0;
+    while (moved < missing) {
+      Block& next = blocks_[1];
+      const size_t n = std::min<size_t>(missing - moved, next.end - next.begin);
+      std::memcpy(blocks_.front().data + blocks_.front().end + moved, next.data + next.begin, n);
+      next.begin += uint32_t(n);
+      moved += n;
+      if (next.begin == next.end) {
+        release(next);
+        blocks_.erase(blocks_.begin() + 1);
+      }
+    }
+    blocks_.front().end += uint32_t(missing);
+    return blocks_.front().data + blocks_.front().begin;
+  }
   // Spans blocks (once per block boundary): gather it into a block of its own at the front.
   const bool large = bytes > kSmallBlockBytes;
   Block joined{pool_->take(large), 0, uint32_t(bytes), large};
@@ -137,14 +175,14 @@ void CiphertextQueue::consume(size_t bytes) {
 
 void CiphertextQueue::clear() {
   for (const Block& b : blocks_)
-    pool_->give_back(b.data, b.large);
+    release(b);
   blocks_.clear();
   iov_.clear();
   size_ = 0;
 }
 
 void CiphertextQueue::pop_front() {
-  pool_->give_back(blocks_.front().data, blocks_.front().large);
+  release(blocks_.front());
   blocks_.erase(blocks_.begin());
 }
 

@@ -43,6 +43,9 @@ class TunnelSession {
 
   // Ciphertext from the peer (copied).
   void feed(const uint8_t* data, size_t size) { tls_->feed(data, size); }
+  // Ciphertext from the peer, read where it is until settle() (tls::TlsSession::feed_borrowed).
+  void feed_borrowed(uint8_t* data, size_t size) { tls_->feed_borrowed(data, size); }
+  void settle() { tls_->settle(); }
   // Runs the handshake (established: once, when it completes; waiting: it needs more bytes),
   // or feeds the plaintext of what arrived to HTTP/2, decrypted in place (ok).
   Step step();

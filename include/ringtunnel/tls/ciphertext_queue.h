@@ -19,7 +19,9 @@ namespace ringtunnel::tls {
 // enough for a handshake flight or a burst of small frames, so a quiet connection that
 // queues a few hundred bytes does not pin 256 KiB. Large: what bulk transfers append into, ~16
 // records of 16 KiB, so a gathered send of several MiB needs only tens of iovecs.
-inline constexpr size_t kSmallBlockBytes = 16 * 1024;
+// A small block also holds the longest record a peer may send (5 + 2^14 + 256 bytes), so that
+// a record begun in one can be completed in place.
+inline constexpr size_t kSmallBlockBytes = 17 * 1024;
 inline constexpr size_t kLargeBlockBytes = 256 * 1024;
 
 // Recycles blocks among the queues of one worker. Not thread-safe: one per worker thread.
@@ -65,6 +67,12 @@ class CiphertextQueue {
   ~CiphertextQueue() { clear(); }
 
   void append(const uint8_t* data, size_t len);
+  // Queues `len` bytes at `data` without copying them: the memory stays the caller's, and is
+  // read (and may be written: records are opened in place) until settle(), which the caller
+  // must call before the memory is reused and before the next append.
+  void append_borrowed(uint8_t* data, size_t len);
+  // Copies what is still queued of borrowed memory into the queue's own blocks.
+  void settle();
   // Copies up to `cap` bytes from the front into `out` and drops them; returns how many.
   size_t read(uint8_t* out, size_t cap);
   // Copies up to `cap` bytes from the front into `out` and keeps them queued; returns how many.
@@ -97,9 +105,15 @@ class CiphertextQueue {
     uint32_t begin;
     uint32_t end;
     bool large;
-    uint32_t capacity() const { return uint32_t(large ? kLargeBlockBytes : kSmallBlockBytes); }
+    bool borrowed = false;  // the caller's memory (append_borrowed): never given to the pool
+    uint32_t capacity() const {
+      return borrowed ? end : uint32_t(large ? kLargeBlockBytes : kSmallBlockBytes);
+    }
   };
   void pop_front();
+  void release(const Block& b) {
+    if (!b.borrowed) pool_->give_back(b.data, b.large);
+  }
 
   BlockPool* pool_;
   std::vector<Block> blocks_;

@@ -121,6 +121,13 @@ class TlsSession {
     if (state_ != TlsState::failed) inbound_.append(data, len);
   }
   size_t inbound_bytes() const { return inbound_.size(); }
+  // The same without the copy: the session reads `data` (and opens records in it, in place)
+  // until settle(), which copies what is left (a record's beginning) and must be called before
+  // the caller reuses the memory and before the next feed.
+  void feed_borrowed(uint8_t* data, size_t len) {
+    if (state_ != TlsState::failed) inbound_.append_borrowed(data, len);
+  }
+  void settle() { inbound_.settle(); }
 
   // Advances the handshake with what was fed. in_progress: feed more (and send pending()).
   // done: read() and write() work from now on; calling again returns done. failed: failure().

@@ -88,3 +88,46 @@ TEST_CASE("the pool reuses blocks and keeps at most its limit of spares") {
   pool.give_back(a, true);
   CHECK(pool.blocks_out() == 0);
 }
+
+TEST_CASE("borrowed memory is read in place until settle() copies what is left of it") {
+  BlockPool pool;
+  CiphertextQueue q(pool);
+  std::string a = pattern(1000, 3), b = pattern(50000, 4);
+  const std::string expect = a + b;
+  q.append_borrowed(reinterpret_cast<uint8_t*>(a.data()), a.size());
+  q.append_borrowed(reinterpret_cast<uint8_t*>(b.data()), b.size());
+  CHECK(pool.blocks_out() == 0);  // nothing copied yet
+  CHECK(q.size() == expect.size());
+  // The first 600 bytes lie in `a`: handed out where they are.
+  CHECK(q.contiguous(600) == reinterpret_cast<uint8_t*>(a.data()));
+  q.consume(600);
+  // 800 bytes across the two borrowed pieces: joined in a block of the queue's own.
+  const uint8_t* joined = q.contiguous(800);
+  CHECK(std::string(reinterpret_cast<const char*>(joined), 800) == expect.substr(600, 800));
+  q.consume(800);
+  q.settle();
+  // The caller may now reuse its memory: the queue holds its own copy of the rest.
+  a.assign(a.size(), 'x');
+  b.assign(b.size(), 'x');
+  CHECK(gather(q) == expect.substr(1400));
+  q.clear();
+  CHECK(pool.blocks_out() == 0);
+}
+
+TEST_CASE("a record begun in an own block is completed in place with only its rest copied") {
+  BlockPool pool;
+  CiphertextQueue q(pool);
+  const std::string head = pattern(9000, 5);
+  std::string tail = pattern(30000, 6);
+  append(q, head);  // one small block, with room for a whole record
+  q.append_borrowed(reinterpret_cast<uint8_t*>(tail.data()), tail.size());
+  const size_t record = 5 + 16384 + 256;  // the longest a peer may send
+  REQUIRE(record <= kSmallBlockBytes);
+  const uint8_t* p = q.contiguous(record);
+  CHECK(pool.blocks_out() == 1);  // no second block: the rest went after the head
+  CHECK(std::string(reinterpret_cast<const char*>(p), record) == (head + tail).substr(0, record));
+  q.consume(record);
+  q.settle();
+  tail.assign(tail.size(), 'x');
+  CHECK(gather(q) == (head + pattern(30000, 6)).substr(record));
+}

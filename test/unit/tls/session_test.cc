@@ -592,3 +592,26 @@ TEST_CASE("own layer: a record cut anywhere waits for the rest") {
   p.server->feed(reinterpret_cast<const uint8_t*>(wire.data()) + wire.size() - 1, 1);
   CHECK(read_all(*p.server) == "whole");
 }
+
+TEST_CASE("feed_borrowed(): records opened in the caller's memory, the rest kept by settle()") {
+  Pair p;
+  p.connect();
+  const std::string data = random_bytes(200000, 12);
+  REQUIRE(write(*p.client, data));
+  const std::string wire = take_pending(*p.client);
+  // Delivered in 3000-byte receives, each reused (overwritten) as soon as settle() returns, as
+  // a ring buffer is given back to the kernel.
+  std::string got;
+  std::vector<uint8_t> buffer(3000);
+  for (size_t i = 0; i < wire.size(); i += buffer.size()) {
+    const size_t n = std::min(buffer.size(), wire.size() - i);
+    std::memcpy(buffer.data(), wire.data() + i, n);
+    p.server->feed_borrowed(buffer.data(), n);
+    got += read_all(*p.server);
+    p.server->settle();
+    std::fill(buffer.begin(), buffer.end(), 0xee);
+  }
+  CHECK(got == data);
+  CHECK(p.server->state() == TlsState::open);
+  CHECK(p.server->inbound_bytes() == 0);
+}
