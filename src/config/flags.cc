@@ -481,10 +481,11 @@ const std::vector<Flag>& flags() {
        "round), that worker's next wait lets completions gather this long before it returns, "
        "unless none has come by then (it then returns with the first): one system call per "
        "DURATION of a bulk stream rather than per TCP segment. Small messages (reads under 32 KiB) "
-       "never start it, so request/response traffic keeps its latency; other connections of "
-       "the same worker wait up to DURATION while a bulk transfer runs beside them. Microseconds "
-       "or "
-       "milliseconds (200us, 1ms), at most 10ms; off or 0: wait for each completion. Needs "
+       "never start it, and while any connection of the worker has read a small message in the "
+       "last 2 ms (request/response traffic, TCP or HBONE) it waits for each completion as "
+       "without it, so a bulk transfer does not delay other connections' round trips. "
+       "Microseconds or milliseconds (200us, 1ms), at most 10ms; off or 0: wait for each "
+       "completion. Needs "
        "Linux 6.12 (IORING_FEAT_MIN_TIMEOUT; without it, and with --sqpoll, it is off); the "
        "start-up line says which is used.",
        [](const Config& c) {

@@ -361,7 +361,8 @@ void Worker::run() {
     std::optional<int64_t> timeout = next_timeout();
     // A bulk stream: one wake per minimum wait, whatever completes in between (the sockets
     // buffer what arrives meanwhile), rather than one per TCP segment.
-    const bool gather = ctx_.bulk_reads && timeout != 0;
+    const bool gather = ctx_.bulk_reads && timeout != 0 &&
+                        ctx_.loop_now - ctx_.small_read_ns >= WorkerContext::kInteractiveQuietNs;
     ctx_.bulk_reads = false;
     unsigned wait_nr = 1;
     if (ctx_.quiet_sends) {

@@ -110,6 +110,11 @@ class WorkerContext {
   // gather for the ring's minimum wait (Ring::submit_and_gather, --ring-min-wait).
   static constexpr uint32_t kBulkReadBytes = 32u << 10;
   bool bulk_reads = false;
+  // When a connection last read less than that (loop_now): request/response traffic. The worker
+  // gathers only after kInteractiveQuietNs without any, so one tenant's bulk transfer never makes
+  // another's round trips wait for the minimum wait.
+  static constexpr uint64_t kInteractiveQuietNs = 2'000'000;
+  uint64_t small_read_ns = 0;
 
   // ---- buffers
   ring::BufferPool& pool;      // relays and streams receive here
