@@ -361,16 +361,21 @@ void Worker::run() {
     std::optional<int64_t> timeout = next_timeout();
     // A bulk stream: one wake per minimum wait, whatever completes in between (the sockets
     // buffer what arrives meanwhile), rather than one per TCP segment.
-    const bool gather = ctx_.bulk_reads && timeout != 0 &&
-                        ctx_.loop_now - ctx_.small_read_ns >= WorkerContext::kInteractiveQuietNs;
+    // Not while request/response traffic is about; nor, while it shares the worker with a bulk
+    // stream, the wait for quiet sends: either would hold its completions back behind the bulk.
+    const bool interactive =
+        ctx_.loop_now - ctx_.small_read_ns < WorkerContext::kInteractiveQuietNs;
+    const bool beside_bulk =
+        interactive && ctx_.loop_now - ctx_.bulk_read_ns < WorkerContext::kInteractiveQuietNs;
+    const bool gather = ctx_.bulk_reads && timeout != 0 && !interactive;
     ctx_.bulk_reads = false;
     unsigned wait_nr = 1;
-    if (ctx_.quiet_sends) {
+    if (ctx_.quiet_sends && !beside_bulk) {
       // Bounded: a send predicted quiet may still come back short and need a resubmission.
       wait_nr += ctx_.quiet_sends;
       if (!gather) timeout = std::min(timeout.value_or(kQuietWaitNs), kQuietWaitNs);
-      ctx_.quiet_sends = 0;
     }
+    ctx_.quiet_sends = 0;
     if (gather)
       ring_.submit_and_gather(timeout);
     else

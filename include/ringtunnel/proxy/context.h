@@ -111,10 +111,11 @@ class WorkerContext {
   static constexpr uint32_t kBulkReadBytes = 32u << 10;
   bool bulk_reads = false;
   // When a connection last read less than that (loop_now): request/response traffic. The worker
-  // gathers only after kInteractiveQuietNs without any, so one tenant's bulk transfer never makes
-  // another's round trips wait for the minimum wait.
+  // gathers, or waits for quiet sends, only after kInteractiveQuietNs without any, so one
+  // tenant's bulk transfer never makes another's round trips wait for its batching.
   static constexpr uint64_t kInteractiveQuietNs = 2'000'000;
   uint64_t small_read_ns = 0;
+  uint64_t bulk_read_ns = 0;  // and a relay, kBulkReadBytes or more
 
   // ---- buffers
   ring::BufferPool& pool;      // relays and streams receive here
