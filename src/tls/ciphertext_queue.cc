@@ -82,9 +82,11 @@ void CiphertextQueue::settle() {
   while (first > 0 && blocks_[first - 1].borrowed)
     --first;
   if (first == blocks_.size()) return;
-  std::vector<Block> borrowed(blocks_.begin() + long(first), blocks_.end());
+  // Moved aside first (into a vector kept for this, so settling allocates nothing once warm):
+  // what is copied goes after the own blocks, in order.
+  settling_.assign(blocks_.begin() + long(first), blocks_.end());
   blocks_.resize(first);
-  for (const Block& b : borrowed) {
+  for (const Block& b : settling_) {
     size_ -= b.end - b.begin;
     append(b.data + b.begin, b.end - b.begin);
   }

@@ -118,6 +118,7 @@ class CiphertextQueue {
   BlockPool* pool_;
   std::vector<Block> blocks_;
   std::vector<iovec> iov_;
+  std::vector<Block> settling_;  // settle()'s, reused
   size_t size_ = 0;
 };
 
