@@ -268,8 +268,12 @@ void HboneStream::service() {
     send_ = SendState::in_flight;
   }
   if (!queued && send_ == SendState::idle && to_tcp_ == Fin::received) {
-    to_tcp_ = Fin::passing;
-    tcp_.shutdown(ctx_, ops_, 0);
+    if (to_tunnel_ == Fin::passed && h2_side_ == H2Side::closed) {
+      to_tcp_ = Fin::passed;  // the last step: the close below passes the FIN (see Relay)
+    } else {
+      to_tcp_ = Fin::passing;
+      tcp_.shutdown(ctx_, ops_, 0);
+    }
   }
   // TCP -> tunnel
   if (to_tunnel_ == Fin::received && conn_) {

@@ -248,7 +248,26 @@ void Relay::on_send(uint8_t d, int res) {
   schedule(d);
 }
 
+// Nothing of direction d is queued or in flight.
+bool Relay::idle(uint8_t d) const {
+  const Direction& dir = dirs_[d];
+  if (ctx_.config.tcp_splice)
+    return !dir.in_pipe && dir.splice_in == Direction::SpliceIn::idle && !dir.splice_out_busy;
+  return !(dir.queue && dir.queue->count) && dir.send == SendState::idle;
+}
+
 void Relay::submit_shutdown(uint8_t d) {
+  // The relay's last FIN: the other way has passed its FIN, or read it with nothing left to send.
+  // Both sockets have then been read to their EOF (nothing unread: a close sends a FIN, not a
+  // reset), and closing them passes the FINs. A shutdown costs more than its syscall:
+  // IORING_OP_SHUTDOWN always runs on one of the kernel's io-wq threads (a wake-up and two
+  // context switches), where a close runs inline.
+  const Direction& other = dirs_[1 - d];
+  if (state_ == State::relaying &&
+      (other.fin == Fin::passed || (other.fin == Fin::received && idle(1 - d)))) {
+    dirs_[d].fin = Fin::passed;
+    return end(EndReason::closed);
+  }
   dirs_[d].fin = Fin::passing;
   legs_[1 - d].shutdown(ctx_, ops_, d);
 }

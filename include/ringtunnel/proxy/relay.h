@@ -93,6 +93,7 @@ class Relay {
   void service_splice(uint8_t d);
   void submit_send(uint8_t d);
   void submit_shutdown(uint8_t d);
+  bool idle(uint8_t d) const;
   bool open_pipes();
   bool adopt_fixed();
   bool spill(uint8_t d);
