@@ -12,7 +12,10 @@ B's, each with src_identity=node-a dst_identity=node-b): the listener, the
 target, bytes_up=1 MiB, bytes_down=64 KiB + 2 MiB, end=closed.
 
 target-half-closes-first: the mirror image (the client sends first, the target
-half-closes, the client keeps sending afterwards)."""
+half-closes, the client keeps sending afterwards).
+
+Both cases also run as direct-fds/<case>: --forward with --fixed-files off, whose
+relay passes a FIN with shutdown(2) itself rather than through the ring."""
 
 import os
 import socket
@@ -23,7 +26,7 @@ sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (TargetServer, check, check_entry, connect, gen_bytes, log,  # noqa: E402
                      recv_exact, recv_until_eof, run_tests, sha256_hex, sock_addr_str)
-from topology import TOPOLOGIES  # noqa: E402
+from topology import TOPOLOGIES, Direct  # noqa: E402
 
 PRE = 64 * 1024          # sent by the far side before the half-close
 MAIN = 1024 * 1024       # sent by the side that half-closes
@@ -108,7 +111,19 @@ def half_close_case(topo, first_closer):
         target.close()
 
 
+class DirectFds(Direct):
+    """--forward with --fixed-files off: the relay's sockets are ordinary descriptors, and it
+    passes a FIN with a shutdown(2) of its own instead of the ring's."""
+
+    name = "direct-fds"
+
+    @classmethod
+    def start(cls, targets, extra=()):
+        return cls(targets, list(extra) + ["--fixed-files", "off"])
+
+
 if __name__ == "__main__":
     run_tests("halfclose", [("%s/%s-half-closes-first" % (topo.name, who),
                              lambda topo=topo, who=who: half_close_case(topo, who))
-                            for topo in TOPOLOGIES for who in ("client", "target")], 100)
+                            for topo in TOPOLOGIES + (DirectFds,)
+                            for who in ("client", "target")], 100)
