@@ -268,7 +268,7 @@ void HboneStream::service() {
     send_ = SendState::in_flight;
   }
   if (!queued && send_ == SendState::idle && to_tcp_ == Fin::received) {
-    if (to_tunnel_ == Fin::passed && h2_side_ == H2Side::closed) {
+    if (to_tunnel_ == Fin::passed && h2_side_ == H2Side::closed && !tcp_.fixed) {
       to_tcp_ = Fin::passed;  // the last step: the close below passes the FIN (see Relay)
     } else {
       to_tcp_ = Fin::passing;

@@ -261,9 +261,12 @@ void Relay::submit_shutdown(uint8_t d) {
   // Both sockets have then been read to their EOF (nothing unread: a close sends a FIN, not a
   // reset), and closing them passes the FINs. A shutdown costs more than its syscall:
   // IORING_OP_SHUTDOWN always runs on one of the kernel's io-wq threads (a wake-up and two
-  // context switches), where a close runs inline.
+  // context switches), where a close runs inline. Not for direct descriptors: before Linux 6.13
+  // the ring drops such a file only once every older request on a direct descriptor has
+  // finished (resource nodes are freed in order), so an idle relay's armed recv could hold the
+  // FIN back for as long as that relay lives.
   const Direction& other = dirs_[1 - d];
-  if (state_ == State::relaying &&
+  if (state_ == State::relaying && !legs_[kClient].fixed && !legs_[kTarget].fixed &&
       (other.fin == Fin::passed || (other.fin == Fin::received && idle(1 - d)))) {
     dirs_[d].fin = Fin::passed;
     return end(EndReason::closed);

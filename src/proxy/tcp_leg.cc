@@ -49,7 +49,7 @@ void TcpLeg::send(WorkerContext& ctx, PendingOps& ops, uint8_t lane, iovec* iov,
 void TcpLeg::shutdown(WorkerContext& ctx, PendingOps& ops, uint8_t lane) {
   io_uring_sqe* s = ops.sqe(ctx, Op::shutdown, lane);
   if (!fixed) {
-    ::shutdown(fd, SHUT_WR);  // ENOTCONN (the peer reset meanwhile) shows at the next recv or send
+    ::shutdown(fd, SHUT_WR);  // ignored, as the ring's result is: ENOTCONN if the peer reset
     io_uring_prep_nop(s);
     return;
   }

@@ -1,6 +1,7 @@
 // The TCP<->TCP relay: one client connection and its target connection.
 //
-//   connecting --connect ok--> relaying --both FINs passed on--> ending
+//   connecting --connect ok--> relaying --both FINs passed on (the last by the close, on
+//                                          ordinary descriptors)--> ending
 //       |                          |                                |
 //       +--refused/timeout---------+--reset/error/drain timeout-----+
 //                                                                   v

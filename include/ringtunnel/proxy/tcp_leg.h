@@ -13,7 +13,9 @@
 // One direction's FIN (Fin):
 //   open --the source's FIN read--> received --shutdown(SHUT_WR) submitted--> passing
 //     --completed--> passed
-//   (TCP -> tunnel: the session's END_STREAM is queued at once, so received -> passed)
+//   (TCP -> tunnel: the session's END_STREAM is queued at once, so received -> passed;
+//   the last FIN of a relay or stream on ordinary descriptors: received -> passed, and the
+//   close sends it, both sockets having been read to their EOF)
 //
 // A gathered send (SendState):
 //   idle --send()--> in_flight --completion--> idle
