@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <set>
 #include <utility>
 
@@ -23,6 +24,30 @@ std::string parse_uint(std::string_view text, uint64_t min, uint64_t max, uint64
     return "not a whole number";
   if (out < min || out > max) return fmt::format("must be from {} to {}", min, max);
   return {};
+}
+
+// A whole number followed directly by one of `units`: durations ("250ms", "5s", "200us").
+struct Unit {
+  std::string_view suffix;
+  uint64_t scale;
+};
+enum class Scaled { ok, malformed, too_large };
+// `out` = the number times its unit's scale, when that is at most `max`.
+Scaled parse_scaled(std::string_view text, std::initializer_list<Unit> units, uint64_t max,
+                    uint64_t& out) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9')
+    ++digits;
+  uint64_t n;
+  if (digits == 0 || std::from_chars(text.data(), text.data() + digits, n).ec != std::errc{})
+    return Scaled::malformed;
+  for (const Unit& unit : units)
+    if (text.substr(digits) == unit.suffix) {
+      if (n > max / unit.scale) return Scaled::too_large;
+      out = n * unit.scale;
+      return Scaled::ok;
+    }
+  return Scaled::malformed;
 }
 
 bool is_power_of_two(uint64_t v) {
@@ -497,16 +522,16 @@ const std::vector<Flag>& flags() {
        },
        [](std::string_view v, Config& c) -> std::string {
          if (v == "off" || v == "0") return c.ring_min_wait_us = 0, std::string();
-         const size_t digits = v.find_first_not_of("0123456789");
-         uint64_t n = 0;
-         const std::string_view unit = digits == std::string_view::npos ? "" : v.substr(digits);
-         const char* end = v.data() + (digits == std::string_view::npos ? v.size() : digits);
-         if (digits == 0 || std::from_chars(v.data(), end, n).ec != std::errc{} ||
-             (unit != "us" && unit != "ms"))
-           return "must be off or a number with a unit: us or ms (e.g. 250us, 1ms)";
-         if (unit == "ms") n = n > 10 ? 10'001 : n * 1000;
-         if (n > 10'000) return "must be at most 10ms";
-         c.ring_min_wait_us = static_cast<uint32_t>(n);
+         uint64_t us = 0;
+         switch (parse_scaled(v, {{"us", 1}, {"ms", 1000}}, 10'000, us)) {
+           case Scaled::malformed:
+             return "must be off or a number with a unit: us or ms (e.g. 250us, 1ms)";
+           case Scaled::too_large:
+             return "must be at most 10ms";
+           case Scaled::ok:
+             break;
+         }
+         c.ring_min_wait_us = static_cast<uint32_t>(us);
          return {};
        }},
       {"--listen-backlog", "N", "Pending-connection queue of each listening socket.",
@@ -640,24 +665,16 @@ std::string format_duration_ms(int64_t ms) {
 }
 
 std::string parse_duration_ms(std::string_view text, int64_t& out) {
-  size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9')
-    ++digits;
-  const std::string_view unit = text.substr(digits);
-  uint64_t n;
-  if (digits == 0 || std::from_chars(text.data(), text.data() + digits, n).ec != std::errc{})
-    return "must be a number with a unit: ms, s or m (e.g. 500ms, 5s)";
-  int64_t scale;
-  if (unit == "ms")
-    scale = 1;
-  else if (unit == "s")
-    scale = 1000;
-  else if (unit == "m")
-    scale = 60'000;
-  else
-    return "must be a number with a unit: ms, s or m (e.g. 500ms, 5s)";
-  if (n > 86'400'000u / static_cast<uint64_t>(scale)) return "must be at most one day";
-  out = static_cast<int64_t>(n) * scale;
+  uint64_t ms = 0;
+  switch (parse_scaled(text, {{"ms", 1}, {"s", 1000}, {"m", 60'000}}, 86'400'000, ms)) {
+    case Scaled::malformed:
+      return "must be a number with a unit: ms, s or m (e.g. 500ms, 5s)";
+    case Scaled::too_large:
+      return "must be at most one day";
+    case Scaled::ok:
+      break;
+  }
+  out = static_cast<int64_t>(ms);
   return {};
 }
 

@@ -214,6 +214,23 @@ TEST_CASE("--help explains every flag") {
     CHECK_MESSAGE(help.find(std::string("  ") + flag) != std::string::npos, flag);
 }
 
+TEST_CASE("--ring-min-wait: microseconds or milliseconds up to 10ms, or off") {
+  CHECK(parse({}).config.ring_min_wait_us == 200);
+  CHECK(parse({"--ring-min-wait", "250us"}).config.ring_min_wait_us == 250);
+  CHECK(parse({"--ring-min-wait", "1ms"}).config.ring_min_wait_us == 1000);
+  CHECK(parse({"--ring-min-wait", "10ms"}).config.ring_min_wait_us == 10000);
+  CHECK(parse({"--ring-min-wait", "0us"}).config.ring_min_wait_us == 0);
+  CHECK(parse({"--ring-min-wait", "off"}).config.ring_min_wait_us == 0);
+  CHECK(parse({"--ring-min-wait", "0"}).config.ring_min_wait_us == 0);
+  const char* malformed = "must be off or a number with a unit: us or ms (e.g. 250us, 1ms)";
+  for (std::string_view bad : {"5", "5s", "us", "-1ms", "1.5ms", "5 ms"})
+    CHECK(parse({"--ring-min-wait", bad}).error ==
+          fmt::format("--ring-min-wait \"{}\": {}", bad, malformed));
+  for (std::string_view big : {"10001us", "11ms", "99999999999999999ms"})
+    CHECK(parse({"--ring-min-wait", big}).error ==
+          fmt::format("--ring-min-wait \"{}\": must be at most 10ms", big));
+}
+
 TEST_CASE("durations and sizes") {
   int64_t ms;
   CHECK(parse_duration_ms("250ms", ms) == "");
@@ -222,6 +239,11 @@ TEST_CASE("durations and sizes") {
   CHECK(ms == 120000);
   CHECK(parse_duration_ms("1h", ms) != "");
   CHECK(parse_duration_ms("ms", ms) != "");
+  CHECK(parse_duration_ms("1440m", ms) == "");
+  CHECK(ms == 86'400'000);
+  CHECK(parse_duration_ms("1441m", ms) == "must be at most one day");
+  CHECK(parse_duration_ms("99999999999999999999s", ms) ==
+        "must be a number with a unit: ms, s or m (e.g. 500ms, 5s)");
   uint64_t size;
   CHECK(parse_size("16k", size) == "");
   CHECK(size == 16384);
