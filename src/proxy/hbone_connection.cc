@@ -128,7 +128,7 @@ void HboneConnection::on_received(const io_uring_cqe& cqe) {
     if (cqe.res > 0 && !session_.created() && state_ == State::handshaking)
       session_.create(true, ctx_.handshake_identity(), ctx_.blocks, ctx_.config, {}, streams_);
     if (cqe.res > 0) {
-      if (uint32_t(cqe.res) < WorkerContext::kBulkReadBytes) ctx_.small_read_ns = ctx_.loop_now;
+      ctx_.note_read(uint32_t(cqe.res));
       socket_.kept(ctx_, ops_, 0, size_t(cqe.res), false, more);
       if (!closing()) {
         // Records are opened where the kernel put them; what drive() leaves (the beginning of

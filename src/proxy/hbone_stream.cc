@@ -210,7 +210,7 @@ void HboneStream::on_recv(const io_uring_cqe& cqe) {
       return;
     }
     if (lent_.empty()) lent_progress_ns_ = ctx_.loop_now;
-    if (uint32_t(cqe.res) < WorkerContext::kBulkReadBytes) ctx_.small_read_ns = ctx_.loop_now;
+    ctx_.note_read(uint32_t(cqe.res));
     lent_.lend(data, uint32_t(cqe.res), *bid, cls);
     count_from_tcp(uint32_t(cqe.res));
     tcp_.kept(ctx_, ops_, 0, size_t(cqe.res), lent_.live_bytes() >= ctx_.config.max_queued, more);

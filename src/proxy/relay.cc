@@ -164,12 +164,7 @@ void Relay::on_recv(uint8_t d, const io_uring_cqe& cqe) {
       dir.queue->push({0, uint32_t(cqe.res), *bid, from.armed_cls});
       count(d, uint32_t(cqe.res));
       // Small reads never make the worker wait longer: request/response keeps its latency.
-      if (uint32_t(cqe.res) >= WorkerContext::kBulkReadBytes) {
-        ctx_.bulk_reads = true;
-        ctx_.bulk_read_ns = ctx_.loop_now;
-      } else {
-        ctx_.small_read_ns = ctx_.loop_now;
-      }
+      ctx_.note_relay_read(uint32_t(cqe.res));
       dir.queued += uint32_t(cqe.res);
       from.kept(ctx_, ops_, d, size_t(cqe.res), dir.queued >= ctx_.config.max_queued,
                 cqe.flags & IORING_CQE_F_MORE);

@@ -116,6 +116,17 @@ class WorkerContext {
   static constexpr uint64_t kInteractiveQuietNs = 2'000'000;
   uint64_t small_read_ns = 0;
   uint64_t bulk_read_ns = 0;  // and a relay, kBulkReadBytes or more
+  // A connection's read of `bytes` at once, for the two above: a small one marks
+  // request/response traffic; only a relay's bulk read (note_relay_read) makes the wait gather.
+  void note_read(uint32_t bytes) {
+    if (bytes < kBulkReadBytes) small_read_ns = loop_now;
+  }
+  void note_relay_read(uint32_t bytes) {
+    note_read(bytes);
+    if (bytes < kBulkReadBytes) return;
+    bulk_reads = true;
+    bulk_read_ns = loop_now;
+  }
 
   // ---- buffers
   ring::BufferPool& pool;      // relays and streams receive here
