@@ -544,15 +544,12 @@ run_one() {
 		port=$BL_MESH_CLIENT_PORT
 		BL_IPERF_HOST=$BL_MESH_CLIENT_HOST
 		n=${#BL_PROXY_PIDS[@]}
-	elif [[ $cfg == direct ]]; then
-		port=$BL_IPERF_SRV_PORT
+	elif ! bl_proxy_or_direct "$cfg" "$BL_IPERF_SRV_PORT" "$log"; then
+		csv_fail "$pass" "$rep" "$streams" "$dir" "$cfg" "$BL_PROXY_ERR"
+		return 1
 	else
-		port=$(bl_pick_port)
-		if ! bl_start_proxy "$cfg" "$port" "$BL_IPERF_SRV_PORT" "$log"; then
-			csv_fail "$pass" "$rep" "$streams" "$dir" "$cfg" "$BL_PROXY_ERR"
-			return 1
-		fi
-		n=${#BL_PROXY_PIDS[@]}
+		port=$BL_PORT
+		n=${#BL_PROXY_PIDS[@]}   # 0 for direct: no counting below
 		for ((i = 0; i < n; i++)); do
 			cf="$BL_TMP/count-$tag$( ((n > 1)) && echo ".${BL_PROXY_ROLES[i]}").txt"
 			case "$pass" in
@@ -676,16 +673,11 @@ rtt_one() {
 	log="$BL_TMP/proxy-rtt-$rep-$cfg.log"
 	out="$BL_TMP/sockperf-$rep-$cfg.txt"
 	bl_alive "$BL_SOCKPERF_SRV_PID" || { bl_log "sockperf server was gone; restarting it"; bl_sockperf_server_restart; }
-	BL_PROXY_PIDS=()
-	if [[ $cfg == direct ]]; then
-		port=$BL_SOCKPERF_SRV_PORT
-	else
-		port=$(bl_pick_port)
-		if ! bl_start_proxy "$cfg" "$port" "$BL_SOCKPERF_SRV_PORT" "$log"; then
-			rtt_fail "$rep" "$cfg" "$BL_PROXY_ERR"
-			return 1
-		fi
+	if ! bl_proxy_or_direct "$cfg" "$BL_SOCKPERF_SRV_PORT" "$log"; then
+		rtt_fail "$rep" "$cfg" "$BL_PROXY_ERR"
+		return 1
 	fi
+	port=$BL_PORT
 	bl_sockperf_run "$port" "$RTT_SECONDS" "$RTT_BYTES" "$out" || rc=1
 	for p in "${BL_PROXY_PIDS[@]+"${BL_PROXY_PIDS[@]}"}"; do bl_alive "$p" || alive=0; done
 	bl_stop_proxy
@@ -752,17 +744,12 @@ wrk_one() {
 	log="$BL_TMP/proxy-conns-$rep-$cfg.log"
 	out="$BL_TMP/wrk-$rep-$cfg.txt"
 	bl_alive "$BL_NGINX_PID" || { bl_log "nginx was gone; restarting it"; bl_nginx_restart; }
-	BL_PROXY_PIDS=()
-	if [[ $cfg == direct ]]; then
-		port=$BL_NGINX_PORT
-	else
-		port=$(bl_pick_port)
-		if ! bl_start_proxy "$cfg" "$port" "$BL_NGINX_PORT" "$log"; then
-			conn_fail "$rep" "$cfg" "$BL_PROXY_ERR"
-			return 1
-		fi
-		n=${#BL_PROXY_PIDS[@]}
+	if ! bl_proxy_or_direct "$cfg" "$BL_NGINX_PORT" "$log"; then
+		conn_fail "$rep" "$cfg" "$BL_PROXY_ERR"
+		return 1
 	fi
+	port=$BL_PORT
+	n=${#BL_PROXY_PIDS[@]}
 	# the warm-up (not measured): first accepts, HBONE's pooled connection, HAProxy's buffers
 	if bl_wrk_run "$port" 1 "$CONN_CONCURRENCY" "$out.warmup"; then
 		for ((i = 0; i < n; i++)); do before[i]=$(bl_cpu_ticks "${BL_PROXY_PIDS[i]}"); done

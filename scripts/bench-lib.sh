@@ -701,6 +701,19 @@ bl_start_proxy() {
 
 # bl_stop_proxy — SIGTERM (ringtunnel drains for at most --drain-timeout 1s), then SIGKILL;
 # every process of the proxy, in order (A before B).
+# bl_proxy_or_direct CONFIG SERVER_PORT LOG — where a pass's client connects: SERVER_PORT itself
+# for direct, else a new port on which CONFIG is started towards SERVER_PORT (bl_start_proxy).
+# Sets BL_PORT and BL_PROXY_PIDS (empty for direct); on failure returns 1 with BL_PROXY_ERR set.
+bl_proxy_or_direct() {
+	BL_PROXY_PIDS=()
+	if [[ $1 == direct ]]; then
+		BL_PORT=$2
+		return 0
+	fi
+	BL_PORT=$(bl_pick_port)
+	bl_start_proxy "$1" "$BL_PORT" "$2" "$3"
+}
+
 bl_stop_proxy() {
 	local p
 	for p in "${BL_PROXY_PIDS[@]+"${BL_PROXY_PIDS[@]}"}"; do bl_kill_tree "$p" TERM 5; done
